@@ -1,0 +1,125 @@
+"""kubelet `/metrics/cadvisor`: container resource usage, classified, deduplicated and joined.
+
+cAdvisor mixes four kinds of cgroup in every family, which is why users double count:
+- `system`: no pod (`/`, `/kubepods`, `/system.slice/...`);
+- `pod`: the pod-level cgroup (`container=""`, no `name`, no `image`): the sum of the others;
+- `pause`: the sandbox (`container="POD"` on Docker-era kubelets; on containerd/CRI-O
+  `container=""` with a `name`/`image`);
+- `container`: a real container.
+Each series gets `cgroup_kind=<kind>`, so `sum by (workload) (x{cgroup_kind="container"})`
+counts every byte once. `id` (cgroup path) and `name` (runtime id) are dropped by default: they
+churn on every restart, and after a restart cAdvisor keeps the dead container's series for
+minutes, so series of a container that is not the newest for its (pod, container) are dropped.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from exporter.expfmt import Family, parse_labels
+from exporter.passthrough import Passthrough, options_table
+from exporter.pipeline import Pairs, Result
+from exporter.pods import PodMeta
+from exporter.registry import Option, register
+
+_START = re.compile(rb"^container_start_time_seconds\{(.*)\} ([^ \n]+)", re.M)
+
+
+def _label_list(value: Any) -> str | None:
+    return None if isinstance(value, tuple) and all(isinstance(v, str) for v in value) else "must be a list of label names"
+
+
+class CadvisorHook:
+    """Classify, normalise legacy names, drop identity labels, skip hostNetwork pod networks."""
+
+    def __init__(self, drop_labels: Sequence[str]) -> None:
+        self.drop = frozenset(drop_labels)
+        self.stale: frozenset[str] = frozenset()
+
+    def variant(self, family: str) -> Any:
+        return "net" if family.startswith("container_network_") else None
+
+    def rewrite(self, variant: Any, pairs: Pairs, pod: PodMeta | None) -> Pairs | None:
+        labels = dict(pairs)
+        if labels.get("id") in self.stale:
+            return None
+        # Kubernetes < 1.16 spelled them pod_name/container_name: add the modern names too.
+        added = [(new, labels[old]) for old, new in (("pod_name", "pod"), ("container_name", "container"))
+                 if old in labels and new not in labels]
+        labels.update(added)
+        kind = classify(labels)
+        # System cgroups keep `id`: it is all that tells /system.slice/a from /system.slice/b.
+        drop = self.drop if kind != "system" else self.drop - {"id"}
+        out = [(k, v) for k, v in pairs if k not in drop] + added
+        if variant == "net" and pod is not None and pod.host_network:
+            return None  # a hostNetwork pod's "network" is the node's: counted under system
+        return out + [("cgroup_kind", kind)]
+
+
+def classify(labels: dict[str, str]) -> str:
+    """container / pod / pause / system for one cAdvisor label set."""
+    if not labels.get("namespace") or not labels.get("pod"):
+        return "system"
+    container = labels.get("container", "")
+    if container == "POD":
+        return "pause"
+    if container:
+        return "container"
+    return "pause" if labels.get("name") or labels.get("image") else "pod"
+
+
+def stale_ids(payload: bytes) -> frozenset[str]:
+    """cgroup ids of containers that are not the newest for their (namespace, pod, container)."""
+    newest: dict[tuple[str, str, str], tuple[float, str]] = {}
+    every: list[tuple[tuple[str, str, str], str]] = []
+    start = payload.find(b"container_start_time_seconds{")
+    end = payload.find(b"\n#", start)
+    block = payload[start:end if end >= 0 else len(payload)] if start >= 0 else b""
+    for m in _START.finditer(block):
+        try:
+            labels = dict(parse_labels(m.group(1)))
+            started = float(m.group(2))
+        except ValueError:
+            continue
+        labels.setdefault("pod", labels.get("pod_name", ""))
+        labels.setdefault("container", labels.get("container_name", ""))
+        kind = classify(labels)
+        if kind not in ("container", "pause") or "id" not in labels:
+            continue
+        key = (labels.get("namespace", ""), labels["pod"], labels["container"] if kind == "container" else "POD")
+        every.append((key, labels["id"]))
+        if key not in newest or started > newest[key][0]:
+            newest[key] = (started, labels["id"])
+    return frozenset(cid for key, cid in every if newest[key][1] != cid)
+
+
+OPTIONS = options_table(
+    drop_labels=Option(("id", "name"), _label_list, "cAdvisor labels removed from every series."),
+)
+
+
+@register("cadvisor", default_enabled=True, options=OPTIONS)
+class CadvisorCollector(Passthrough):
+    """Container resource usage from the kubelet's embedded cAdvisor."""
+
+    path = "/metrics/cadvisor"
+
+    def hook(self, cfg: Any) -> CadvisorHook:
+        self._hook = CadvisorHook(cfg.options["drop_labels"])
+        return self._hook
+
+    def _prepare(self, payload: bytes) -> None:
+        # A restart changes which ids are stale: cached rewrites must be recomputed then.
+        stale = stale_ids(payload) if "id" in self._hook.drop else frozenset()
+        if stale != self._hook.stale:
+            self._hook.stale = stale
+            self.transformer.reset()
+
+    def process(self, payload: bytes, openmetrics: bool = False) -> Result:
+        self._prepare(payload)
+        return super().process(payload, openmetrics)
+
+    async def collect(self, budget: float) -> Sequence[Family]:
+        resp = await self.upstream().request(self.path)
+        self._prepare(resp.body)
+        return await self._transform(resp)

@@ -1,0 +1,6 @@
+"""`python -m exporter` == `kubebridge`."""
+import sys
+
+from exporter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,220 @@
+"""Exposition format primitives: the `Family` model, precise line parsing, label text, encoders.
+
+Internally every family is kept in text-format 0.0.4 form: a name, a type, HELP text (0.0.4
+escaping) and the sample lines as bytes, without newline. Upstream bytes that did not change are
+never re-encoded; the fast path in `pipeline.py` relies on that. OpenMetrics is converted at the
+edges: on input (counter `_total` families, `_created` series, seconds timestamps, exemplars) and
+on output (`encode_openmetrics`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from exporter.errors import ParseError
+
+TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
+# OpenMetrics types and how they map onto 0.0.4 (info/stateset are gauges; gaugehistogram has
+# `_gcount`/`_gsum` series that a 0.0.4 histogram cannot hold, so it goes out untyped).
+OM_TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary",
+            "unknown": "untyped", "info": "gauge", "stateset": "gauge", "gaugehistogram": "untyped"}
+SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_VALUE = rb"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[Nn][Aa][Nn]|[Ii][Nn][Ff](?:[Ii][Nn][Ii][Tt][Yy])?)"
+VALUE = re.compile(_VALUE + rb"\Z")
+# A whole batch of values joined by "\n": one C-speed check instead of one call per sample.
+VALUES = re.compile(rb"(?:" + _VALUE + rb"\n)*" + _VALUE + rb"\Z")
+VALUES_TS = re.compile(rb"(?:" + _VALUE + rb"(?: -?[0-9]+)?\n)*" + _VALUE + rb"(?: -?[0-9]+)?\Z")
+_LABELS_BODY = rb'(?:[^"}]|"(?:[^"\\]|\\.)*")*'
+_LINE = re.compile(
+    rb"[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(?:\{(" + _LABELS_BODY + rb")\})?[ \t]*[ \t]([^ \t#]+)"
+    rb"(?:[ \t]+([^ \t#]+))?[ \t]*(?:(#)(.*))?\Z", re.S)
+_PAIR = re.compile(rb'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*(,|\Z)', re.S)
+# The common case (no escapes, no blanks): validated whole, then split, both at C speed.
+_SIMPLE_LABELS = re.compile(rb'(?:[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",)*(?:[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",?)?\Z')
+_SIMPLE_PAIR = re.compile(rb'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*)"')
+_TS_MS = re.compile(rb"-?[0-9]+\Z")
+_TS_S = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
+_UNESCAPE = re.compile(r"\\(.)", re.S)
+_UNESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric family: the unit of merge and encode."""
+
+    name: str
+    type: str = "untyped"
+    help: str | None = None
+    lines: list[bytes] = field(default_factory=list)
+
+    def owns(self, sample_name: str) -> bool:
+        """Whether a sample of this name belongs to the family (histogram/summary suffixes)."""
+        if sample_name == self.name:
+            return self.type != "histogram"
+        return any(sample_name == self.name + s for s in SUFFIXES.get(self.type, ()))
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One precisely parsed sample line."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: bytes
+    timestamp_ms: bytes | None
+
+
+def unescape(value: str) -> str:
+    """Undo label-value escaping the way Prometheus does (unknown escapes stay literal)."""
+    if "\\" not in value:
+        return value
+    return _UNESCAPE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(0)), value)
+
+
+def escape(value: str) -> str:
+    """Label-value escaping shared by 0.0.4 and OpenMetrics."""
+    if "\\" in value or '"' in value or "\n" in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def parse_labels(text: bytes) -> tuple[tuple[str, str], ...]:
+    """`a="1",b="x\\"y"` -> pairs. Raises ParseError on bad syntax or a repeated name."""
+    if _SIMPLE_LABELS.match(text):
+        pairs = [(n.decode(), v.decode("utf-8", "replace")) for n, v in _SIMPLE_PAIR.findall(text)]
+        if len({n for n, _ in pairs}) != len(pairs):
+            raise ParseError("duplicate label name")
+        return tuple(pairs)
+    pairs = []
+    pos, end = 0, len(text)
+    if not text.strip(b" \t"):
+        return ()
+    while pos < end:
+        m = _PAIR.match(text, pos)
+        if m is None:
+            raise ParseError(f"bad label set near {text[pos:pos + 40]!r}")
+        pairs.append((m.group(1).decode(), unescape(m.group(2).decode("utf-8", "replace"))))
+        pos = m.end()
+        if m.group(3) == b",":
+            if not text[pos:].strip(b" \t"):
+                break
+        elif pos < end:
+            raise ParseError("expected ',' between labels")
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ParseError("duplicate label name")
+    return tuple(pairs)
+
+
+def format_labels(pairs: Iterable[tuple[str, str]]) -> bytes:
+    """Pairs -> `a="1",b="2"` (0.0.4 and OpenMetrics spell label sets the same way)."""
+    return ",".join(f'{n}="{escape(v)}"' for n, v in pairs).encode()
+
+
+def parse_line(line: bytes, openmetrics: bool = False) -> Sample:
+    """Parse one sample line precisely (the slow path). Exemplars are dropped; OpenMetrics
+    timestamps (seconds) are converted to 0.0.4 milliseconds."""
+    m = _LINE.match(line)
+    if m is None:
+        raise ParseError(f"malformed sample {line[:80]!r}")
+    name, labels, value, ts, hash_, _ = m.groups()
+    if hash_ and not openmetrics:
+        raise ParseError("unexpected '#' after the value")
+    if not VALUE.match(value):
+        raise ParseError(f"bad value {value[:40]!r}")
+    if ts is not None:
+        if openmetrics:
+            if not _TS_S.match(ts):
+                raise ParseError(f"bad timestamp {ts[:40]!r}")
+            ts = b"%d" % round(float(ts) * 1000)
+        elif not _TS_MS.match(ts):
+            raise ParseError(f"bad timestamp {ts[:40]!r}")
+    return Sample(name.decode(), parse_labels(labels) if labels else (), value, ts)
+
+
+def sample_prefix(name: str, pairs: Sequence[tuple[str, str]]) -> bytes:
+    """Everything of an output line before the value, trailing space included."""
+    if not pairs:
+        return name.encode() + b" "
+    return name.encode() + b"{" + format_labels(pairs) + b"} "
+
+
+def escape_help(text: str) -> str:
+    """0.0.4 HELP escaping (backslash and newline only)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _help_to_openmetrics(text: str) -> str:
+    # 0.0.4 HELP escapes only backslash and newline; OpenMetrics also requires `\"`.
+    return escape(unescape(text.replace('\\"', '\\\\"')))
+
+
+def encode_text(families: Iterable[Family]) -> bytes:
+    """Text format 0.0.4."""
+    out: list[bytes] = []
+    for fam in families:
+        if not fam.lines:
+            continue
+        if fam.help is not None:
+            out.append(f"# HELP {fam.name} {fam.help}".encode())
+        out.append(f"# TYPE {fam.name} {fam.type}".encode())
+        out.extend(fam.lines)
+    out.append(b"")
+    return b"\n".join(out)
+
+
+def _om_family(fam: Family) -> tuple[str, str]:
+    """OpenMetrics name and type for a 0.0.4 family; anything OpenMetrics would reject in the
+    family's shape (a counter without `_total`) goes out as `unknown` rather than renamed."""
+    if fam.type == "counter":
+        if fam.name.endswith("_total") and all(
+                ln.startswith(fam.name.encode()) and ln[len(fam.name)] in b"{ " for ln in fam.lines):
+            return fam.name[:-6], "counter"
+        return fam.name, "unknown"
+    return fam.name, {"untyped": "unknown"}.get(fam.type, fam.type)
+
+
+def _om_line(line: bytes) -> bytes:
+    # A sample carrying a millisecond timestamp: OpenMetrics wants seconds.
+    head, sep, tail = line.rpartition(b" ")
+    if sep and b"{" not in tail and b"}" not in tail and b" " in head[head.rfind(b"}") + 1:]:
+        ms = int(tail)
+        return head + b" " + (b"%d.%03d" % divmod(ms, 1000) if ms >= 0 else b"%.3f" % (ms / 1000))
+    return line
+
+
+def encode_openmetrics(families: Iterable[Family], timestamps: bool = False) -> bytes:
+    """OpenMetrics 1.0.0 text, ending with `# EOF`."""
+    out: list[bytes] = []
+    for fam in families:
+        if not fam.lines:
+            continue
+        name, kind = _om_family(fam)
+        if fam.help is not None:
+            out.append(f"# HELP {name} {_help_to_openmetrics(fam.help)}".encode())
+        out.append(f"# TYPE {name} {kind}".encode())
+        out.extend(map(_om_line, fam.lines) if timestamps else fam.lines)
+    out.append(b"# EOF\n")
+    return b"\n".join(out)
+
+
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Content negotiation as Prometheus' own scrape Accept header drives it."""
+    for part in accept.split(","):
+        media, *params = [p.strip() for p in part.split(";")]
+        if media == "application/openmetrics-text":
+            q = next((p[2:] for p in params if p.startswith("q=")), "1")
+            try:
+                if float(q) > 0:
+                    return True
+            except ValueError:
+                continue
+    return False

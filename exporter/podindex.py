@@ -1,0 +1,105 @@
+"""PodIndex: the pods of this node, kept fresh from the kubelet's `/pods`.
+
+Refreshed on a bounded interval, and early (but at most once per `min_gap`) when a series names a
+pod the index does not know. Consumers never poll it per series: they ask which pods changed
+since the generation they last saw, and evict only what those pods touched.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, Mapping
+
+from exporter.pods import LabelPolicy, PodMeta, pod_labels
+
+log = logging.getLogger("kubebridge.podindex")
+_LOG_LIMIT = 4096  # changes remembered; a consumer further behind just clears its cache
+
+
+class PodIndex:
+    """(namespace, pod) -> PodMeta, with a change log for cache invalidation."""
+
+    def __init__(self, policy: LabelPolicy | None = None) -> None:
+        self.policy = policy or LabelPolicy()
+        self._pods: dict[tuple[str, str], PodMeta] = {}
+        self._join: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        self._log: list[tuple[int, tuple[str, str]]] = []
+        self.generation = 0
+        self.synced = asyncio.Event()
+        self.last_sync = 0.0
+        self.syncs = 0
+        self.errors = 0
+        self._wake = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._pods)
+
+    def get(self, namespace: str, name: str) -> PodMeta | None:
+        """The pod, or None."""
+        return self._pods.get((namespace, name))
+
+    def pods(self) -> list[PodMeta]:
+        """All pods, sorted by key (stable output)."""
+        return [self._pods[k] for k in sorted(self._pods)]
+
+    def join_labels(self, meta: PodMeta) -> tuple[tuple[str, str], ...]:
+        """What a series of this pod gains (cluster is added by the caller)."""
+        pairs = self._join.get(meta.key)
+        if pairs is None:
+            pairs = tuple(pod_labels(meta.labels, self.policy)) + (
+                ("workload", meta.workload), ("workload_kind", meta.workload_kind))
+            if meta.node:
+                pairs += (("node", meta.node),)
+            self._join[meta.key] = pairs
+        return pairs
+
+    def replace(self, pods: Mapping[tuple[str, str], PodMeta]) -> int:
+        """Install a fresh listing; returns how many pods changed (added, removed, altered)."""
+        old = self._pods
+        changed = [k for k in old.keys() | pods.keys() if old.get(k) != pods.get(k)]
+        self._pods = dict(pods)
+        if changed:
+            self.generation += 1
+            for k in changed:
+                self._join.pop(k, None)
+                self._log.append((self.generation, k))
+            del self._log[:-_LOG_LIMIT]
+        self.last_sync = time.time()
+        self.syncs += 1
+        self.synced.set()
+        return len(changed)
+
+    def changed_since(self, generation: int) -> set[tuple[str, str]] | None:
+        """Pods changed after `generation`; None when the log no longer reaches back that far."""
+        if generation == self.generation:
+            return set()
+        if not self._log or self._log[0][0] > generation + 1:
+            return None
+        return {k for g, k in self._log if g > generation}
+
+    def request_refresh(self) -> None:
+        """A series named an unknown pod: refresh early (rate-limited by `run`)."""
+        self._wake.set()
+
+    async def run(self, fetch: Callable[[], Awaitable[dict[tuple[str, str], PodMeta]]],
+                  interval: float = 60.0, min_gap: float = 5.0) -> None:
+        """Refresh forever: every `interval`, or sooner when asked, never twice within `min_gap`."""
+        backoff = 1.0
+        while True:
+            try:
+                self.replace(await fetch())
+                backoff = 1.0
+                delay = interval
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the index keeps its last good listing
+                self.errors += 1
+                log.warning("pod list failed (%s); retrying in %.0fs", exc, backoff)
+                delay, backoff = backoff, min(backoff * 2, interval)
+            self._wake.clear()
+            await asyncio.sleep(min(min_gap, delay))
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, delay - min_gap))
+            except TimeoutError:
+                pass

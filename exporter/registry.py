@@ -1,0 +1,77 @@
+"""The collector protocol and registry: the one extension point.
+
+A collector is one class in `collectors/<name>.py`, registered under `<name>`; that one word is
+its module, `--collector.<name>` flag, `collectors.<name>` config key, `collector` label value,
+fixture folder and test module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+from exporter.expfmt import Family
+
+
+class Collector(Protocol):
+    """Fetch and convert. Raise on failure; the runner isolates and reports it."""
+
+    async def collect(self, budget: float) -> Sequence[Family]: ...
+
+
+@runtime_checkable
+class Background(Protocol):
+    """A long-lived loop (watches, refreshes), started once with the server."""
+
+    async def run(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Option:
+    """One collector-specific config key: its default and a checker that returns an error
+    message (or None). The default's type is the accepted type, except for `kind`
+    "endpoint" (one `Endpoint` section) and "endpoints" (a list of them)."""
+
+    default: Any
+    check: Callable[[Any], str | None] | None = None
+    help: str = ""
+    kind: str = "value"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `@register` records."""
+
+    name: str
+    factory: Callable[..., Collector]
+    default_enabled: bool
+    scope: str                       # "node" (DaemonSet) or "cluster" (Deployment)
+    options: Mapping[str, Option]
+    help: str
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+
+def register(name: str, *, default_enabled: bool, scope: str = "node",
+             options: Mapping[str, Option] | None = None,
+             help: str = "") -> Callable[[Callable[..., Collector]], Callable[..., Collector]]:
+    """Class decorator registering a collector under `name`."""
+    def decorate(factory: Callable[..., Collector]) -> Callable[..., Collector]:
+        if name in _REGISTRY:
+            raise ValueError(f"collector {name!r} registered twice")
+        _REGISTRY[name] = Registration(name, factory, default_enabled, scope,
+                                       dict(options or {}), help or (factory.__doc__ or "").strip())
+        return factory
+    return decorate
+
+
+def registrations() -> list[Registration]:
+    """Every registered collector, sorted by name."""
+    import collectors  # noqa: F401  (imports every collector module for its @register)
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def get(name: str) -> Registration:
+    """One registration by name (KeyError if unknown)."""
+    registrations()
+    return _REGISTRY[name]

@@ -1,0 +1,135 @@
+"""Running collectors: single flight per source, per-source budgets, isolation, self-metrics."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import aiohttp
+
+from exporter import NAMESPACE
+from exporter.errors import NoDataError, NotPermittedError, ParseError
+from exporter.expfmt import Family
+from exporter.families import Builder, Metric
+from exporter.registry import Collector
+from exporter.upstream import UpstreamError
+
+log = logging.getLogger("kubebridge.runner")
+STATUSES = ("ok", "down", "not_permitted", "no_data")
+
+
+@dataclass
+class Outcome:
+    """One collector run."""
+
+    name: str
+    families: Sequence[Family] = ()
+    status: str = "ok"
+    reason: str = ""
+    seconds: float = 0.0
+    stats: Mapping[str, float] = field(default_factory=dict)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, UpstreamError):
+        return "http_status"
+    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+        return "connect"
+    if isinstance(exc, (ParseError, ValueError)):
+        return "parse"
+    return "internal"
+
+
+class Source:
+    """A collector plus its single-flight state and error counters."""
+
+    def __init__(self, name: str, collector: Collector) -> None:
+        self.name = name
+        self.collector = collector
+        self.errors: dict[str, int] = {}
+        self.last: Outcome | None = None
+        self._inflight: asyncio.Future[Outcome] | None = None
+
+    async def collect(self, budget: float) -> Outcome:
+        """Run the collector, or join the run already in flight (concurrent scrapes share one
+        upstream fetch)."""
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._run(budget))
+            self._inflight.add_done_callback(self._clear)
+        return await asyncio.shield(self._inflight)
+
+    def _clear(self, _: asyncio.Future[Outcome]) -> None:
+        self._inflight = None
+
+    async def _run(self, budget: float) -> Outcome:
+        start = time.perf_counter()
+        out = Outcome(self.name)
+        try:
+            async with asyncio.timeout(budget):
+                out.families = list(await self.collector.collect(budget))
+        except NoDataError as exc:
+            log.debug("collector %s: no data (%s)", self.name, exc)
+            out.status = "no_data"
+        except NotPermittedError as exc:
+            log.info("collector %s: not permitted (%s)", self.name, exc)
+            out.status, out.reason = "not_permitted", "not_permitted"
+        except Exception as exc:  # never BaseException: cancellation must propagate
+            out.status, out.reason = "down", _reason(exc)
+            if out.reason == "internal":
+                log.exception("collector %s failed", self.name)
+            else:
+                log.warning("collector %s: %s (%s)", self.name, out.reason, exc or type(exc).__name__)
+        if out.reason:
+            self.errors[out.reason] = self.errors.get(out.reason, 0) + 1
+        out.seconds = time.perf_counter() - start
+        out.stats = dict(getattr(self.collector, "stats", {}) or {})
+        self.last = out
+        return out
+
+
+async def collect_all(sources: Sequence[Source], budget: float) -> list[Outcome]:
+    """Run every source concurrently; one slow or broken source cannot affect the others."""
+    return list(await asyncio.gather(*(s.collect(budget) for s in sources)))
+
+
+def _m(name: str, kind: str, help: str, *labels: str) -> Metric:
+    return Metric(f"{NAMESPACE}_{name}", kind, help, ("collector", *labels))
+
+
+UP = _m("up", "gauge", "1 if the source's last collection succeeded, else 0.")
+STATUS = _m("source_status", "gauge", "The source's state: ok, down, not_permitted (401/403: "
+            "expected on managed control planes, not an outage) or no_data (endpoint absent).",
+            "status")
+DURATION = _m("scrape_duration_seconds", "gauge", "How long the source's collection took.")
+ERRORS = _m("scrape_errors_total", "counter", "Failed collections by reason.", "reason")
+# Per-collection statistics a collector reports in `stats`: key -> declared family.
+STATS = {
+    "response_bytes": _m("upstream_response_bytes", "gauge", "Size of the upstream's last response body."),
+    "series_in": _m("series_in", "gauge", "Sample lines read from the upstream in the last collection."),
+    "series_out": _m("series_out", "gauge", "Series exposed for the source after join and relabel."),
+    "join_misses": _m("join_misses", "gauge", "Series naming a pod missing from the pod index."),
+    "malformed": _m("malformed_lines", "gauge", "Upstream lines rejected as malformed in the last collection."),
+    "dropped": _m("series_dropped", "gauge", "Series dropped by classification, relabeling or deduplication."),
+}
+SELF_METRICS = (UP, STATUS, DURATION, ERRORS, *STATS.values())
+
+
+def self_metrics(sources: Sequence[Source], outcomes: Sequence[Outcome]) -> list[Family]:
+    """The kubebridge_* families about each source."""
+    b = Builder(SELF_METRICS)
+    for src, o in zip(sources, outcomes):
+        c = {"collector": o.name}
+        b.add(UP, 1.0 if o.status == "ok" else 0.0, c)
+        for st in STATUSES:
+            b.add(STATUS, 1.0 if o.status == st else 0.0, {**c, "status": st})
+        b.add(DURATION, o.seconds, c)
+        for reason in sorted(src.errors):
+            b.add(ERRORS, src.errors[reason], {**c, "reason": reason})
+        for key, metric in STATS.items():
+            if key in o.stats:
+                b.add(metric, o.stats[key], c)
+    return b.families()

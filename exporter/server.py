@@ -1,0 +1,190 @@
+"""The aiohttp app: /metrics, /healthz, /readyz and a landing page."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import logging
+from typing import AsyncIterator, Mapping, Sequence
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import generate_latest
+
+from exporter import NAMESPACE, __version__
+from exporter.config import Config
+from exporter.deps import Deps
+from exporter.expfmt import (OPENMETRICS_TYPE, TEXT_TYPE, Family, encode_openmetrics, encode_text,
+                             wants_openmetrics)
+from exporter.families import Builder, Metric
+from exporter.merge import merge
+from exporter.pipeline import Options, Transformer
+from exporter.podindex import PodIndex
+from exporter.pods import parse_podlist
+from exporter.registry import Background, get
+from exporter.runner import Source, collect_all, self_metrics
+
+log = logging.getLogger("kubebridge.server")
+STATE = web.AppKey("state", "State")
+_MARGIN = 0.5  # seconds kept back from Prometheus' scrape timeout for encoding and transfer
+
+BUILD = Metric(f"{NAMESPACE}_build_info", "gauge", "kubebridge version.", ("version",))
+POD_METRICS = (
+    Metric(f"{NAMESPACE}_pod_index_pods", "gauge", "Pods known to the pod index."),
+    Metric(f"{NAMESPACE}_pod_index_last_sync_timestamp_seconds", "gauge", "When the pod index last synced."),
+    Metric(f"{NAMESPACE}_pod_index_syncs_total", "counter", "Successful pod index refreshes."),
+    Metric(f"{NAMESPACE}_pod_index_errors_total", "counter", "Failed pod index refreshes."),
+)
+MERGE_CONFLICTS = Metric(f"{NAMESPACE}_merge_type_conflicts", "gauge",
+                         "Families dropped in the last scrape because another source exposes the "
+                         "same name with another type.", ("collector",))
+
+
+class State:
+    """Everything the handlers need."""
+
+    def __init__(self, config: Config, index: PodIndex | None) -> None:
+        self.config = config
+        self.index = index
+        self.sources: list[Source] = []
+        self.background: list[tuple[str, Background]] = []
+        self.process = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.process)
+        PlatformCollector(registry=self.process)
+        GCCollector(registry=self.process)
+        self._process_tf = Transformer(Options(collector=""))
+
+    def exporter_metrics(self) -> list[Family]:
+        """Build info, pod index state and process metrics."""
+        b = Builder([BUILD, *POD_METRICS])
+        b.add(BUILD, 1, {"version": __version__})
+        if self.index is not None:
+            for metric, value in zip(POD_METRICS, (len(self.index), self.index.last_sync,
+                                                   self.index.syncs, self.index.errors)):
+                b.add(metric, value)
+        return b.families() + self._process_tf.transform(generate_latest(self.process)).families
+
+
+def budget(headers: Mapping[str, str], default: float) -> float:
+    """Per-source time budget: Prometheus' scrape timeout minus a margin, else the default."""
+    raw = headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+    try:
+        return max(0.5, min(float(raw) - _MARGIN, 300.0)) if raw else default
+    except ValueError:
+        return default
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """One scrape of every enabled source; always 200 with per-source status."""
+    state: State = request.app[STATE]
+    outcomes = await collect_all(state.sources, budget(request.headers, state.config.scrape_timeout))
+    families, conflicts = merge((o.name, o.families) for o in outcomes)
+    own = self_metrics(state.sources, outcomes)
+    b = Builder([MERGE_CONFLICTS])
+    for src in state.sources:
+        b.add(MERGE_CONFLICTS, conflicts.get(src.name, 0), {"collector": src.name})
+    extra = own + b.families() + state.exporter_metrics()
+    families, _ = merge([("self", extra), ("sources", families)])
+    if wants_openmetrics(request.headers.get("Accept", "")):
+        body, ctype = encode_openmetrics(families), OPENMETRICS_TYPE
+    else:
+        body, ctype = encode_text(families), TEXT_TYPE
+    resp = web.Response(body=body, headers={"Content-Type": ctype})
+    resp.enable_compression()
+    return resp
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive."""
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready once the pod index has synced (if this instance joins pods)."""
+    state: State = request.app[STATE]
+    if state.index is not None and not state.index.synced.is_set():
+        return web.Response(status=503, text="pod index not synced yet\n")
+    return web.Response(text="ok\n")
+
+
+async def landing(request: web.Request) -> web.Response:
+    """A small HTML page with links and each source's last state."""
+    state: State = request.app[STATE]
+    rows = "".join(
+        f"<tr><td>{html.escape(s.name)}</td><td>{s.last.status if s.last else 'not scraped yet'}</td>"
+        f"<td>{s.last.seconds * 1000:.1f} ms</td></tr>" if s.last else
+        f"<tr><td>{html.escape(s.name)}</td><td>not scraped yet</td><td></td></tr>"
+        for s in state.sources)
+    pods = f"<p>Pod index: {len(state.index)} pods</p>" if state.index is not None else ""
+    page = (f"<!doctype html><html><head><title>kubebridge</title></head><body>"
+            f"<h1>kubebridge {__version__}</h1><ul><li><a href='metrics'>/metrics</a></li>"
+            f"<li><a href='healthz'>/healthz</a></li><li><a href='readyz'>/readyz</a></li></ul>"
+            f"{pods}<table border=1><tr><th>source</th><th>status</th><th>duration</th></tr>"
+            f"{rows}</table></body></html>")
+    return web.Response(text=page, content_type="text/html")
+
+
+def build_app(config: Config, *, index: PodIndex | None = None,
+              session: aiohttp.ClientSession | None = None) -> web.Application:
+    """The application; `index`/`session` may be injected by tests."""
+    app = web.Application()
+    needs_pods = any(get(c.name).scope == "node" for c in config.enabled())
+    state = State(config, index if index is not None else (PodIndex(config.label_policy) if needs_pods else None))
+    app[STATE] = state
+    app.cleanup_ctx.append(_lifecycle(session, index is None))
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/", landing)
+    return app
+
+
+def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
+    @contextlib.asynccontextmanager
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        state: State = app[STATE]
+        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=30)
+        session = injected or aiohttp.ClientSession(timeout=timeout)
+        deps = Deps(state.config, session, state.index)
+        deps.kubelet = deps.upstream(state.config.kubelet)
+        for c in state.config.enabled():
+            collector = get(c.name).factory(deps, c)
+            state.sources.append(Source(c.name, collector))
+            if isinstance(collector, Background):
+                state.background.append((c.name, collector))
+        tasks = [asyncio.create_task(b.run(), name=f"bg:{n}") for n, b in state.background]
+        if state.index is not None and own_index:
+            tasks.append(asyncio.create_task(state.index.run(
+                lambda: _fetch_pods(deps), state.config.pod_refresh_interval), name="podindex"))
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if injected is None:
+                await session.close()
+    return ctx
+
+
+async def _fetch_pods(deps: Deps) -> dict:
+    assert deps.kubelet is not None
+    resp = await deps.kubelet.request("/pods", accept="application/json")
+    return parse_podlist(json.loads(resp.body))
+
+
+def serve(app: web.Application, host: str, port: int) -> None:
+    """Run until SIGTERM/SIGINT; shutdown stays well inside Kubernetes' 30 s grace period."""
+    web.run_app(app, host=host or None, port=port, shutdown_timeout=5.0, access_log=None,
+                print=lambda *a: None, handle_signals=True)
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    """`host:port` -> (host, port); `[::1]:9500` works too."""
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+__all__: Sequence[str] = ["build_app", "serve", "split_address", "State", "STATE"]

@@ -1,0 +1,157 @@
+"""HTTP(S) access to upstreams: TLS contexts, rotating bearer tokens, status mapping.
+
+Tokens are re-read when their file changes (projected service-account tokens rotate about
+hourly) and the last good token is kept if a read fails. A token is only ever sent to the
+upstream it was configured for; it is never logged.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from exporter.errors import NoDataError, NotPermittedError
+
+log = logging.getLogger("kubebridge.upstream")
+METRICS_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,"
+                  "text/plain;version=0.0.4;q=1,*/*;q=0.1")
+
+
+class UpstreamError(Exception):
+    """The upstream answered, but not with success."""
+
+    def __init__(self, url: str, status: int) -> None:
+        super().__init__(f"{url}: HTTP {status}")
+        self.status = status
+
+
+class TokenSource:
+    """A bearer token file, re-read on change (checked at most every `recheck` seconds)."""
+
+    def __init__(self, path: str | Path, recheck: float = 10.0) -> None:
+        self.path = Path(path)
+        self.recheck = recheck
+        self._token = ""
+        self._stamp: tuple[float, int] | None = None
+        self._checked = 0.0
+        self.reads = 0
+
+    def token(self) -> str:
+        """The current token ('' if none could ever be read)."""
+        now = time.monotonic()
+        if self._stamp is not None and now - self._checked < self.recheck:
+            return self._token
+        self._checked = now
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime, st.st_size)
+            if stamp != self._stamp:
+                token = self.path.read_text().strip()
+                if token:
+                    self._token, self._stamp = token, stamp
+                    self.reads += 1
+        except OSError as exc:
+            log.warning("cannot read token file %s (%s); keeping the last good token",
+                        self.path, exc.strerror)
+        return self._token
+
+    def headers(self) -> dict[str, str]:
+        """The Authorization header, or nothing."""
+        tok = self.token()
+        return {"Authorization": f"Bearer {tok}"} if tok else {}
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS settings for one upstream."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+    insecure_skip_verify: bool = False
+
+    def context(self) -> ssl.SSLContext:
+        """A client context: verification on unless explicitly skipped."""
+        ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file or None)
+        if self.insecure_skip_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+@dataclass
+class Response:
+    """A successful upstream answer."""
+
+    body: bytes
+    content_type: str
+    status: int = 200
+
+
+class Upstream:
+    """One upstream base URL with its credentials."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, *,
+                 tls: TLS | None = None, token: TokenSource | None = None,
+                 max_bytes: int = 256 << 20) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.tls = tls or TLS()
+        self.token = token
+        self.max_bytes = max_bytes
+        self._ssl: ssl.SSLContext | None = None
+        if self.base_url.startswith("https://"):
+            self._ssl = self.tls.context()
+            if self.tls.insecure_skip_verify:
+                log.warning("TLS verification is OFF for %s (insecure_skip_verify)", self.base_url)
+
+    def url(self, path: str) -> str:
+        """Absolute URL of `path`."""
+        return self.base_url + path
+
+    async def request(self, path: str, *, method: str = "GET", accept: str = METRICS_ACCEPT,
+                      json: object = None, ok_statuses: tuple[int, ...] = ()) -> Response:
+        """Fetch `path`. 404 -> NoDataError, 401/403 -> NotPermittedError, other non-2xx ->
+        UpstreamError, unless listed in `ok_statuses` (then returned as is)."""
+        url = self.url(path)
+        headers = {"Accept": accept, **(self.token.headers() if self.token else {})}
+        kwargs: dict = {"headers": headers}
+        if self._ssl is not None:
+            kwargs["ssl"] = self._ssl
+        if self.tls.server_name:
+            kwargs["server_hostname"] = self.tls.server_name
+        if json is not None:
+            kwargs["json"] = json
+        async with self.session.request(method, url, **kwargs) as resp:
+            body = await self._read(resp, url)
+            if resp.status in ok_statuses or 200 <= resp.status < 300:
+                return Response(body, resp.headers.get("Content-Type", ""), resp.status)
+            if resp.status == 404:
+                raise NoDataError(f"{url}: 404")
+            if resp.status in (401, 403):
+                raise NotPermittedError(f"{url}: HTTP {resp.status}")
+            raise UpstreamError(url, resp.status)
+
+    async def _read(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
+        if resp.content_length is not None and resp.content_length > self.max_bytes:
+            raise UpstreamError(url, 413)
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise UpstreamError(url, 413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def is_openmetrics(content_type: str) -> bool:
+    """Whether a response's Content-Type is OpenMetrics."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/openmetrics-text"

@@ -1,0 +1,125 @@
+"""Parser and encoder tables: what kubelets, etcd and apiservers really serve."""
+from __future__ import annotations
+
+import pytest
+
+from exporter.errors import ParseError
+from exporter.expfmt import (Family, encode_openmetrics, encode_text, parse_labels, parse_line,
+                             wants_openmetrics)
+from exporter.pipeline import Options, Transformer
+
+LINES = [  # line, name, labels, value, timestamp (ms)
+    (b"up 1", "up", (), b"1", None),
+    (b'a{b="c"} 2.5e+06', "a", (("b", "c"),), b"2.5e+06", None),
+    (b'a{b="c",} 1', "a", (("b", "c"),), b"1", None),
+    (b'a{ b = "c" , d="e"} 1', "a", (("b", "c"), ("d", "e")), b"1", None),
+    (b'a{b="q\\"uote",c="back\\\\slash",d="new\\nline"} 1', "a",
+     (("b", 'q"uote'), ("c", "back\\slash"), ("d", "new\nline")), b"1", None),
+    (b'a{b="x} 1"} 7', "a", (("b", "x} 1"),), b"7", None),
+    (b"a NaN", "a", (), b"NaN", None),
+    (b"a +Inf", "a", (), b"+Inf", None),
+    (b"a -Inf 123", "a", (), b"-Inf", b"123"),
+    (b'a{le="+Inf"} 3 1700000000000', "a", (("le", "+Inf"),), b"3", b"1700000000000"),
+    (b"a\t1", "a", (), b"1", None),
+    (b"ns:rule_name 1", "ns:rule_name", (), b"1", None),
+    (b'a{b="unknown \\q escape"} 1', "a", (("b", "unknown \\q escape"),), b"1", None),
+]
+BAD = [b"a", b"a 1.2.3", b'a{b="c} 1', b'a{b=c} 1', b'a{b="c",b="d"} 1', b"1a 1", b"a 1 1.5",
+       b'a{b="c"}} 1', b'a{-b="c"} 1', b"a 1_000"]
+
+
+@pytest.mark.parametrize("line,name,labels,value,ts", LINES)
+def test_parse_line(line, name, labels, value, ts):
+    s = parse_line(line)
+    assert (s.name, s.labels, s.value, s.timestamp_ms) == (name, labels, value, ts)
+
+
+@pytest.mark.parametrize("line", BAD)
+def test_parse_line_rejects(line):
+    with pytest.raises(ParseError):
+        parse_line(line)
+
+
+def test_openmetrics_line_exemplar_and_seconds():
+    s = parse_line(b'a_bucket{le="1"} 5 1.5 # {trace_id="x"} 0.3 1.4', openmetrics=True)
+    assert (s.value, s.timestamp_ms) == (b"5", b"1500")
+
+
+def test_labels_duplicate_rejected():
+    with pytest.raises(ParseError):
+        parse_labels(b'a="1",a="2"')
+
+
+def transform(payload: bytes, om: bool = False, **opt) -> tuple[bytes, object]:
+    res = Transformer(Options(collector="t", **opt)).transform(payload, om)
+    return encode_text(res.families), res
+
+
+def test_transform_keeps_families_and_bucket_order():
+    payload = (b"# HELP h_seconds A histogram.\n# TYPE h_seconds histogram\n"
+               b'h_seconds_bucket{le="0.1"} 1\nh_seconds_bucket{le="1"} 2\nh_seconds_bucket{le="+Inf"} 3\n'
+               b"h_seconds_sum 1.5\nh_seconds_count 3\n")
+    out, res = transform(payload)
+    assert out.decode().splitlines() == [
+        "# HELP h_seconds A histogram.", "# TYPE h_seconds histogram",
+        'h_seconds_bucket{le="0.1",collector="t"} 1', 'h_seconds_bucket{le="1",collector="t"} 2',
+        'h_seconds_bucket{le="+Inf",collector="t"} 3', 'h_seconds_sum{collector="t"} 1.5',
+        'h_seconds_count{collector="t"} 3']
+    assert res.malformed == 0
+
+
+def test_malformed_lines_counted_not_fatal_and_not_emitted():
+    payload = b'# TYPE g gauge\ng{a="1"} 1\ng{a="2"} one\ng{a="3 3\ng{a="4"} 4\n'
+    for _ in range(2):  # cold, then warm through the cache
+        out, res = transform(payload)
+        assert res.malformed == 2
+        assert out.count(b"\ng{") == 2 and b'a="2"' not in out and b'a="3' not in out
+
+
+def test_value_going_bad_on_warm_path_is_caught():
+    t = Transformer(Options(collector="t"))
+    t.transform(b'# TYPE g gauge\ng{a="1"} 1\ng{a="2"} 2\n')
+    res = t.transform(b'# TYPE g gauge\ng{a="1"} 1\ng{a="2"} 2x\n')
+    assert res.malformed == 1 and [ln for f in res.families for ln in f.lines] == [b'g{a="1",collector="t"} 1']
+
+
+def test_timestamps_dropped_by_default_kept_on_request():
+    payload = b'# TYPE g gauge\ng{a="1"} 1 1700000000000\n'
+    assert transform(payload)[0].endswith(b'g{a="1",collector="t"} 1\n')
+    for _ in range(2):
+        assert transform(payload, keep_timestamps=True)[0].endswith(b"} 1 1700000000000\n")
+
+
+def test_openmetrics_input_counter_created_and_eof():
+    payload = (b"# TYPE req counter\n# HELP req Requests.\nreq_total{code=\"200\"} 5 # {t=\"1\"} 1\n"
+               b"req_created{code=\"200\"} 1.7e9\n# TYPE info_x info\ninfo_x_info{v=\"1\"} 1\n# EOF\n")
+    out, res = transform(payload, om=True)
+    text = out.decode()
+    assert "# TYPE req_total counter" in text and 'req_total{code="200",collector="t"} 5' in text
+    assert "# TYPE req_created gauge" in text
+    assert "# TYPE info_x gauge" in text or 'info_x_info{v="1",collector="t"} 1' in text
+    assert res.malformed == 0
+
+
+def test_encode_openmetrics_counter_and_unknown():
+    fams = [Family("c_total", "counter", "C.", [b'c_total{a="1"} 1']),
+            Family("legacy", "counter", 'say "hi"', [b"legacy 2"]),
+            Family("u", "untyped", None, [b"u 3"])]
+    text = encode_openmetrics(fams).decode()
+    assert "# TYPE c counter\nc_total{a=\"1\"} 1" in text
+    assert "# TYPE legacy unknown" in text and '# HELP legacy say \\"hi\\"' in text
+    assert "# TYPE u unknown" in text and text.endswith("# EOF\n")
+
+
+@pytest.mark.parametrize("accept,om", [
+    ("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5", True),
+    ("text/plain;version=0.0.4", False), ("", False), ("*/*", False),
+    ("application/openmetrics-text;q=0", False)])
+def test_negotiation(accept, om):
+    assert wants_openmetrics(accept) is om
+
+
+def test_samples_before_any_type_and_stray_samples_get_own_family():
+    out, _ = transform(b"a 1\n# TYPE b gauge\nb 2\nc 3\n")
+    text = out.decode()
+    assert "# TYPE a untyped" in text and "# TYPE b gauge" in text and "# TYPE c untyped" in text

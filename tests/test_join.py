@@ -1,0 +1,121 @@
+"""The join: workload resolution for every kind, label sanitising, both label generations."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from exporter.expfmt import encode_text
+from exporter.pipeline import Options, Transformer
+from exporter.podindex import PodIndex
+from exporter.pods import LabelPolicy, label_name, parse_podlist, pod_labels, workload_of
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def pod(name, owners=(), labels=None, annotations=None, node="n1", ns="default", host_network=False):
+    return {"metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "labels": labels or {},
+                         "annotations": annotations or {},
+                         "ownerReferences": [{"kind": k, "name": n, "controller": True} for k, n in owners]},
+            "spec": {"nodeName": node, "hostNetwork": host_network}}
+
+
+WORKLOADS = [
+    (pod("web-7d9f8-abcde", [("ReplicaSet", "web-7d9f8")], {"pod-template-hash": "7d9f8"}), ("web", "Deployment")),
+    (pod("rs-only-x1", [("ReplicaSet", "rs-only")]), ("rs-only", "ReplicaSet")),
+    (pod("db-0", [("StatefulSet", "db")]), ("db", "StatefulSet")),
+    (pod("agent-x", [("DaemonSet", "agent")]), ("agent", "DaemonSet")),
+    (pod("migrate-abc", [("Job", "migrate")]), ("migrate", "Job")),
+    (pod("backup-29707813-h2f28", [("Job", "backup-29707813")]), ("backup", "CronJob")),
+    (pod("etcd-n1", [("Node", "n1")]), ("etcd", "StaticPod")),
+    (pod("kube-apiserver-n1", annotations={"kubernetes.io/config.source": "file"}), ("kube-apiserver", "StaticPod")),
+    (pod("lonely"), ("lonely", "Pod")),
+    (pod("wf-1", [("Workflow", "wf")]), ("wf", "Workflow")),
+]
+
+
+@pytest.mark.parametrize("item,expected", WORKLOADS, ids=lambda x: x[1] if isinstance(x, tuple) else "")
+def test_workload_kinds(item, expected):
+    from exporter.pods import pod_meta
+    m = pod_meta(item)
+    assert (m.workload, m.workload_kind) == expected
+
+
+@pytest.mark.parametrize("key,name", [("app", "label_app"), ("app.kubernetes.io/name", "label_app_kubernetes_io_name"),
+                                       ("k8s-app", "label_k8s_app")])
+def test_label_name(key, name):
+    assert label_name(key) == name
+
+
+def test_conflicting_sanitised_names_get_suffixes():
+    labels = {"a.b": "1", "a-b": "2", "c": "3"}
+    assert pod_labels(labels, LabelPolicy(frozenset({"*"}))) == [
+        ("label_a_b_conflict1", "2"), ("label_a_b_conflict2", "1"), ("label_c", "3")]
+
+
+def test_allow_deny_and_wildcard():
+    labels = {"app": "x", "team": "y", "secret-thing": "z"}
+    assert pod_labels(labels, LabelPolicy()) == [("label_app", "x")]
+    assert pod_labels(labels, LabelPolicy(frozenset({"*"}), frozenset({"secret-thing"}))) == [
+        ("label_app", "x"), ("label_team", "y")]
+
+
+def _index(items, policy=None):
+    idx = PodIndex(policy)
+    idx.replace(parse_podlist({"items": items}))
+    return idx
+
+
+@pytest.mark.parametrize("line", [
+    b'container_cpu_usage_seconds_total{container="app",namespace="default",pod="web-7d9f8-abcde"} 1',
+    b'container_cpu_usage_seconds_total{container_name="app",namespace="default",pod_name="web-7d9f8-abcde"} 1',
+])
+def test_join_both_label_generations(line):
+    idx = _index([pod("web-7d9f8-abcde", [("ReplicaSet", "web-7d9f8")], {"pod-template-hash": "7d9f8", "app": "web"})])
+    t = Transformer(Options(collector="cadvisor", cluster="prod"), idx)
+    for _ in range(2):
+        out = encode_text(t.transform(b"# TYPE container_cpu_usage_seconds_total counter\n" + line + b"\n").families)
+        assert b'label_app="web",workload="web",workload_kind="Deployment",node="n1",cluster="prod",collector="cadvisor"} 1' in out
+
+
+def test_join_follows_pod_changes_and_counts_misses():
+    idx = _index([pod("a", labels={"app": "one"})])
+    t = Transformer(Options(collector="c"), idx)
+    payload = b'# TYPE m gauge\nm{namespace="default",pod="a"} 1\nm{namespace="default",pod="b"} 2\n'
+    res = t.transform(payload)
+    assert res.join_misses == 1
+    assert b'label_app="one"' in encode_text(res.families)
+    idx.replace(parse_podlist({"items": [pod("a", labels={"app": "two"}), pod("b", labels={"app": "three"})]}))
+    res = t.transform(payload)
+    text = encode_text(res.families)
+    assert res.join_misses == 0 and b'label_app="two"' in text and b'label_app="three"' in text
+    assert b'label_app="one"' not in text
+
+
+def test_upstream_label_wins_and_collector_label_kept_as_exported():
+    idx = _index([pod("a", node="real-node")])
+    t = Transformer(Options(collector="c"), idx)
+    res = t.transform(b'# TYPE m gauge\nm{namespace="default",pod="a",node="upstream",collector="x"} 1\n')
+    line = res.families[0].lines[0]
+    assert b'node="upstream"' in line and b'node="real-node"' not in line
+    assert b'exported_collector="x"' in line and line.count(b'collector="c"') == 1
+    assert res.label_conflicts == 1
+
+
+def test_real_podlists_parse():
+    for path in sorted((FIX / "kubelet").glob("*pod*.json")):
+        pods = parse_podlist(json.loads(path.read_text()))
+        assert pods, path
+        for meta in pods.values():
+            assert meta.workload and meta.workload_kind, (path, meta.name)
+
+
+def test_real_135_static_pods_and_cronjobs():
+    pods = parse_podlist(json.loads((FIX / "kubelet" / "nri-k8s-1.35-kubelet-pods.json").read_text()))
+    assert pods[("kube-system", "kube-apiserver-datagen-1-35")].workload == "kube-apiserver"
+    assert pods[("kube-system", "kube-apiserver-datagen-1-35")].workload_kind == "StaticPod"
+    assert pods[("scraper", "e2e-cronjob-29707813-dhlr2")].workload_kind == "CronJob"
+    assert pods[("scraper", "e2e-cronjob-29707813-dhlr2")].workload == "e2e-cronjob"
+    assert pods[("scraper", "e2e-failjob-64h4g")].workload_kind == "Job"
+    assert workload_of({"metadata": {}}) == ("", "Pod")
