@@ -34,6 +34,7 @@ class CadvisorHook:
 
     def __init__(self, drop_labels: Sequence[str]) -> None:
         self.drop = frozenset(drop_labels)
+        self.may_collide = bool(self.drop)  # e.g. two containers of one name after a restart
         self.stale: frozenset[str] = frozenset()
 
     def variant(self, family: str) -> Any:

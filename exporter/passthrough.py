@@ -29,7 +29,8 @@ class Passthrough:
             Options(collector=cfg.name, cluster=deps.config.cluster,
                     rules=deps.config.relabel_configs + cfg.relabel_configs,
                     keep_timestamps=bool(cfg.options.get("keep_timestamps", False)),
-                    pod_labels=self.pod_scoped),
+                    pod_labels=self.pod_scoped,
+                    node=deps.config.node_name if self.pod_scoped else ""),
             deps.index if self.pod_scoped else None, self.hook(cfg))
 
     def hook(self, cfg: CollectorConfig) -> SeriesHook | None:

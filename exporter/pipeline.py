@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from itertools import compress, repeat
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -71,9 +72,23 @@ class Options:
     rules: tuple[relabel.Rule, ...] = ()
     keep_timestamps: bool = False
     pod_labels: bool = True  # False: the upstream's series are not pod-scoped (etcd, apiserver)
+    node: str = ""           # this node's name, for series that name no pod (node agent)
 
 
-_Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts)
+_Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
+
+
+@dataclass
+class _Block:
+    """Per family-block context for the cold path."""
+
+    fam: Family
+    fams: dict[str, Family]
+    variant: Any
+    owned: dict[bytes, bool]
+    res: Result
+    vals: list[bytes]  # the value of every line appended to fam.lines in this block...
+    srcs: list[bytes]  # ...and the input line it came from (to name a bad one)
 
 
 class Transformer:
@@ -85,13 +100,15 @@ class Transformer:
         self.index = index
         self.hook = hook or NoHook()
         self._by_name = relabel.uses_name(options.rules)
+        # Duplicate output series can only arise when labels are removed (hook or relabel).
+        self._collide = bool(options.rules) or bool(getattr(self.hook, "may_collide", False))
         self._tail = (("collector", options.collector),) if options.collector else ()
         self.reset()
 
     def reset(self) -> None:
         """Forget every cached rewrite (the next transform is cold)."""
         self._cache: dict[bytes, bytes] = {}          # line key -> output prefix
-        self._drop: set[bytes] = set()                # line keys of dropped series
+        self._suffix: dict[PodKey | None, tuple[bytes, dict[str, str]]] = {}  # join labels
         self._labels: dict[tuple, _Entry] = {}        # (variant, label text) -> entry
         self._by_pod: dict[PodKey, list[Any]] = {}    # pod -> cache keys to evict with it
         self._owner: dict[bytes, bytes] = {}          # output prefix -> line key (duplicates)
@@ -112,7 +129,7 @@ class Transformer:
                     self._labels.pop(key, None)
                 else:
                     self._cache.pop(key, None)
-                    self._drop.discard(key)
+            self._suffix.pop(pk, None)
         self._gen = self.index.generation
 
     def transform(self, payload: bytes, openmetrics: bool = False) -> Result:
@@ -120,25 +137,19 @@ class Transformer:
         self._sync()
         res = Result(families=[])
         fams: dict[str, Family] = {}
-        blocks = payload.split(b"\n#")
-        if blocks[0].startswith(b"#"):
-            blocks[0] = blocks[0][1:]
-            first_is_comment = True
-        else:
-            first_is_comment = False
+        lines = payload.split(b"\n")  # the one copy of the payload the transform makes
         fam: Family | None = None
-        for i, block in enumerate(blocks):
-            if i or first_is_comment:
-                head, _, body = block.partition(b"\n")
-                fam = self._header(head, fam, fams, openmetrics, res)
-            else:
-                body = block
-            if body:
-                self._body(body, fam, fams, openmetrics, res)
+        prev = 0
+        for nxt in [*_comment_lines(lines), len(lines)]:
+            if nxt > prev:
+                self._body(lines[prev:nxt], fam, fams, openmetrics, res)
+            if nxt < len(lines):
+                fam = self._header(lines[nxt][1:], fam, fams, openmetrics, res)
+            prev = nxt + 1
         res.families = [f for f in fams.values() if f.lines]
         self._dedupe(res)
         res.series_out = sum(len(f.lines) for f in res.families)
-        if len(self._cache) + len(self._drop) > 2 * res.series_in + 1024:
+        if len(self._cache) > 2 * res.series_in + 1024:
             self.reset()
         return res
 
@@ -170,9 +181,8 @@ class Transformer:
             cur.help = rest
         return cur
 
-    def _body(self, body: bytes, fam: Family | None, fams: dict[str, Family],
+    def _body(self, lines: list[bytes], fam: Family | None, fams: dict[str, Family],
               openmetrics: bool, res: Result) -> None:
-        lines = body.split(b"\n")
         res.series_in += len(lines)
         if fam is None or openmetrics:
             for line in lines:
@@ -181,93 +191,133 @@ class Transformer:
         out = fam.lines
         start = len(out)
         vals: list[bytes] = []
-        get, append, add, slow = self._cache.get, out.append, vals.append, self._slow
-        # Two copies of the hot loop so neither tests the timestamp policy per line.
+        srcs: list[bytes] = []
+        get, append, add, src = self._cache.get, out.append, vals.append, srcs.append
+        ctx = _Block(fam, fams, self.hook.variant(fam.name), {}, res, vals, srcs)
+        cold, dropped = self._cold, 0
+        # The hot loop: a cached prefix (truthy), a cached drop (b""), or unknown (None).
+        # Two copies so that neither tests the timestamp policy per line.
         if self.opt.keep_timestamps:
             for line in lines:
                 k, _, v = line.rpartition(b"} ")
                 p = get(k)
-                if p is None:
-                    slow(line, fam, fams, openmetrics, res)
-                else:
+                if p:
                     append(p + v)
                     add(v)
+                    src(line)
+                elif p is None:
+                    cold(line, k, v, ctx)
+                else:
+                    dropped += 1
         else:
             for line in lines:
                 k, _, v = line.rpartition(b"} ")
                 p = get(k)
-                if p is None:
-                    slow(line, fam, fams, openmetrics, res)
-                else:
+                if p:
                     v = v.partition(b" ")[0]
                     append(p + v)
                     add(v)
-        if vals and not (VALUES_TS if self.opt.keep_timestamps else VALUES).match(b"\n".join(vals)):
-            self._revalidate(fam, start, res)
+                    src(line)
+                elif p is None:
+                    cold(line, k, v, ctx)
+                else:
+                    dropped += 1
+        res.dropped += dropped
+        if vals and not _valid(vals, self.opt.keep_timestamps):
+            self._drop_bad(fam, start, ctx)
 
-    def _revalidate(self, fam: Family, start: int, res: Result) -> None:
+    def _drop_bad(self, fam: Family, start: int, ctx: _Block) -> None:
+        """The batch check failed: find the bad values one by one and drop their lines."""
+        keep = self.opt.keep_timestamps
         kept = fam.lines[:start]
-        for line in fam.lines[start:]:
-            value = line.rpartition(b" ")[2] if not self.opt.keep_timestamps else None
-            try:
-                if value is None or not VALUE.match(value):
-                    parse_line(line.replace(b"\t", b" "))
+        for line, val, src in zip(fam.lines[start:], ctx.vals, ctx.srcs):
+            if _valid([val], keep):
                 kept.append(line)
+            else:
+                self._bad(ctx.res, src, f"bad value {val[:40]!r}")
+        fam.lines[:] = kept
+
+    def _cold(self, line: bytes, k: bytes, v: bytes, ctx: _Block) -> None:
+        """A line the cache does not know: split it cheaply, rewrite its label set (cached
+        per label text), emit it and remember the result for the hot loop. Its value is
+        validated with the block's batch check."""
+        fam, res = ctx.fam, ctx.res
+        if k:
+            nm, brace, text = k.partition(b"{")
+        else:  # no label set: `name value [timestamp]`, cached under the bare name
+            nm, brace, v = line.partition(b" ")
+            text, brace = b"", brace and b"{"
+            p = self._cache.get(nm) if nm else None
+            if p:
+                val = v if self.opt.keep_timestamps else v.partition(b" ")[0]
+                fam.lines.append(p + val)
+                ctx.vals.append(val)
+                ctx.srcs.append(line)
+                return
+        ok = ctx.owned.get(nm)
+        if ok is None:
+            ok = ctx.owned[nm] = bool(brace) and _NAME.match(nm) is not None and fam.owns(nm.decode())
+        if not ok:
+            self._slow(line, fam, ctx.fams, False, res, ctx)
+            return
+        key = (ctx.variant, nm if self._by_name else None, text)
+        entry = self._labels.get(key)
+        if entry is None:
+            try:
+                entry = self._compute(ctx.variant, nm.decode(), list(parse_labels(text)))
             except ParseError as exc:
                 self._bad(res, line, str(exc))
-        fam.lines[:] = kept
+                return
+            if not entry[2]:
+                self._labels[key] = entry
+                if entry[5] is not None:
+                    entry[5].append(key)
+        lbytes, pk, missed, new_name, conflicts, keys = entry
+        if missed:
+            res.join_misses += 1
+        res.label_conflicts += conflicts
+        if new_name is not None and new_name != nm.decode():
+            self._slow(line, fam, ctx.fams, False, res, ctx)  # renamed by relabeling: general path
+            return
+        ckey = k or nm
+        if lbytes is None:
+            res.dropped += 1
+            if not missed:
+                self._cache[ckey] = b""
+                if keys is not None:
+                    keys.append(ckey)
+            return
+        prefix = nm + (b"{" + lbytes + b"} " if lbytes else b" ")
+        val = v if self.opt.keep_timestamps else v.partition(b" ")[0]
+        fam.lines.append(prefix + val)
+        ctx.vals.append(val)
+        ctx.srcs.append(line)
+        if not missed:
+            self._cache[ckey] = prefix
+            if keys is not None:
+                keys.append(ckey)
+            if self._collide and self._owner.setdefault(prefix, ckey) != ckey:
+                self._dupes.add(fam.name)
 
     def _bad(self, res: Result, line: bytes, why: str) -> None:
         res.malformed += 1
         if len(res.errors) < 20:
             res.errors.append((line, why))
 
-    def _quick(self, line: bytes) -> tuple[str, bytes, bytes] | None:
-        """Split a regular line (single spaces, the common case) without a full parse:
-        (name, raw label text, output value). None sends it to the precise parser."""
-        k, sep, v = line.rpartition(b"} ")
-        if sep:
-            nm, brace, text = k.partition(b"{")
-            if not brace:
-                return None
-        else:
-            nm, sep, v = line.partition(b" ")
-            text = b""
-            if not sep:
-                return None
-        val, _, ts = v.partition(b" ")
-        if not VALUE.match(val) or (ts and not _TS.match(ts)):
-            return None
-        if nm not in self._names:
-            if not _NAME.match(nm):
-                return None
-            self._names.add(nm)
-        return nm.decode(), text, (val + b" " + ts if ts and self.opt.keep_timestamps else val)
-
     def _slow(self, line: bytes, fam: Family | None, fams: dict[str, Family],
-              openmetrics: bool, res: Result) -> None:
-        if self._drop and line.rpartition(b"} ")[0] in self._drop:
-            res.dropped += 1
+              openmetrics: bool, res: Result, ctx: _Block | None = None) -> None:
+        """The general path: precise parse, any whitespace, OpenMetrics, samples outside their
+        family, renames. Not cached (rare in real payloads)."""
+        stripped = line.strip(b" \t\r")
+        if not stripped or stripped.startswith(b"#"):
+            res.series_in -= 1
             return
-        quick = None if openmetrics else self._quick(line)
-        pairs: Sequence[tuple[str, str]] | None = None
-        if quick is not None:
-            name, label_text, value = quick
-        else:
-            stripped = line.strip(b" \t\r")
-            if not stripped or stripped.startswith(b"#"):
-                res.series_in -= 1
-                return
-            try:
-                sample = parse_line(stripped, openmetrics)
-            except ParseError as exc:
-                self._bad(res, line, str(exc))
-                return
-            name, pairs = sample.name, sample.labels
-            label_text = format_labels(pairs)
-            value = sample.value
-            if self.opt.keep_timestamps and sample.timestamp_ms is not None:
-                value += b" " + sample.timestamp_ms
+        try:
+            sample = parse_line(stripped, openmetrics)
+        except ParseError as exc:
+            self._bad(res, line, str(exc))
+            return
+        name = sample.name
         target = fam
         if openmetrics and fam is not None and fam.type == "counter" and name == fam.name[:-6] + "_created":
             target = None  # `_created` goes out as its own gauge family
@@ -276,43 +326,24 @@ class Transformer:
             if target is None:
                 kind = "gauge" if name.endswith("_created") and fam is not None else "untyped"
                 target = fams[name] = Family(name, kind)
-        try:
-            labels, pk, missed, new_name, conflicts = self._rewrite(target, name, label_text, pairs)
-        except ParseError as exc:
-            self._bad(res, line, str(exc))
-            return
+        variant = self.hook.variant(target.name)
+        entry = self._compute(variant, name, list(sample.labels))
+        labels, pk, missed, new_name, conflicts, _ = entry
         res.join_misses += missed
         res.label_conflicts += conflicts
         if labels is None:
             res.dropped += 1
-            if quick is not None and target is fam and not missed and b"} " in line:
-                self._remember_drop(line, pk)
             return
         if new_name is not None and new_name != name:
             target = self._moved(new_name, target, fams)
             name = new_name
-        prefix = name.encode() + (b"{" + labels + b"} " if labels else b" ")
-        target.lines.append(prefix + value)
-        if quick is not None and target is fam and not missed:
-            self._remember(line, prefix, pk, target)
-
-    def _remember(self, line: bytes, prefix: bytes, pk: PodKey | None, fam: Family) -> None:
-        # Only labelled lines: the fast path keys on the text before the last "} ".
-        k, sep, _ = line.rpartition(b"} ")
-        if not sep:
-            return
-        owner = self._owner.setdefault(prefix, k)
-        if owner != k:
-            self._dupes.add(fam.name)
-        self._cache[k] = prefix
-        if pk is not None:
-            self._by_pod.setdefault(pk, []).append(k)
-
-    def _remember_drop(self, line: bytes, pk: PodKey | None) -> None:
-        k = line.rpartition(b"} ")[0]
-        self._drop.add(k)
-        if pk is not None:
-            self._by_pod.setdefault(pk, []).append(k)
+        value = sample.value
+        if self.opt.keep_timestamps and sample.timestamp_ms is not None:
+            value += b" " + sample.timestamp_ms
+        target.lines.append(name.encode() + (b"{" + labels + b"} " if labels else b" ") + value)
+        if ctx is not None and target is ctx.fam:
+            ctx.vals.append(value)
+            ctx.srcs.append(line)
 
     def _moved(self, name: str, origin: Family, fams: dict[str, Family]) -> Family:
         fam = fams.get(name)
@@ -321,60 +352,55 @@ class Transformer:
             fam = fams[name] = Family(name, kind, origin.help)
         return fam
 
-    def _rewrite(self, fam: Family, name: str, label_text: bytes,
-                 pairs: Sequence[tuple[str, str]] | None) -> _Entry:
-        variant = self.hook.variant(fam.name)
-        key = (variant, name if self._by_name else None, label_text)
-        entry = self._labels.get(key)
-        if entry is None:
-            if pairs is None:
-                pairs = parse_labels(label_text)
-            entry = self._compute(variant, name, list(pairs))
-            if not entry[2]:
-                self._labels[key] = entry
-                if entry[1] is not None:
-                    self._by_pod.setdefault(entry[1], []).append(key)
-        return entry
-
     def _compute(self, variant: Any, name: str, pairs: Pairs) -> _Entry:
-        labels = dict(pairs)
+        """Rewrite one label set: source hook, pod join, cluster, relabel, collector."""
         pk, pod, missed = None, None, False
-        if self.opt.pod_labels:
+        if self.opt.pod_labels and self.index is not None:
+            labels = dict(pairs)
             ns = labels.get("namespace", "")
             pod_name = labels.get("pod") or labels.get("pod_name", "")
             if ns and pod_name:
                 pk = (ns, pod_name)
-                pod = self.index.get(ns, pod_name) if self.index else None
-                if pod is None and self.index is not None:
+                pod = self.index.get(ns, pod_name)
+                if pod is None:
                     missed = True
                     self.index.request_refresh()
+        keys = self._by_pod.setdefault(pk, []) if pk is not None else None
         new = self.hook.rewrite(variant, pairs, pod)
         if new is None:
-            return (None, pk, missed, None, 0)
-        have = dict(new)
-        conflicts = 0
-        extra: Pairs = []
-        joined = self.index.join_labels(pod) if pod is not None else ()
-        for k, v in (*joined, *((("cluster", self.opt.cluster),) if self.opt.cluster else ())):
-            if k in have:
-                conflicts += have[k] != v  # the upstream's value wins
-            else:
-                extra.append((k, v))
-        new = list(new) + extra
+            return (None, pk, missed, None, 0, keys)
+        suffix, joined = self._suffix_for(pk, pod)
+        conflicts = sum(1 for k, v in new if k in joined and joined[k] != v and v != "")
+        if not self.opt.rules and not any(k in joined for k, _ in new):
+            # The common case: upstream labels, then the pod's pre-formatted join labels.
+            own = format_labels(_rename(new))
+            return (own + b"," + suffix if own and suffix else own or suffix, pk, missed, None, 0, keys)
+        have = {k for k, v in new if v != ""}
+        merged = list(new) + [(k, v) for k, v in joined.items() if k not in have]  # upstream wins
         new_name = None
         if self.opt.rules:
-            out = relabel.apply(self.opt.rules, {"__name__": name, **dict(new)})
+            out = relabel.apply(self.opt.rules, {"__name__": name, **dict(merged)})
             if out is None:
-                return (None, pk, missed, None, conflicts)
+                return (None, pk, missed, None, conflicts, keys)
             new_name = out.pop("__name__", name)
             if not METRIC_NAME.match(new_name):
-                return (None, pk, missed, None, conflicts)
-            new = list(out.items())
-        # Empty values are absent labels to Prometheus; an upstream `collector` label is kept
-        # as `exported_collector`, as Prometheus does with clashing target labels.
-        new = [("exported_collector" if k == "collector" else k, v) for k, v in new if v != ""]
-        new += self._tail
-        return (format_labels(new), pk, missed, new_name, conflicts)
+                return (None, pk, missed, None, conflicts, keys)
+            merged = list(out.items())
+        return (format_labels(_rename(merged) + list(self._tail)), pk, missed, new_name, conflicts, keys)
+
+    def _suffix_for(self, pk: PodKey | None, pod: PodMeta | None) -> tuple[bytes, dict[str, str]]:
+        """The join labels of a pod (or none), cluster and collector, formatted once."""
+        key = pk if pod is not None else None
+        got = self._suffix.get(key)
+        if got is None:
+            joined = dict(self.index.join_labels(pod)) if pod is not None and self.index else {}
+            if self.opt.node and "node" not in joined:
+                joined["node"] = self.opt.node
+            if self.opt.cluster:
+                joined["cluster"] = self.opt.cluster
+            got = (format_labels([*joined.items(), *self._tail]), joined)
+            self._suffix[key] = got
+        return got
 
     def _dedupe(self, res: Result) -> None:
         """Two upstream series that rewrite to one output series (a restarted container once
@@ -389,6 +415,36 @@ class Transformer:
                 keep = set(seen.values())
                 res.dropped += len(fam.lines) - len(keep)
                 fam.lines[:] = [ln for i, ln in enumerate(fam.lines) if i in keep]
+
+
+def _comment_lines(lines: list[bytes]) -> list[int]:
+    """Indices of the lines starting with '#', found without a Python-level loop."""
+    return list(compress(range(len(lines)), map(bytes.startswith, lines, repeat(b"#"))))
+
+
+_NOT_NUMERIC = bytes(set(range(256)) - set(b"0123456789.eE+-nNaAiIfFtTyY\n"))
+
+
+def _valid(vals: list[bytes], timestamps: bool) -> bool:
+    """Whether every value is one Go's ParseFloat (hence Prometheus) accepts, checked in bulk:
+    allowed characters only, no signed NaN (Go rejects it, Python accepts it), then float()."""
+    joined = b"\n".join(vals)
+    if timestamps:
+        return VALUES_TS.match(joined) is not None
+    if joined.translate(None, _NOT_NUMERIC) != joined or b"+n" in joined.lower() or b"-n" in joined.lower():
+        return False
+    try:
+        for _ in map(float, vals):
+            pass
+    except ValueError:
+        return False
+    return True
+
+
+def _rename(pairs: Sequence[tuple[str, str]]) -> Pairs:
+    # Empty values are absent labels to Prometheus; an upstream `collector` label is kept as
+    # `exported_collector`, as Prometheus does with target labels that clash.
+    return [("exported_collector" if k == "collector" else k, v) for k, v in pairs if v != ""]
 
 
 def _prefix_of(line: bytes) -> bytes:

@@ -86,6 +86,7 @@ class PodIndex:
                   interval: float = 60.0, min_gap: float = 5.0) -> None:
         """Refresh forever: every `interval`, or sooner when asked, never twice within `min_gap`."""
         backoff = 1.0
+        min_gap = min(min_gap, interval)
         while True:
             try:
                 self.replace(await fetch())

@@ -60,6 +60,10 @@ class TokenSource:
                         self.path, exc.strerror)
         return self._token
 
+    def invalidate(self) -> None:
+        """Force a re-read on next use (the upstream refused the token: it may have rotated)."""
+        self._stamp, self._checked = None, 0.0
+
     def headers(self) -> dict[str, str]:
         """The Authorization header, or nothing."""
         tok = self.token()
@@ -121,6 +125,21 @@ class Upstream:
                       json: object = None, ok_statuses: tuple[int, ...] = ()) -> Response:
         """Fetch `path`. 404 -> NoDataError, 401/403 -> NotPermittedError, other non-2xx ->
         UpstreamError, unless listed in `ok_statuses` (then returned as is)."""
+        try:
+            return await self._request(path, method, accept, json, ok_statuses)
+        except NotPermittedError:
+            if self.token is None:
+                raise
+            # A rotated token can be refused before our periodic re-read sees the new file:
+            # re-read now, and retry once only if the token actually changed.
+            old = self.token.token()
+            self.token.invalidate()
+            if self.token.token() == old:
+                raise
+            return await self._request(path, method, accept, json, ok_statuses)
+
+    async def _request(self, path: str, method: str, accept: str, json: object,
+                       ok_statuses: tuple[int, ...]) -> Response:
         url = self.url(path)
         headers = {"Accept": accept, **(self.token.headers() if self.token else {})}
         kwargs: dict = {"headers": headers}

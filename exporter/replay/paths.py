@@ -1,0 +1,42 @@
+"""Locations of the replay package data (demo certificates and captured payloads).
+
+Resolved through importlib.resources so they are found both in a source checkout and in
+an installed wheel. The server needs real filesystem paths (ssl.load_cert_chain takes
+paths), which a normal (unzipped) install provides; a zipped install is not supported.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+PACKAGE = "exporter.replay"
+
+# Capture file names, shared by tests/fixtures/<collector>/ and the flat data/ directory.
+CADVISOR = "nri-k8s-{version}-kubelet-metrics-cadvisor.txt"
+PODS = "nri-k8s-{version}-kubelet-pods.json"
+STATS_SUMMARY = "nri-k8s-{version}-kubelet-stats-summary.json"
+# No kubelet /metrics or /metrics/probes capture exists for the versions above; these
+# are the only ones (v1.10 and a ~1.20/1.21 GKE node).
+KUBELET_METRICS = "dd-kubelet-1.10-kubelet_metrics.txt"
+PROBES = "dd-kubelet-metrics-probes.txt"
+SLIS = "dd-agent-kubelet-metrics-slis.txt"
+
+
+def _resource(*parts: str) -> Path:
+    path = Path(str(files(PACKAGE).joinpath(*parts)))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"package data {'/'.join(parts)} not found at {path} (installed without package data?)"
+        )
+    return path
+
+
+def cert_file(name: str) -> Path:
+    """A DEMO-ONLY certificate or key: ca.crt, ca.key, server.crt/.key, client.crt/.key."""
+    return _resource("certs", name)
+
+
+def data_file(name: str) -> Path:
+    """A captured payload shipped in exporter/replay/data/ (see its PROVENANCE.md)."""
+    return _resource("data", name)

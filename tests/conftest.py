@@ -1,0 +1,54 @@
+"""Shared test helpers: golden files, fixtures, offline collectors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from exporter import config as config_mod
+from exporter.deps import Deps
+from exporter.podindex import PodIndex
+from exporter.pods import parse_podlist
+from exporter.registry import get
+
+TESTS = Path(__file__).parent
+FIXTURES = TESTS / "fixtures"
+GOLDEN = TESTS / "golden"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite tests/golden/* from the current output (review the diff)")
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Callable[[str, str | bytes], None]:
+    """golden(name, actual): compare with tests/golden/<name>, or rewrite it with --update-golden."""
+    def check(name: str, actual: str | bytes) -> None:
+        text = actual.decode() if isinstance(actual, bytes) else actual
+        path = GOLDEN / name
+        if request.config.getoption("--update-golden"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        assert path.exists(), f"{path} missing: run pytest --update-golden and review it"
+        expected = path.read_text()
+        assert text == expected, f"{path} differs; rerun with --update-golden and review the diff"
+    return check
+
+
+def pod_index(pods_json: Path | dict | None, config: config_mod.Config | None = None) -> PodIndex:
+    """A PodIndex loaded from a kubelet /pods document."""
+    cfg = config or config_mod.parse({}, env={})
+    idx = PodIndex(cfg.label_policy)
+    if pods_json is not None:
+        doc = json.loads(pods_json.read_text()) if isinstance(pods_json, Path) else pods_json
+        idx.replace(parse_podlist(doc))
+    return idx
+
+
+def offline(name: str, doc: dict[str, Any] | None = None, pods: Path | dict | None = None) -> Any:
+    """A collector built the way `kubebridge transform` builds it (no network)."""
+    cfg = config_mod.parse(doc or {}, env={})
+    return get(name).factory(Deps(cfg, None, pod_index(pods, cfg)), cfg.collectors[name])

@@ -1,0 +1,92 @@
+"""Helpers to run a real Prometheus (Debian's `prometheus`) against kubebridge in tests."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, deadline: float = 30.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered 200")
+
+
+@contextmanager
+def demo(port: int) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}",
+                             "--duration", "120"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@contextmanager
+def prometheus(tmp: Path, targets: list[str], interval: str = "1s") -> Iterator[str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus not installed (CI installs Debian's prometheus)")
+    port = free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text(json.dumps({
+        "global": {"scrape_interval": interval, "scrape_timeout": interval},
+        "scrape_configs": [{"job_name": "kubebridge", "static_configs": [{"targets": targets}]}]}))
+    proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/-/ready")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def query(url: str, promql: str) -> list[dict[str, Any]]:
+    q = urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=5) as r:
+        body = json.load(r)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def poll(url: str, promql: str, deadline: float = 30.0) -> list[dict[str, Any]]:
+    """Wait until a query returns something (the first sample takes 5-6 s to appear)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        res = query(url, promql)
+        if res:
+            return res
+        time.sleep(0.5)
+    raise AssertionError(f"no result for {promql}")
+
+
+def targets(url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{url}/api/v1/targets", timeout=5) as r:
+        return json.load(r)["data"]["activeTargets"]
