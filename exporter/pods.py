@@ -17,6 +17,7 @@ DEFAULT_ALLOWLIST = (
     "app.kubernetes.io/part-of", "k8s-app", "component", "tier",
 )
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 # CronJob controllers (v1 and v2) name Jobs `<cronjob>-<scheduled time in unix minutes>`.
 _CRON_SUFFIX = re.compile(r"^(.+)-([0-9]{8,10})$")
 
@@ -54,8 +55,9 @@ class PodMeta:
 
 
 def label_name(key: str) -> str:
-    """Kubernetes label key -> Prometheus label name, as kube-state-metrics sanitises it."""
-    return "label_" + _INVALID.sub("_", key)
+    """Kubernetes label key -> Prometheus label name, as kube-state-metrics does it: invalid
+    characters become `_`, then camelCase becomes snake_case (`appVersion` -> `app_version`)."""
+    return "label_" + _CAMEL.sub(r"\1_\2", _INVALID.sub("_", key)).lower()
 
 
 def pod_labels(labels: Mapping[str, str], policy: LabelPolicy) -> list[tuple[str, str]]:
@@ -66,13 +68,20 @@ def pod_labels(labels: Mapping[str, str], policy: LabelPolicy) -> list[tuple[str
         if policy.admits(key):
             by_name.setdefault(label_name(key), []).append(key)
     out: list[tuple[str, str]] = []
+    used = {n for n, keys in by_name.items() if len(keys) == 1}
     for name in sorted(by_name):
         keys = by_name[name]
         if len(keys) == 1:
             out.append((name, labels[keys[0]]))
-        else:
-            out.extend((f"{name}_conflict{i}", labels[k]) for i, k in enumerate(keys, 1))
-    return out
+            continue
+        n = 0
+        for key in keys:
+            n += 1
+            while f"{name}_conflict{n}" in used:  # a generated name must not clash either
+                n += 1
+            used.add(f"{name}_conflict{n}")
+            out.append((f"{name}_conflict{n}", labels[key]))
+    return sorted(out)
 
 
 def workload_of(pod: Mapping[str, Any]) -> tuple[str, str]:

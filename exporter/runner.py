@@ -47,9 +47,10 @@ def _reason(exc: BaseException) -> str:
 class Source:
     """A collector plus its single-flight state and error counters."""
 
-    def __init__(self, name: str, collector: Collector) -> None:
+    def __init__(self, name: str, collector: Collector, timeout: float = 0.0) -> None:
         self.name = name
         self.collector = collector
+        self.timeout = timeout  # the source's own cap (0: the scrape budget alone)
         self.errors: dict[str, int] = {}
         self.last: Outcome | None = None
         self._inflight: asyncio.Future[Outcome] | None = None
@@ -58,6 +59,8 @@ class Source:
         """Run the collector, or join the run already in flight (concurrent scrapes share one
         upstream fetch)."""
         if self._inflight is None:
+            if self.timeout:
+                budget = min(budget, self.timeout)
             self._inflight = asyncio.ensure_future(self._run(budget))
             self._inflight.add_done_callback(self._clear)
         return await asyncio.shield(self._inflight)

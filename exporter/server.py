@@ -151,7 +151,7 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
         deps.kubelet = deps.upstream(state.config.kubelet)
         for c in state.config.enabled():
             collector = get(c.name).factory(deps, c)
-            state.sources.append(Source(c.name, collector))
+            state.sources.append(Source(c.name, collector, c.timeout))
             if isinstance(collector, Background):
                 state.background.append((c.name, collector))
         tasks = [asyncio.create_task(b.run(), name=f"bg:{n}") for n, b in state.background]

@@ -43,7 +43,8 @@ def test_workload_kinds(item, expected):
 
 
 @pytest.mark.parametrize("key,name", [("app", "label_app"), ("app.kubernetes.io/name", "label_app_kubernetes_io_name"),
-                                       ("k8s-app", "label_k8s_app")])
+                                       ("k8s-app", "label_k8s_app"), ("appVersion", "label_app_version"),
+                                       ("Team", "label_team"), ("helm.sh/chart", "label_helm_sh_chart")])
 def test_label_name(key, name):
     assert label_name(key) == name
 
@@ -52,6 +53,14 @@ def test_conflicting_sanitised_names_get_suffixes():
     labels = {"a.b": "1", "a-b": "2", "c": "3"}
     assert pod_labels(labels, LabelPolicy(frozenset({"*"}))) == [
         ("label_a_b_conflict1", "2"), ("label_a_b_conflict2", "1"), ("label_c", "3")]
+
+
+def test_generated_conflict_name_never_clashes():
+    labels = {"a.b": "1", "a-b": "2", "a_b_conflict1": "3"}
+    pairs = pod_labels(labels, LabelPolicy(frozenset({"*"})))
+    names = [n for n, _ in pairs]
+    assert len(set(names)) == 3 and ("label_a_b_conflict1", "3") in pairs
+    assert sorted(v for _, v in pairs) == ["1", "2", "3"]
 
 
 def test_allow_deny_and_wildcard():
