@@ -1,2 +1,4 @@
 """Collectors: one module per upstream. Importing this package registers them all."""
-from collectors import cadvisor, docker, etcd, etcd_v2, kubelet, probes, resource  # noqa: F401  (sorted, explicit)
+from collectors import (  # noqa: F401  (sorted, explicit)
+    apiserver, cadvisor, docker, etcd, etcd_v2, events, kube_system, kubelet, probes, resource,
+)

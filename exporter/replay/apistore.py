@@ -112,7 +112,8 @@ class ApiStore:
             raise not_found(resource, key[1])
         sent = obj["metadata"].get("resourceVersion")
         if sent and sent != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {_qualified(resource)} "{key[1]}": '
+            raise ApiError(409, "Conflict",
+                           f'Operation cannot be fulfilled on {_qualified(resource)} "{key[1]}": '
                            "the object has been modified; please apply your changes to the latest "
                            "version and try again",
                            {"name": key[1], "group": GROUPS.get(resource), "kind": resource})

@@ -1,0 +1,117 @@
+"""Talking to the Kubernetes API server: client construction shared by the cluster collectors.
+
+One `KubeTarget` per collector, from its `endpoint` section (in-cluster default: the
+service-account token and CA) or, when set, its `kubeconfig` file (running outside the
+cluster; parsed by kubernetes-asyncio's own loader: contexts, inline or file CA and client
+certificates, tokens). It gives
+- `client()`: a kubernetes-asyncio `ApiClient` (lists, watches, leases);
+- `upstream(deps)`: an `Upstream` on the shared session for raw paths (/metrics, /livez).
+The in-cluster token is re-read when its file changes (bound tokens rotate about hourly,
+kubernetes/kubernetes#68164); kubernetes-asyncio's own refresh only covers its loader.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, AsyncIterator
+
+from kubernetes_asyncio import client, config as kconfig
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from exporter.config import Endpoint
+from exporter.deps import Deps
+from exporter.errors import NoDataError, NotPermittedError
+from exporter.registry import Option
+from exporter.upstream import TLS, TokenSource, Upstream, UpstreamError
+
+IN_CLUSTER = Endpoint("https://kubernetes.default.svc")
+
+
+def options(**extra: Option) -> dict[str, Option]:
+    """The `endpoint` and `kubeconfig` options every apiserver-facing collector accepts."""
+    return {
+        "endpoint": Option(IN_CLUSTER, kind="endpoint",
+                           help="The API server (default: the in-cluster service with the "
+                                "service-account token and CA)."),
+        "kubeconfig": Option("", help="A kubeconfig file; when set it replaces `endpoint` "
+                                      "(for running outside the cluster)."),
+        **extra,
+    }
+
+
+class _HeaderToken(TokenSource):
+    """The Authorization header a kubeconfig yielded (tokens there are static)."""
+
+    def __init__(self, conf: client.Configuration) -> None:
+        super().__init__("")  # no file: invalidate() and re-reads are no-ops
+        self.conf = conf
+
+    def token(self) -> str:
+        return str(self.conf.api_key.get("BearerToken", "")).removeprefix("Bearer ")
+
+
+class KubeTarget:
+    """Where one collector's API server is, and how to authenticate to it."""
+
+    def __init__(self, endpoint: Endpoint, kubeconfig: str = "") -> None:
+        self.endpoint = endpoint
+        self.kubeconfig = kubeconfig
+        self._conf: client.Configuration | None = None
+        self._token = TokenSource(endpoint.token_file) if endpoint.token_file and not kubeconfig else None
+
+    @classmethod
+    def from_options(cls, opts: Any) -> KubeTarget:
+        return cls(opts["endpoint"], opts.get("kubeconfig", ""))
+
+    async def configuration(self) -> client.Configuration:
+        """A kubernetes-asyncio Configuration (kubeconfig parsed once)."""
+        if self._conf is None:
+            conf = client.Configuration()
+            if self.kubeconfig:
+                await kconfig.load_kube_config(config_file=self.kubeconfig, client_configuration=conf,
+                                               persist_config=False)
+            else:
+                ep = self.endpoint
+                conf.host = ep.url
+                conf.ssl_ca_cert = ep.ca_file or None
+                conf.cert_file = ep.cert_file or None
+                conf.key_file = ep.key_file or None
+                conf.tls_server_name = ep.server_name or None
+                conf.verify_ssl = not ep.insecure_skip_verify
+                if self._token is not None:
+                    conf.api_key["BearerToken"] = ""
+                    conf.refresh_api_key_hook = self._refresh
+            self._conf = conf
+        return self._conf
+
+    def _refresh(self, conf: client.Configuration) -> None:
+        assert self._token is not None
+        conf.api_key["BearerToken"] = "Bearer " + self._token.token()
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[client.ApiClient]:
+        """An ApiClient (its own connection pool), closed on exit."""
+        api = client.ApiClient(await self.configuration())
+        try:
+            yield api
+        finally:
+            await api.close()
+
+    async def upstream(self, deps: Deps, max_bytes: int = 256 << 20) -> Upstream:
+        """Raw HTTP(S) to the API server on the shared session."""
+        if not self.kubeconfig:
+            return deps.upstream(self.endpoint, max_bytes)
+        if deps.session is None:
+            raise RuntimeError("offline: no upstream access")
+        conf = await self.configuration()
+        tls = TLS(conf.ssl_ca_cert or "", conf.cert_file or "", conf.key_file or "",
+                  conf.tls_server_name or "", not conf.verify_ssl)
+        return Upstream(deps.session, conf.host, tls=tls, token=_HeaderToken(conf), max_bytes=max_bytes)
+
+
+def translate(exc: ApiException, what: str) -> Exception:
+    """An ApiException as the framework's error types (401/403 not permitted, 404 no data)."""
+    if exc.status in (401, 403):
+        return NotPermittedError(f"{what}: HTTP {exc.status} {exc.reason}")
+    if exc.status == 404:
+        return NoDataError(f"{what}: 404")
+    return UpstreamError(what, exc.status or 0)
