@@ -1,4 +1,5 @@
 """Collectors: one module per upstream. Importing this package registers them all."""
 from collectors import (  # noqa: F401  (sorted, explicit)
-    apiserver, cadvisor, docker, etcd, etcd_v2, events, kube_system, kubelet, probes, resource,
+    apiserver, cadvisor, docker, etcd, etcd_v2, events, healthz, kube_system, kubelet, pods, probes,
+    resource, stats_summary,
 )

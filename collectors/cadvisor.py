@@ -6,10 +6,21 @@ cAdvisor mixes four kinds of cgroup in every family, which is why users double c
 - `pause`: the sandbox (`container="POD"` on Docker-era kubelets; on containerd/CRI-O
   `container=""` with a `name`/`image`);
 - `container`: a real container.
-Each series gets `cgroup_kind=<kind>`, so `sum by (workload) (x{cgroup_kind="container"})`
-counts every byte once. `id` (cgroup path) and `name` (runtime id) are dropped by default: they
-churn on every restart, and after a restart cAdvisor keeps the dead container's series for
-minutes, so series of a container that is not the newest for its (pod, container) are dropped.
+Each `container_*` series gets `cgroup_kind=<kind>`, so `sum by (workload)
+(x{cgroup_kind="container"})` counts every byte once (`machine_*`, `cadvisor_*` and
+`container_scrape_error` describe the machine or cAdvisor, not a cgroup, and get none).
+`id` (cgroup path) and `name` (runtime id) are dropped by default from pod cgroups: they churn
+on every restart, and after a restart cAdvisor keeps the dead container's series for minutes,
+so series of a container that is not the newest (by `container_start_time_seconds`) for its
+(pod, container) are dropped. System cgroups keep both: `id` is all that tells
+`/system.slice/a` from `/system.slice/b`, and on a standalone cAdvisor `name` is the Docker
+container's name.
+
+Label drift across Kubernetes 1.10-1.35 is tolerated: `pod_name`/`container_name` (< 1.16) gain
+`pod`/`container`; the sandbox is `container="POD"` (dockershim) or `container=""` with an
+image/name (CRI); cgroupfs (`/kubepods/burstable/pod<uid>/<id>`) and systemd
+(`kubepods-burstable-pod<uid>.slice/docker-<id>.scope`) paths are never parsed; standalone
+cAdvisor's `container_label_*`/`container_env_*` pass through (no pod labels: `system`).
 """
 from __future__ import annotations
 
@@ -26,7 +37,8 @@ _START = re.compile(rb"^container_start_time_seconds\{(.*)\} ([^ \n]+)", re.M)
 
 
 def _label_list(value: Any) -> str | None:
-    return None if isinstance(value, tuple) and all(isinstance(v, str) for v in value) else "must be a list of label names"
+    ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+    return None if ok else "must be a list of label names"
 
 
 class CadvisorHook:
@@ -38,9 +50,15 @@ class CadvisorHook:
         self.stale: frozenset[str] = frozenset()
 
     def variant(self, family: str) -> Any:
-        return "net" if family.startswith("container_network_") else None
+        if family.startswith("container_network_"):
+            return "net"
+        if family.startswith("container_") and family != "container_scrape_error":
+            return "cgroup"
+        return None  # machine_*, cadvisor_version_info, container_scrape_error: not a cgroup
 
     def rewrite(self, variant: Any, pairs: Pairs, pod: PodMeta | None) -> Pairs | None:
+        if variant is None:
+            return pairs
         labels = dict(pairs)
         if labels.get("id") in self.stale:
             return None
@@ -49,8 +67,8 @@ class CadvisorHook:
                  if old in labels and new not in labels]
         labels.update(added)
         kind = classify(labels)
-        # System cgroups keep `id`: it is all that tells /system.slice/a from /system.slice/b.
-        drop = self.drop if kind != "system" else self.drop - {"id"}
+        # System cgroups keep `id` and `name` (see the module docstring).
+        drop = self.drop if kind != "system" else self.drop - {"id", "name"}
         out = [(k, v) for k, v in pairs if k not in drop] + added
         if variant == "net" and pod is not None and pod.host_network:
             return None  # a hostNetwork pod's "network" is the node's: counted under system
@@ -87,7 +105,8 @@ def stale_ids(payload: bytes) -> frozenset[str]:
         kind = classify(labels)
         if kind not in ("container", "pause") or "id" not in labels:
             continue
-        key = (labels.get("namespace", ""), labels["pod"], labels["container"] if kind == "container" else "POD")
+        name = labels["container"] if kind == "container" else "POD"
+        key = (labels.get("namespace", ""), labels["pod"], name)
         every.append((key, labels["id"]))
         if key not in newest or started > newest[key][0]:
             newest[key] = (started, labels["id"])

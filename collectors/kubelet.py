@@ -1,8 +1,67 @@
-"""kubelet `/metrics`: the kubelet's own metrics (pod-naming series are joined)."""
+"""kubelet `/metrics`: the kubelet's own metrics (pod-naming series are joined).
+
+Series naming a pod (`namespace`+`pod`) get the pipeline's join. Volume stats
+(`kubelet_volume_stats_*`) name a PersistentVolumeClaim instead (`namespace`+
+`persistentvolumeclaim`): the hook joins them to the pod that mounts the claim, found in the pod
+index (`spec.volumes[].persistentVolumeClaim.claimName`, or `<pod>-<volume>` for a generic
+ephemeral volume). The kubelet reports a claim once even when several of its pods mount it (a
+ReadWriteMany volume): then `pod` is left out and only the labels those pods agree on are added
+(usually the workload's), rather than crediting one pod arbitrarily.
+"""
 from __future__ import annotations
 
+from typing import Any, Mapping, Sequence
+
+from collectors.stats_summary import claims_of
+from exporter.expfmt import Family
 from exporter.passthrough import Passthrough, options_table
+from exporter.pipeline import Pairs, Result
+from exporter.podindex import PodIndex
+from exporter.pods import PodMeta
 from exporter.registry import register
+
+ClaimKey = tuple[str, str]  # (namespace, claim)
+Join = tuple[tuple[str, str], ...]
+
+
+def claim_joins(index: PodIndex) -> dict[ClaimKey, Join]:
+    """(namespace, claim) -> the labels its series gain: the mounting pod and its join, or, for a
+    claim several pods mount, the join labels they all share."""
+    mounts: dict[ClaimKey, list[Join]] = {}
+    for meta in index.pods():
+        join = (("pod", meta.name), *index.join_labels(meta))
+        for claim in sorted(set(claims_of(meta.raw).values())):
+            mounts.setdefault((meta.namespace, claim), []).append(join)
+    out: dict[ClaimKey, Join] = {}
+    for key, joins in mounts.items():
+        shared = set(joins[0]).intersection(*joins[1:])
+        out[key] = tuple(p for p in joins[0] if p in shared)
+    return out
+
+
+class VolumeStatsHook:
+    """Adds the mounting pod's join to `kubelet_volume_stats_*`; identity elsewhere. Its cached
+    rewrites depend on `claims`, so the collector resets the transformer when that map changes."""
+
+    def __init__(self) -> None:
+        self.claims: Mapping[ClaimKey, Join] = {}
+        self.index: PodIndex | None = None
+
+    def variant(self, family: str) -> Any:
+        return "pvc" if family.startswith("kubelet_volume_stats_") else None
+
+    def rewrite(self, variant: Any, pairs: Pairs, pod: PodMeta | None) -> Pairs | None:
+        if variant != "pvc":
+            return pairs
+        labels = dict(pairs)
+        if labels.get("pod"):
+            return pairs  # already names its pod: the pipeline joined it
+        join = self.claims.get((labels.get("namespace", ""), labels.get("persistentvolumeclaim", "")))
+        if join is None:
+            if self.index is not None:
+                self.index.request_refresh()  # a claim mounted by a pod the index lacks yet
+            return pairs
+        return list(pairs) + [(k, v) for k, v in join if k not in labels]
 
 
 @register("kubelet", default_enabled=True, options=options_table())
@@ -10,3 +69,28 @@ class KubeletCollector(Passthrough):
     """The kubelet's own /metrics."""
 
     path = "/metrics"
+
+    def hook(self, cfg: Any) -> VolumeStatsHook:
+        self._hook = VolumeStatsHook()
+        self._hook.index = self.deps.index
+        self._gen = -1
+        return self._hook
+
+    def _prepare(self) -> None:
+        index = self.deps.index
+        if index is None or index.generation == self._gen:
+            return
+        self._gen = index.generation
+        claims = claim_joins(index)
+        if claims != self._hook.claims:
+            self._hook.claims = claims
+            self.transformer.reset()  # cached volume-stats rewrites carry the old mapping
+
+    def process(self, payload: bytes, openmetrics: bool = False) -> Result:
+        self._prepare()
+        return super().process(payload, openmetrics)
+
+    async def collect(self, budget: float) -> Sequence[Family]:
+        resp = await self.upstream().request(self.path)
+        self._prepare()
+        return await self._transform(resp)

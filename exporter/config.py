@@ -151,6 +151,11 @@ def endpoint(raw: Any, path: str, default: Endpoint) -> Endpoint:
     for k in ("token_file", "ca_file", "cert_file", "key_file"):
         if values.get(k) and not Path(values[k]).exists():
             raise ConfigError(_join(path, k), f"file not found: {values[k]}")
+    url = values.get("url", default.url)
+    if url.startswith("http://") and "token_file" not in values:
+        # Plain http (the kubelet's read-only port): the default service-account token would
+        # travel in clear text, so it is only sent when token_file is set explicitly.
+        values["token_file"] = ""
     return replace(default, **values)
 
 

@@ -44,7 +44,7 @@ class Registration:
     name: str
     factory: Callable[..., Collector]
     default_enabled: bool
-    scope: str                       # "node" (DaemonSet) or "cluster" (Deployment)
+    scope: str                       # "node" (DaemonSet), "cluster" (Deployment), "pod" (sidecar)
     options: Mapping[str, Option]
     help: str
 

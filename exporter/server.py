@@ -148,7 +148,8 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=30)
         session = injected or aiohttp.ClientSession(timeout=timeout)
         deps = Deps(state.config, session, state.index)
-        deps.kubelet = deps.upstream(state.config.kubelet)
+        if any(get(c.name).scope == "node" for c in state.config.enabled()):
+            deps.kubelet = deps.upstream(state.config.kubelet)  # scope "pod" (sidecar): no kubelet
         for c in state.config.enabled():
             collector = get(c.name).factory(deps, c)
             state.sources.append(Source(c.name, collector, c.timeout))

@@ -10,8 +10,9 @@ import logging
 import os
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import aiohttp
 
@@ -98,6 +99,7 @@ class Response:
     body: bytes
     content_type: str
     status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)  # X-Etcd-Index, X-Consul-Index, ...
 
 
 class Upstream:
@@ -125,23 +127,26 @@ class Upstream:
                       json: object = None, ok_statuses: tuple[int, ...] = ()) -> Response:
         """Fetch `path`. 404 -> NoDataError, 401/403 -> NotPermittedError, other non-2xx ->
         UpstreamError, unless listed in `ok_statuses` (then returned as is)."""
+        sent = self.token.token() if self.token is not None else ""
         try:
-            return await self._request(path, method, accept, json, ok_statuses)
+            return await self._request(path, method, accept, json, ok_statuses, sent)
         except NotPermittedError:
             if self.token is None:
                 raise
             # A rotated token can be refused before our periodic re-read sees the new file:
-            # re-read now, and retry once only if the token actually changed.
-            old = self.token.token()
+            # re-read now, and retry once only if the token actually changed. Compare with the
+            # token THIS request sent: concurrent requests are refused together, and the first
+            # to get here has already re-read the file for the others.
             self.token.invalidate()
-            if self.token.token() == old:
+            fresh = self.token.token()
+            if fresh == sent:
                 raise
-            return await self._request(path, method, accept, json, ok_statuses)
+            return await self._request(path, method, accept, json, ok_statuses, fresh)
 
     async def _request(self, path: str, method: str, accept: str, json: object,
-                       ok_statuses: tuple[int, ...]) -> Response:
+                       ok_statuses: tuple[int, ...], token: str) -> Response:
         url = self.url(path)
-        headers = {"Accept": accept, **(self.token.headers() if self.token else {})}
+        headers = {"Accept": accept, **({"Authorization": f"Bearer {token}"} if token else {})}
         kwargs: dict = {"headers": headers}
         if self._ssl is not None:
             kwargs["ssl"] = self._ssl
@@ -152,7 +157,7 @@ class Upstream:
         async with self.session.request(method, url, **kwargs) as resp:
             body = await self._read(resp, url)
             if resp.status in ok_statuses or 200 <= resp.status < 300:
-                return Response(body, resp.headers.get("Content-Type", ""), resp.status)
+                return Response(body, resp.headers.get("Content-Type", ""), resp.status, resp.headers.copy())
             if resp.status == 404:
                 raise NoDataError(f"{url}: 404")
             if resp.status in (401, 403):

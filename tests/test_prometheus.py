@@ -28,3 +28,50 @@ def test_prometheus_scrapes_demo(tmp_path):
         assert int(samples[0]["value"][1]) > 4000
         ok = poll(prom, 'kubebridge_up{collector="cadvisor"} == 1')
         assert ok
+
+
+def test_one_container_without_joins(tmp_path):
+    """The node agent's promise, checked by a real Prometheus: a container's CPU, memory, ephemeral
+    storage, restarts and waiting reason all carry its workload, so no query needs a join."""
+    port = free_port()
+    with demo(port), prometheus(tmp_path, [f"127.0.0.1:{port}"]) as prom:
+        def one(promql: str) -> dict:
+            (row,) = poll(prom, promql)
+            return row
+
+        # A running container: every family, one selector each, one workload.
+        sel = 'namespace="scraper",container="e2e-scraper"'
+        rows = {
+            "cpu": one(f'container_cpu_usage_seconds_total{{cgroup_kind="container",{sel}}}'),
+            "memory": one(f'container_memory_working_set_bytes{{cgroup_kind="container",{sel}}}'),
+            "ephemeral": one(f"kubebridge_stats_summary_container_ephemeral_storage_used_bytes{{{sel}}}"),
+            "restarts": one(f"kubebridge_pods_container_restarts_total{{{sel}}}"),
+            "state": one(f'kubebridge_pods_container_state{{state="waiting",{sel}}}'),
+        }
+        owners = {(r["metric"]["workload"], r["metric"]["workload_kind"], r["metric"]["pod"])
+                  for r in rows.values()}
+        assert owners == {("e2e-scraper", "Deployment", "e2e-scraper-5f97dc94d8-vkcjl")}
+        assert float(rows["ephemeral"]["value"][1]) == 13291520  # rootfs + logs
+        assert rows["restarts"]["value"][1] == "0" and rows["state"]["value"][1] == "0"
+        assert not query(prom, f"kubebridge_pods_container_waiting{{{sel}}}")
+
+        # The capture's crash-looping container, between restarts (the demo shows it waiting).
+        sel = 'namespace="scraper",pod="e2e-container-creating"'
+        waiting = one(f'kubebridge_pods_container_waiting{{container="alpine",{sel}}}')
+        assert waiting["metric"]["reason"] == "CrashLoopBackOff" and waiting["value"][1] == "1"
+        restarts = one(f'kubebridge_pods_container_restarts_total{{container="alpine",{sel}}}')
+        assert restarts["value"][1] == "2"
+        last = one(f'kubebridge_pods_container_last_terminated{{container="alpine",{sel}}}')
+        assert last["metric"]["reason"] == "Completed"
+        # Its container had exited when cAdvisor was captured: CPU and memory are its pod cgroup's.
+        cpu = one(f'container_cpu_usage_seconds_total{{cgroup_kind="pod",{sel}}}')
+        memory = one(f'container_memory_working_set_bytes{{cgroup_kind="pod",{sel}}}')
+        assert not query(prom, f'container_memory_working_set_bytes{{container="alpine",{sel}}}')
+        owners = {r["metric"]["workload"] for r in (waiting, restarts, last, cpu, memory)}
+        assert owners == {"e2e-container-creating"}
+        # Alerts need no join either: crash loops by workload, straight from one family.
+        alert = poll(prom, 'sum by (workload) '
+                           '(kubebridge_pods_container_waiting{reason="CrashLoopBackOff"}) > 0')
+        assert [a["metric"]["workload"] for a in alert] == ["e2e-container-creating"]
+        ok = poll(prom, 'min(kubebridge_up{collector=~"stats_summary|pods|healthz"}) == 1')
+        assert ok

@@ -35,6 +35,7 @@ class ReplayKubelet:
       healthz_failures  {check: reason}; a "ping"/"log"/"syncloop" entry makes /healthz 500
       forbidden_paths   exact paths answered 403 after authentication
       token_file        re-read on every request; rewrite it to rotate the token
+    Churn: add_pod, remove_pod, set_pods, update_pod (status changes such as a crash loop).
     """
 
     def __init__(
@@ -173,6 +174,18 @@ class ReplayKubelet:
         if not self.node.remove((namespace, name)):
             raise KeyError(f"no pod {namespace}/{name}")
         self._changed()
+
+    def update_pod(self, namespace: str, name: str, change: Callable[[dict], None]) -> None:
+        """Apply `change` to the served PodList item of a pod (e.g. its status, as the kubelet's
+        status manager would: see `podstatus`); /pods serves the result from the next request.
+        KeyError if absent."""
+        for item in self.node.podlist.get("items", []):
+            meta = item.get("metadata", {})
+            if (meta.get("namespace", ""), meta.get("name")) == (namespace, name):
+                change(item)
+                self._changed()
+                return
+        raise KeyError(f"no pod {namespace}/{name}")
 
     def set_pods(self, count: int, seed: int | None = None) -> list[tuple[str, str]]:
         """Reset to the capture scaled to `count` pods (as `synth.clone_node`); returns keys."""
