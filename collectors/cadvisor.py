@@ -87,13 +87,23 @@ def classify(labels: dict[str, str]) -> str:
     return "pause" if labels.get("name") or labels.get("image") else "pod"
 
 
+def start_times(payload: bytes) -> bytes:
+    """The `container_start_time_seconds` sample lines of a payload (b"" if none)."""
+    start = payload.find(b"container_start_time_seconds{")
+    if start < 0:
+        return b""
+    end = payload.find(b"\n#", start)
+    return payload[start:end if end >= 0 else len(payload)]
+
+
 def stale_ids(payload: bytes) -> frozenset[str]:
     """cgroup ids of containers that are not the newest for their (namespace, pod, container)."""
+    return _stale(start_times(payload))
+
+
+def _stale(block: bytes) -> frozenset[str]:
     newest: dict[tuple[str, str, str], tuple[float, str]] = {}
     every: list[tuple[tuple[str, str, str], str]] = []
-    start = payload.find(b"container_start_time_seconds{")
-    end = payload.find(b"\n#", start)
-    block = payload[start:end if end >= 0 else len(payload)] if start >= 0 else b""
     for m in _START.finditer(block):
         try:
             labels = dict(parse_labels(m.group(1)))
@@ -126,11 +136,21 @@ class CadvisorCollector(Passthrough):
 
     def hook(self, cfg: Any) -> CadvisorHook:
         self._hook = CadvisorHook(cfg.options["drop_labels"])
+        self._series: list[bytes] = []
         return self._hook
 
     def _prepare(self, payload: bytes) -> None:
         # A restart changes which ids are stale: cached rewrites must be recomputed then.
-        stale = stale_ids(payload) if "id" in self._hook.drop else frozenset()
+        if "id" not in self._hook.drop:
+            return
+        block = start_times(payload)
+        # A container's start time never changes, so the stale set depends only on which
+        # series exist: re-derive it only when that set changes (sample timestamps do not count).
+        series = [ln.partition(b"} ")[0] for ln in block.split(b"\n")]
+        if series == self._series:
+            return
+        self._series = series
+        stale = _stale(block)
         if stale != self._hook.stale:
             self._hook.stale = stale
             self.transformer.reset()

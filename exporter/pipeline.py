@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import logging
 import re
-from itertools import compress, repeat
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from exporter import relabel
+from exporter import fastpath, relabel
 from exporter.errors import ParseError
 from exporter.expfmt import (METRIC_NAME, OM_TYPES, TYPES, VALUE, VALUES, VALUES_TS, Family,
                              format_labels, parse_labels, parse_line)
@@ -75,20 +74,25 @@ class Options:
     node: str = ""           # this node's name, for series that name no pod (node agent)
 
 
+_NEVER: tuple[bytes, int, bytes | None] = (b"\x00", 0, None)  # a position nothing is predicted at
 _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
 
 
 @dataclass
-class _Block:
-    """Per family-block context for the cold path."""
+class _Scan:
+    """State of one pass over a payload. Sample lines of the family blocks go to one shared
+    `out` list in payload order; `spans` records where each block starts in it."""
 
-    fam: Family
     fams: dict[str, Family]
-    variant: Any
-    owned: dict[bytes, bool]
     res: Result
-    vals: list[bytes]  # the value of every line appended to fam.lines in this block...
-    srcs: list[bytes]  # ...and the input line it came from (to name a bad one)
+    out: list[bytes]
+    vals: list[bytes]   # the value of every line in `out`...
+    srcs: list[bytes]   # ...and the input line it came from (to name a bad one)
+    spans: list[tuple[Family | None, int]]
+    fam: Family | None = None
+    variant: Any = None
+    owned: dict[bytes, bool] = field(default_factory=dict)
+    irregular: bool = False  # something the fast path cannot replay (misses, odd lines, ...)
 
 
 class Transformer:
@@ -115,6 +119,8 @@ class Transformer:
         self._dupes: set[str] = set()                 # families with duplicate output series
         self._gen = self.index.generation if self.index else 0
         self._names: set[bytes] = set()
+        self._prev: list[tuple[bytes, int, bytes | None]] = []  # last scan's entries by position
+        self._plan: fastpath.Plan | None = None                  # last clean scan, for replay
 
     def _sync(self) -> None:
         if self.index is None:
@@ -123,6 +129,8 @@ class Transformer:
         if changed is None:
             self.reset()
             return
+        if changed:
+            self._prev, self._plan = [], None  # they may hold a changed pod's old labels
         for pk in changed:
             for key in self._by_pod.pop(pk, ()):
                 if isinstance(key, tuple):
@@ -138,20 +146,36 @@ class Transformer:
         res = Result(families=[])
         fams: dict[str, Family] = {}
         lines = payload.split(b"\n")  # the one copy of the payload the transform makes
-        fam: Family | None = None
-        prev = 0
-        for nxt in [*_comment_lines(lines), len(lines)]:
-            if nxt > prev:
-                self._body(lines[prev:nxt], fam, fams, openmetrics, res)
-            if nxt < len(lines):
-                fam = self._header(lines[nxt][1:], fam, fams, openmetrics, res)
-            prev = nxt + 1
-        res.families = [f for f in fams.values() if f.lines]
+        res.series_in = len(lines)
+        if openmetrics:
+            fam: Family | None = None
+            for line in lines:
+                if line.startswith(b"#"):
+                    res.series_in -= 1
+                    fam = self._header(line[1:], fam, fams, True, res)
+                else:
+                    self._slow(line, fam, fams, True, res)
+            res.families = [f for f in fams.values() if f.lines]
+        elif not self._replay(lines, res):
+            self._scan(lines, _Scan(fams, res, [], [], [], []))
+            res.families = [f for f in fams.values() if f.lines]
         self._dedupe(res)
         res.series_out = sum(len(f.lines) for f in res.families)
         if len(self._cache) > 2 * res.series_in + 1024:
             self.reset()
         return res
+
+    def _replay(self, lines: list[bytes], res: Result) -> bool:
+        """The fast path: True if the payload had the last clean scan's shape."""
+        if self._plan is None:
+            return False
+        done = fastpath.run(self._plan, lines, self.opt.keep_timestamps)
+        if done is None or not _valid(done[1], self.opt.keep_timestamps):
+            return False  # the line-by-line scan finds and names what changed
+        res.families = [f for f in done[0] if f.lines]
+        res.series_in = self._plan.series_in
+        res.dropped = len(self._plan.dheads)
+        return True
 
     def _header(self, head: bytes, fam: Family | None, fams: dict[str, Family],
                 openmetrics: bool, res: Result) -> Family | None:
@@ -181,67 +205,97 @@ class Transformer:
             cur.help = rest
         return cur
 
-    def _body(self, lines: list[bytes], fam: Family | None, fams: dict[str, Family],
-              openmetrics: bool, res: Result) -> None:
-        res.series_in += len(lines)
-        if fam is None or openmetrics:
-            for line in lines:
-                self._slow(line, fam, fams, openmetrics, res)
-            return
-        out = fam.lines
-        start = len(out)
-        vals: list[bytes] = []
-        srcs: list[bytes] = []
+    def _scan(self, lines: list[bytes], st: _Scan) -> None:
+        out, vals, srcs = st.out, st.vals, st.srcs
         get, append, add, src = self._cache.get, out.append, vals.append, srcs.append
-        ctx = _Block(fam, fams, self.hook.variant(fam.name), {}, res, vals, srcs)
-        cold, dropped = self._cold, 0
-        # The hot loop: a cached prefix (truthy), a cached drop (b""), or unknown (None).
-        # Two copies so that neither tests the timestamp policy per line.
-        if self.opt.keep_timestamps:
-            for line in lines:
-                k, _, v = line.rpartition(b"} ")
-                p = get(k)
+        cold, dropped, keep = self._cold, 0, self.opt.keep_timestamps
+        # Upstreams serve their series in a stable order, so the line at position i is most
+        # likely the series seen at position i last time: check that with one startswith
+        # (no copy, no hash) before falling back to splitting the line and a dict lookup.
+        prev = self._prev
+        if len(prev) < len(lines):
+            prev = prev + [_NEVER] * (len(lines) - len(prev))
+        nxt_list: list[tuple[bytes, int, bytes | None]] = []
+        nxt = nxt_list.append
+        for line, ent in zip(lines, prev):
+            if line.startswith(ent[0]):
+                p = ent[2]
                 if p:
+                    v = line[ent[1]:] if keep else line[ent[1]:].partition(b" ")[0]
                     append(p + v)
                     add(v)
                     src(line)
-                elif p is None:
-                    cold(line, k, v, ctx)
-                else:
+                    nxt(ent)
+                    continue
+                if p is not None:  # a dropped series
                     dropped += 1
-        else:
-            for line in lines:
-                k, _, v = line.rpartition(b"} ")
-                p = get(k)
-                if p:
+                    nxt(ent)
+                    continue
+            k, _, v = line.rpartition(b"} ")
+            p = get(k)
+            if p:
+                if not keep:
                     v = v.partition(b" ")[0]
-                    append(p + v)
-                    add(v)
-                    src(line)
-                elif p is None:
-                    cold(line, k, v, ctx)
-                else:
-                    dropped += 1
-        res.dropped += dropped
-        if vals and not _valid(vals, self.opt.keep_timestamps):
-            self._drop_bad(fam, start, ctx)
-
-    def _drop_bad(self, fam: Family, start: int, ctx: _Block) -> None:
-        """The batch check failed: find the bad values one by one and drop their lines."""
-        keep = self.opt.keep_timestamps
-        kept = fam.lines[:start]
-        for line, val, src in zip(fam.lines[start:], ctx.vals, ctx.srcs):
-            if _valid([val], keep):
-                kept.append(line)
+                append(p + v)
+                add(v)
+                src(line)
+                nxt((k + b"} ", len(k) + 2, p))
+            elif p is None:
+                nxt(cold(line, k, v, st))
             else:
-                self._bad(ctx.res, src, f"bad value {val[:40]!r}")
-        fam.lines[:] = kept
+                dropped += 1
+                nxt((k + b"} ", len(k) + 2, p))
+        self._prev = nxt_list
+        st.res.dropped += dropped
+        bad = set() if not vals or _valid(vals, self.opt.keep_timestamps) else self._find_bad(st)
+        st.spans.append((None, len(out)))
+        placed: dict[str, int] = {}  # per family: span lines placed so far (they go first)
+        ranges = []
+        for (fam, start), (_, end) in zip(st.spans, st.spans[1:]):
+            if fam is not None and end > start:
+                chunk = out[start:end] if not bad else [out[i] for i in range(start, end) if i not in bad]
+                at = placed.get(fam.name, 0)
+                fam.lines[at:at] = chunk
+                placed[fam.name] = at + len(chunk)
+                ranges.append((fam, start, end))
+        clean = not (st.irregular or bad or any(len(f.lines) != placed.get(f.name, 0) for f in st.fams.values()))
+        self._plan = fastpath.build(lines, nxt_list, [f for f in st.fams.values() if f.lines], ranges,
+                                    st.res.series_in) if clean else None
 
-    def _cold(self, line: bytes, k: bytes, v: bytes, ctx: _Block) -> None:
-        """A line the cache does not know: split it cheaply, rewrite its label set (cached
-        per label text), emit it and remember the result for the hot loop. Its value is
-        validated with the block's batch check."""
-        fam, res = ctx.fam, ctx.res
+    def _find_bad(self, st: _Scan) -> set[int]:
+        """The batch check failed: find the bad values one by one and name their lines."""
+        bad = set()
+        for i, (val, line) in enumerate(zip(st.vals, st.srcs)):
+            if not _valid([val], self.opt.keep_timestamps):
+                bad.add(i)
+                self._bad(st.res, line, f"bad value {val[:40]!r}")
+        return bad
+
+    def _start(self, st: _Scan, line: bytes) -> None:
+        """A comment line: a new family block starts (or the current one goes on)."""
+        st.res.series_in -= 1
+        fam = self._header(line[1:], st.fam, st.fams, False, st.res)
+        if fam is not st.fam:
+            st.fam, st.owned = fam, {}
+            st.variant = self.hook.variant(fam.name) if fam is not None else None
+            st.spans.append((fam, len(st.out)))
+
+    def _cold(self, line: bytes, k: bytes, v: bytes, st: _Scan) -> tuple[bytes, int, bytes | None]:
+        """A line the cache does not know: a comment, or a series to split cheaply, rewrite
+        (the label set's rewrite is cached per label text), emit and remember for the hot
+        loop. Its value is validated with the payload's batch check. Returns the positional
+        entry the next scan predicts this line with (_NEVER when it must come back here)."""
+        if line.startswith(b"#"):
+            self._start(st, line)
+            return _NEVER
+        fam, res = st.fam, st.res
+        if not line:
+            res.series_in -= 1
+            return _NEVER
+        if fam is None:  # samples before any HELP/TYPE
+            st.irregular = True
+            self._slow(line, None, st.fams, False, res)
+            return _NEVER
         if k:
             nm, brace, text = k.partition(b"{")
         else:  # no label set: `name value [timestamp]`, cached under the bare name
@@ -250,24 +304,24 @@ class Transformer:
             p = self._cache.get(nm) if nm else None
             if p:
                 val = v if self.opt.keep_timestamps else v.partition(b" ")[0]
-                fam.lines.append(p + val)
-                ctx.vals.append(val)
-                ctx.srcs.append(line)
-                return
-        ok = ctx.owned.get(nm)
+                self._emit(st, p + val, val, line)
+                return (nm + b" ", len(nm) + 1, p)
+        ok = st.owned.get(nm)
         if ok is None:
-            ok = ctx.owned[nm] = bool(brace) and _NAME.match(nm) is not None and fam.owns(nm.decode())
+            ok = st.owned[nm] = bool(brace) and _NAME.match(nm) is not None and fam.owns(nm.decode())
         if not ok:
-            self._slow(line, fam, ctx.fams, False, res, ctx)
-            return
-        key = (ctx.variant, nm if self._by_name else None, text)
+            st.irregular = True
+            self._slow(line, fam, st.fams, False, res, st)
+            return _NEVER
+        key = (st.variant, nm if self._by_name else None, text)
         entry = self._labels.get(key)
         if entry is None:
             try:
-                entry = self._compute(ctx.variant, nm.decode(), list(parse_labels(text)))
+                entry = self._compute(st.variant, nm.decode(), list(parse_labels(text)))
             except ParseError as exc:
+                st.irregular = True
                 self._bad(res, line, str(exc))
-                return
+                return _NEVER
             if not entry[2]:
                 self._labels[key] = entry
                 if entry[5] is not None:
@@ -277,27 +331,38 @@ class Transformer:
             res.join_misses += 1
         res.label_conflicts += conflicts
         if new_name is not None and new_name != nm.decode():
-            self._slow(line, fam, ctx.fams, False, res, ctx)  # renamed by relabeling: general path
-            return
+            st.irregular = True
+            self._slow(line, fam, st.fams, False, res, st)  # renamed by relabeling: general path
+            return _NEVER
         ckey = k or nm
+        head = k + b"} " if k else nm + b" "
+        if missed:
+            st.irregular = True
         if lbytes is None:
             res.dropped += 1
-            if not missed:
-                self._cache[ckey] = b""
-                if keys is not None:
-                    keys.append(ckey)
-            return
-        prefix = nm + (b"{" + lbytes + b"} " if lbytes else b" ")
-        val = v if self.opt.keep_timestamps else v.partition(b" ")[0]
-        fam.lines.append(prefix + val)
-        ctx.vals.append(val)
-        ctx.srcs.append(line)
-        if not missed:
-            self._cache[ckey] = prefix
+            if missed:
+                return _NEVER
+            self._cache[ckey] = b""
             if keys is not None:
                 keys.append(ckey)
-            if self._collide and self._owner.setdefault(prefix, ckey) != ckey:
-                self._dupes.add(fam.name)
+            return (head, len(head), b"")
+        prefix = nm + (b"{" + lbytes + b"} " if lbytes else b" ")
+        val = v if self.opt.keep_timestamps else v.partition(b" ")[0]
+        self._emit(st, prefix + val, val, line)
+        if missed:
+            return _NEVER  # not cached: it is looked at again until the pod is known
+        self._cache[ckey] = prefix
+        if keys is not None:
+            keys.append(ckey)
+        if self._collide and self._owner.setdefault(prefix, ckey) != ckey:
+            self._dupes.add(fam.name)
+        return (head, len(head), prefix)
+
+    @staticmethod
+    def _emit(st: _Scan, line: bytes, val: bytes, src: bytes) -> None:
+        st.out.append(line)
+        st.vals.append(val)
+        st.srcs.append(src)
 
     def _bad(self, res: Result, line: bytes, why: str) -> None:
         res.malformed += 1
@@ -305,7 +370,7 @@ class Transformer:
             res.errors.append((line, why))
 
     def _slow(self, line: bytes, fam: Family | None, fams: dict[str, Family],
-              openmetrics: bool, res: Result, ctx: _Block | None = None) -> None:
+              openmetrics: bool, res: Result, st: _Scan | None = None) -> None:
         """The general path: precise parse, any whitespace, OpenMetrics, samples outside their
         family, renames. Not cached (rare in real payloads)."""
         stripped = line.strip(b" \t\r")
@@ -340,10 +405,11 @@ class Transformer:
         value = sample.value
         if self.opt.keep_timestamps and sample.timestamp_ms is not None:
             value += b" " + sample.timestamp_ms
-        target.lines.append(name.encode() + (b"{" + labels + b"} " if labels else b" ") + value)
-        if ctx is not None and target is ctx.fam:
-            ctx.vals.append(value)
-            ctx.srcs.append(line)
+        out = name.encode() + (b"{" + labels + b"} " if labels else b" ") + value
+        if st is not None and target is st.fam:
+            self._emit(st, out, value, line)  # keeps its place among the family's lines
+        else:
+            target.lines.append(out)
 
     def _moved(self, name: str, origin: Family, fams: dict[str, Family]) -> Family:
         fam = fams.get(name)
@@ -417,21 +483,18 @@ class Transformer:
                 fam.lines[:] = [ln for i, ln in enumerate(fam.lines) if i in keep]
 
 
-def _comment_lines(lines: list[bytes]) -> list[int]:
-    """Indices of the lines starting with '#', found without a Python-level loop."""
-    return list(compress(range(len(lines)), map(bytes.startswith, lines, repeat(b"#"))))
-
-
-_NOT_NUMERIC = bytes(set(range(256)) - set(b"0123456789.eE+-nNaAiIfFtTyY\n"))
+# What Python's float() accepts but Go's ParseFloat (hence Prometheus) does not: digit
+# underscores, surrounding whitespace, and a sign before NaN.
+_FLOAT_ONLY = (b"_", b" ", b"\t", b"\r", b"\x0b", b"\x0c", b"+n", b"+N", b"-n", b"-N")
 
 
 def _valid(vals: list[bytes], timestamps: bool) -> bool:
-    """Whether every value is one Go's ParseFloat (hence Prometheus) accepts, checked in bulk:
-    allowed characters only, no signed NaN (Go rejects it, Python accepts it), then float()."""
+    """Whether every value is one Prometheus accepts, checked in bulk at C speed: float() on
+    each, plus a scan of all of them at once for what float() alone would let through."""
     joined = b"\n".join(vals)
     if timestamps:
         return VALUES_TS.match(joined) is not None
-    if joined.translate(None, _NOT_NUMERIC) != joined or b"+n" in joined.lower() or b"-n" in joined.lower():
+    if any(bad in joined for bad in _FLOAT_ONLY) or b"\n\n" in joined or not all(vals):
         return False
     try:
         for _ in map(float, vals):

@@ -123,3 +123,35 @@ def test_samples_before_any_type_and_stray_samples_get_own_family():
     out, _ = transform(b"a 1\n# TYPE b gauge\nb 2\nc 3\n")
     text = out.decode()
     assert "# TYPE a untyped" in text and "# TYPE b gauge" in text and "# TYPE c untyped" in text
+
+
+@pytest.mark.parametrize("value,ok", [
+    (b"1", True), (b"-2.5e-3", True), (b"NaN", True), (b"+Inf", True), (b"-Inf", True),
+    (b"infinity", True), (b".5", True), (b"5.", True),
+    (b"1_000", False), (b"+nan", False), (b"-NaN", False), (b"0x1p-2", False), (b"", False),
+    (b"1\r", False), (b"1\t", False), (b"one", False), (b"1e", False), (b"--1", False)])
+def test_value_rules_match_prometheus(value, ok):
+    """Values Prometheus accepts pass, Python-only spellings do not, on both paths. Hex floats
+    (Go accepts them; no exporter writes them) are rejected as malformed, not passed on."""
+    payload = b'# TYPE g gauge\ng{a="1"} ' + value + b'\n'
+    t = Transformer(Options(collector="t"))
+    for _ in range(2):  # cold, then the cached hot loop
+        res = t.transform(payload)
+        assert (res.malformed == 0) is ok, (value, res.errors)
+
+
+def test_steady_state_replay_equals_a_fresh_scan():
+    """The fast path (same shape as last time) must produce what a fresh transformer does, and
+    step aside for anything new: a new series, a changed comment, a bad value."""
+    def payload(v: int, extra: bytes = b"", help_: bytes = b"H.") -> bytes:
+        return (b"# HELP g " + help_ + b"\n# TYPE g gauge\n" + b'g{a="1"} %d 17\ng{a="2"} %d 18\n' % (v, v + 1)
+                + extra + b"# TYPE c_total counter\nc_total 5\n\n")
+    t = Transformer(Options(collector="t"))
+    cases = [payload(1), payload(2), payload(3), payload(4, b'g{a="3"} 9\n'), payload(5, b'g{a="3"} 9\n'),
+             payload(6, b'g{a="3"} 9\n', b"Changed."), payload(7, b'g{a="3"} bad\n', b"Changed."),
+             payload(8, b'g{a="3"} 9\n', b"Changed.")]
+    for p in cases:
+        got, fresh = t.transform(p), Transformer(Options(collector="t")).transform(p)
+        assert encode_text(got.families) == encode_text(fresh.families), p
+        assert (got.series_in, got.series_out, got.malformed) == (fresh.series_in, fresh.series_out, fresh.malformed)
+    assert t._plan is not None  # the last payload was clean: the next same-shaped one replays

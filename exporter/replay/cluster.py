@@ -5,6 +5,7 @@
 - the replay apiserver (cluster agent: apiserver, events, kube_system), reached through a
   kubeconfig it writes;
 - etcd: a real single member when the `etcd` binary is installed, recorded payloads otherwise;
+- small loopback "app" pods whose own metrics autodiscovery finds.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.replay.apiserver import ReplayApiserver
+from exporter.replay.apps import DemoApps
 from exporter.replay.etcd import ReplayEtcd
 from exporter.replay.kubelet import ReplayKubelet
 from exporter.replay.podstatus import crash_loop_backoff
@@ -32,6 +34,7 @@ class ReplayCluster:
         self.kubelet.update_pod(ns, pod, lambda item: crash_loop_backoff(item, container))
         self.apiserver = ReplayApiserver(None, token_file)
         self.etcd = ReplayEtcd(workdir)
+        self.apps = DemoApps()  # autodiscovery: loopback app pods
         self.kubelet_url = self.apiserver_url = ""
         self.kubeconfig: Path | None = None
 
@@ -41,9 +44,11 @@ class ReplayCluster:
         self.apiserver_url = await self.apiserver.start()
         self.kubeconfig = self.apiserver.kubeconfig_path(self.workdir)
         await self.etcd.start()
+        await self.apps.start(self.kubelet)
 
     async def stop(self) -> None:
         """Stop every part."""
+        await self.apps.stop()
         await self.etcd.stop()
         await self.apiserver.stop()
         await self.kubelet.stop()
@@ -51,7 +56,8 @@ class ReplayCluster:
     def urls(self) -> dict[str, str]:
         """What the demo prints."""
         etcd = f"{self.etcd.url} ({'real etcd' if self.etcd.real else 'recorded payloads'})"
-        return {"kubelet": self.kubelet_url, "apiserver": self.apiserver_url, "etcd": etcd}
+        return {"kubelet": self.kubelet_url, "apiserver": self.apiserver_url, "etcd": etcd,
+                **self.apps.urls()}
 
     def exporter_config(self, listen: str) -> dict[str, Any]:
         """One kubebridge config with the node agent's and the cluster agent's collectors (in a
@@ -69,7 +75,7 @@ class ReplayCluster:
             "collectors": {"cadvisor": {"enabled": True}, "kubelet": {"enabled": True},
                            "probes": {"enabled": True}, "resource": {"enabled": True},
                            "stats_summary": {"enabled": True}, "healthz": {"enabled": True},
-                           "pods": {"enabled": True},
+                           "pods": {"enabled": True}, "autodiscovery": self.apps.collector_config(),
                            "apiserver": kube, "events": kube, "kube_system": kube,
                            "etcd": members, "etcd_v2": members},
         }
