@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence
 
 from exporter import fastpath, relabel
 from exporter.errors import ParseError
-from exporter.expfmt import (METRIC_NAME, OM_TYPES, TYPES, VALUE, VALUES, VALUES_TS, Family,
+from exporter.expfmt import (METRIC_NAME, OM_TYPES, TYPES, VALUES_TS, Family,
                              format_labels, parse_labels, parse_line)
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,6 +13,7 @@ from exporter.deps import Deps
 from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import get
+from exporter.replay.kubelet import ReplayKubelet
 
 TESTS = Path(__file__).parent
 FIXTURES = TESTS / "fixtures"
@@ -52,3 +54,14 @@ def offline(name: str, doc: dict[str, Any] | None = None, pods: Path | dict | No
     """A collector built the way `kubebridge transform` builds it (no network)."""
     cfg = config_mod.parse(doc or {}, env={})
     return get(name).factory(Deps(cfg, None, pod_index(pods, cfg)), cfg.collectors[name])
+
+
+@pytest.fixture
+async def replay(tmp_path: Path):
+    """A replay kubelet over the test fixtures (HTTPS, a fresh bearer token in tmp_path)."""
+    token = tmp_path / "token"
+    token.write_text(secrets.token_hex(16))
+    kubelet = ReplayKubelet.from_fixtures(FIXTURES, token_file=token)
+    await kubelet.start()
+    yield kubelet
+    await kubelet.stop()

@@ -20,13 +20,8 @@ VOLATILE = re.compile(rb"^(# (HELP|TYPE) )?(process_|python_|kubebridge_scrape_d
 
 
 @pytest.fixture
-async def kubelet(tmp_path):
-    token = tmp_path / "token"
-    token.write_text(secrets.token_hex(16))
-    replay = ReplayKubelet.from_fixtures(FIXTURES, token_file=token)
-    await replay.start()
-    yield replay
-    await replay.stop()
+def kubelet(replay: ReplayKubelet) -> ReplayKubelet:
+    return replay  # the replay kubelet of tests/conftest.py
 
 
 def exporter_config(replay: ReplayKubelet, **extra) -> config_mod.Config:

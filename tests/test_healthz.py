@@ -2,7 +2,6 @@
 signal follows `syncloop`."""
 from __future__ import annotations
 
-import secrets
 
 import pytest
 
@@ -11,7 +10,7 @@ from exporter import config as config_mod
 from exporter.expfmt import encode_text
 from exporter.replay.kubelet import ReplayKubelet
 from exporter.server import build_app
-from tests.conftest import FIXTURES, offline
+from tests.conftest import offline
 from tests.test_e2e import ready, scrape
 
 # k8s.io/apiserver healthz output, as the kubelet writes it (verbose, passing and failing).
@@ -43,16 +42,6 @@ def test_offline_transform(body, healthy, runtime):
         assert "kubebridge_healthz_runtime_healthy" not in text and "kubebridge_healthz_check" not in text
     else:
         assert f'kubebridge_healthz_runtime_healthy{{collector="healthz"}} {runtime}' in text
-
-
-@pytest.fixture
-async def replay(tmp_path):
-    token = tmp_path / "token"
-    token.write_text(secrets.token_hex(16))
-    kubelet = ReplayKubelet.from_fixtures(FIXTURES, token_file=token)
-    await kubelet.start()
-    yield kubelet
-    await kubelet.stop()
 
 
 def config(replay: ReplayKubelet) -> config_mod.Config:

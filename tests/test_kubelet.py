@@ -99,16 +99,6 @@ def test_probes_join_per_pod_and_container():
 # -- access and security against the replay kubelet -----------------------------------
 
 
-@pytest.fixture
-async def replay(tmp_path):
-    token = tmp_path / "token"
-    token.write_text(secrets.token_hex(16))
-    kubelet = ReplayKubelet.from_fixtures(FIXTURES, token_file=token)
-    await kubelet.start()
-    yield kubelet
-    await kubelet.stop()
-
-
 def node_config(replay: ReplayKubelet, kubelet: dict | None = None, **extra) -> config_mod.Config:
     ep = {"url": replay.base_url, "token_file": str(replay.token_file), "ca_file": str(replay.ca_file)}
     doc = {"node_name": replay.node_name, "pod_refresh_interval": "0.2s",

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import pytest
 import yaml

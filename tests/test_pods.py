@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import subprocess
 import sys
 import time
@@ -133,16 +132,6 @@ def test_bad_quantity_is_counted_not_guessed():
 
 
 # -- against the replay kubelet --------------------------------------------------------
-
-
-@pytest.fixture
-async def replay(tmp_path):
-    token = tmp_path / "token"
-    token.write_text(secrets.token_hex(16))
-    kubelet = ReplayKubelet.from_fixtures(FIXTURES, token_file=token)
-    await kubelet.start()
-    yield kubelet
-    await kubelet.stop()
 
 
 def config(replay: ReplayKubelet) -> config_mod.Config:
