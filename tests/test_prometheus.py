@@ -28,6 +28,12 @@ def test_prometheus_scrapes_demo(tmp_path):
         assert int(samples[0]["value"][1]) > 4000
         ok = poll(prom, 'kubebridge_up{collector="cadvisor"} == 1')
         assert ok
+        # The demo includes the cluster agent (replay apiserver, etcd) and discovered app pods.
+        # (The first, cold scrape of the 3 MB apiserver payload may miss this test's 1 s scrape
+        # timeout; every later one makes it.)
+        cluster = poll(prom, 'count(kubebridge_up{collector=~"apiserver|events|kube_system|etcd|etcd_v2|'
+                             'autodiscovery"} == 1) == 6')
+        assert cluster[0]["value"][1] == "6"
 
 
 def test_one_container_without_joins(tmp_path):
