@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import ssl
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -96,12 +95,7 @@ class ReplayApiserver:
         """Listen on 127.0.0.1:`port` (0: any free port); returns `https://127.0.0.1:PORT`."""
         if self._runner is not None:
             raise RuntimeError("already started")
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(paths.cert_file("server.crt"), paths.cert_file("server.key"))
-        self._runner = web.AppRunner(ApiHttp(self).app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=context).start()
-        self.base_url = f"https://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.base_url = await paths.serve_tls(ApiHttp(self).app(), port, shutdown_timeout=1.0)
         if self.bookmark_interval:
             self._ticker = asyncio.create_task(self._tick(self.bookmark_interval))
         return self.base_url

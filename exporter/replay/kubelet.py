@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import ssl
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -131,15 +130,9 @@ class ReplayKubelet:
         """Listen on 127.0.0.1:`port` (0 = any free port); returns `https://127.0.0.1:PORT`."""
         if self._runner is not None:
             raise RuntimeError("already started")
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(paths.cert_file("server.crt"), paths.cert_file("server.key"))
         app = web.Application(middlewares=[self._gate])
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=context).start()
-        bound = self._runner.addresses[0][1]
-        self.base_url = f"https://127.0.0.1:{bound}"
+        self._runner, self.base_url = await paths.serve_tls(app, port)
         return self.base_url
 
     async def stop(self) -> None:

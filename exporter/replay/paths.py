@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 PACKAGE = "exporter.replay"
 
@@ -40,3 +44,18 @@ def cert_file(name: str) -> Path:
 def data_file(name: str) -> Path:
     """A captured payload shipped in exporter/replay/data/ (see its PROVENANCE.md)."""
     return _resource("data", name)
+
+
+async def serve_tls(app: "web.Application", port: int = 0, **runner_kwargs: object) -> tuple["web.AppRunner", str]:
+    """Serve `app` over HTTPS with the demo server certificate on 127.0.0.1:`port` (0: any
+    free port). Returns the runner (to clean up) and `https://127.0.0.1:PORT`."""
+    import ssl
+
+    from aiohttp import web
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file("server.crt"), cert_file("server.key"))
+    runner = web.AppRunner(app, access_log=None, **runner_kwargs)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    return runner, f"https://127.0.0.1:{runner.addresses[0][1]}"
