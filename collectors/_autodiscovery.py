@@ -156,7 +156,7 @@ class Engine:
             ids = dict(zip(_T, key), **extra)
             b.add(TARGET_UP, t.up, ids)
             b.add(TARGET_DURATION, t.seconds, ids)
-            b.add(TARGET_SERIES, sum(len(f.lines) for f in t.families), ids)
+            b.add(TARGET_SERIES, sum(f.count() for f in t.families), ids)
             for reason in sorted(t.errors):
                 b.add(TARGET_ERRORS, t.errors[reason], {**ids, "reason": reason})
             triggers[t.spec.trigger] += 1

@@ -116,7 +116,7 @@ class DockerCollector:
         counts = Counter(dp.event_key(ev) for ev in events) if events else None
         fams = self._render(docs.get("version"), docs.get("info"), docs.get("containers") or [],
                             stats or None, counts)
-        n = sum(len(f.lines) for f in fams)
+        n = sum(f.count() for f in fams)
         return Result(fams, series_in=n, series_out=n, join_misses=int(self.stats["join_misses"]))
 
     def _render(self, version: Any, info: Any, containers: list[Mapping[str, Any]],
@@ -150,7 +150,7 @@ class DockerCollector:
             for (kind, action), n in sorted(events.items()):
                 b.add(dp.EVENTS, n, {"type": kind, "action": action, **self.tail})
         fams = b.families()
-        self.stats = {"series_out": sum(len(f.lines) for f in fams), "join_misses": misses}
+        self.stats = {"series_out": sum(f.count() for f in fams), "join_misses": misses}
         return fams
 
     async def _stats(self, docker: aiodocker.Docker, c: Mapping[str, Any], one_shot: bool) -> Any:

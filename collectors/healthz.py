@@ -106,6 +106,6 @@ class HealthzCollector:
         b = Builder(TABLE)
         fill(b, payload.decode("utf-8", "replace"), status, self.labels)
         fams = b.families()
-        out = sum(len(f.lines) for f in fams)
+        out = sum(f.count() for f in fams)
         self.stats = {"response_bytes": len(payload), "series_out": out}
         return Result(families=fams, series_out=out)

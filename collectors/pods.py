@@ -191,6 +191,6 @@ class PodsCollector:
         join = Joiner(self.cfg.name, self.deps.config.cluster, self.deps.config.node_name, index)
         bad = fill(b, index.pods(), join)
         fams = b.families()
-        out = sum(len(f.lines) for f in fams)
+        out = sum(f.count() for f in fams)
         self.stats = {"series_out": out, "malformed": bad, **({"response_bytes": size} if size else {})}
         return Result(families=fams, series_out=out, malformed=bad)

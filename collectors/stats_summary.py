@@ -172,6 +172,6 @@ class StatsSummaryCollector:
         join = Joiner(self.cfg.name, self.deps.config.cluster, self.deps.config.node_name, index)
         fill(b, doc, join)
         fams = b.families()
-        out = sum(len(f.lines) for f in fams)
+        out = sum(f.count() for f in fams)
         self.stats = {"response_bytes": len(payload), "series_out": out, "join_misses": join.misses}
         return Result(families=fams, series_out=out, join_misses=join.misses)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from itertools import repeat
+from typing import Iterable, Iterator, Sequence
 
 from exporter.errors import ParseError
 
@@ -42,12 +43,28 @@ _UNESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 
 @dataclass(slots=True)
 class Family:
-    """One metric family: the unit of merge and encode."""
+    """One metric family: the unit of merge and encode.
+
+    `lines` holds its sample lines as output bytes, without newlines between them; an element
+    may be a block of several lines already joined by newlines (the transformer's fast path
+    builds whole blocks at C speed). `samples()` and `count()` see single lines."""
 
     name: str
     type: str = "untyped"
     help: str | None = None
     lines: list[bytes] = field(default_factory=list)
+
+    def samples(self) -> Iterator[bytes]:
+        """Each sample line on its own."""
+        for line in self.lines:
+            if b"\n" in line:
+                yield from line.split(b"\n")
+            else:
+                yield line
+
+    def count(self) -> int:
+        """How many sample lines the family holds."""
+        return len(self.lines) + sum(line.count(b"\n") for line in self.lines)
 
     def owns(self, sample_name: str) -> bool:
         """Whether a sample of this name belongs to the family (histogram/summary suffixes)."""
@@ -107,31 +124,42 @@ def parse_labels(text: bytes) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-_GOOD_NAMES: set[bytes] = set()
+_GOOD_NAMES: set[str] = set()
 
 
 def _simple_labels(text: bytes) -> tuple[tuple[str, str], ...] | None:
     """The common case, no escapes and no blanks: every '"' is a delimiter, so the text splits
-    on '",' exactly. None when anything is unusual (the precise parser decides)."""
-    pairs = []
-    for part in text[:-1].split(b'",'):
-        name, eq, value = part.partition(b'="')
-        if not eq or b'"' in value:
+    on '",' exactly (each part then holds exactly two quotes: the count proves it). None when
+    anything is unusual (the precise parser decides). Runs once per new label set, so it is
+    written for speed: C-level splits and one dict."""
+    try:
+        body = text[:-1].decode()
+    except UnicodeDecodeError:
+        return None
+    parts = body.split('",')
+    if body.count('"') != 2 * len(parts) - 1:  # the closing quote was cut off
+        return None
+    try:
+        labels = dict(map(str.split, parts, repeat('="'), repeat(1)))
+    except ValueError:  # a part without `="`
+        return None
+    if not labels.keys() <= _GOOD_NAMES:
+        if not all(map(LABEL_NAME.match, labels)):
             return None
-        if name not in _GOOD_NAMES:
-            if not _LABEL_NAME_B.match(name):
-                return None
-            if len(_GOOD_NAMES) < 10000:
-                _GOOD_NAMES.add(name)
-        pairs.append((name.decode(), value.decode("utf-8", "replace")))
-    if len({n for n, _ in pairs}) != len(pairs):
+        if len(_GOOD_NAMES) < 10000:
+            _GOOD_NAMES.update(labels)
+    if len(labels) != len(parts):
         raise ParseError("duplicate label name")
-    return tuple(pairs)
+    return tuple(labels.items())
 
 
 def format_labels(pairs: Iterable[tuple[str, str]]) -> bytes:
     """Pairs -> `a="1",b="2"` (0.0.4 and OpenMetrics spell label sets the same way)."""
-    return ",".join(f'{n}="{escape(v)}"' for n, v in pairs).encode()
+    pairs = list(pairs)
+    raw = "".join([v for _, v in pairs])
+    if "\\" in raw or '"' in raw or "\n" in raw:
+        return ",".join([f'{n}="{escape(v)}"' for n, v in pairs]).encode()
+    return ",".join([f'{n}="{v}"' for n, v in pairs]).encode()
 
 
 def parse_line(line: bytes, openmetrics: bool = False) -> Sample:
@@ -191,7 +219,7 @@ def _om_family(fam: Family) -> tuple[str, str]:
     family's shape (a counter without `_total`) goes out as `unknown` rather than renamed."""
     if fam.type == "counter":
         if fam.name.endswith("_total") and all(
-                ln.startswith(fam.name.encode()) and ln[len(fam.name)] in b"{ " for ln in fam.lines):
+                ln.startswith(fam.name.encode()) and ln[len(fam.name)] in b"{ " for ln in fam.samples()):
             return fam.name[:-6], "counter"
         return fam.name, "unknown"
     return fam.name, {"untyped": "unknown"}.get(fam.type, fam.type)
@@ -216,7 +244,7 @@ def encode_openmetrics(families: Iterable[Family], timestamps: bool = False) -> 
         if fam.help is not None:
             out.append(f"# HELP {name} {_help_to_openmetrics(fam.help)}".encode())
         out.append(f"# TYPE {name} {kind}".encode())
-        out.extend(map(_om_line, fam.lines) if timestamps else fam.lines)
+        out.extend(map(_om_line, fam.samples()) if timestamps else fam.lines)
     out.append(b"# EOF\n")
     return b"\n".join(out)
 

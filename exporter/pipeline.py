@@ -156,25 +156,28 @@ class Transformer:
                 else:
                     self._slow(line, fam, fams, True, res)
             res.families = [f for f in fams.values() if f.lines]
-        elif not self._replay(lines, res):
+            res.series_out = sum(len(f.lines) for f in res.families)
+        elif not self._replay(payload, lines, res):  # the replay counts from its plan
             self._scan(lines, _Scan(fams, res, [], [], [], []))
             res.families = [f for f in fams.values() if f.lines]
-        self._dedupe(res)
-        res.series_out = sum(len(f.lines) for f in res.families)
+            res.series_out = sum(len(f.lines) for f in res.families)
+        res.series_out -= self._dedupe(res)
         if len(self._cache) > 2 * res.series_in + 1024:
             self.reset()
         return res
 
-    def _replay(self, lines: list[bytes], res: Result) -> bool:
+    def _replay(self, payload: bytes, lines: list[bytes], res: Result) -> bool:
         """The fast path: True if the payload had the last clean scan's shape."""
-        if self._plan is None:
+        plan = self._plan
+        if plan is None:
             return False
-        done = fastpath.run(self._plan, lines, self.opt.keep_timestamps)
-        if done is None or not _valid(done[1], self.opt.keep_timestamps):
+        families = fastpath.run(plan, payload, lines, self.opt.keep_timestamps, _valid)
+        if families is None:
             return False  # the line-by-line scan finds and names what changed
-        res.families = [f for f in done[0] if f.lines]
-        res.series_in = self._plan.series_in
-        res.dropped = len(self._plan.dheads)
+        res.families = families
+        res.series_in = plan.series_in
+        res.series_out = len(plan.values)
+        res.dropped = plan.dropped
         return True
 
     def _header(self, head: bytes, fam: Family | None, fams: dict[str, Family],
@@ -260,7 +263,7 @@ class Transformer:
                 ranges.append((fam, start, end))
         clean = not (st.irregular or bad or any(len(f.lines) != placed.get(f.name, 0) for f in st.fams.values()))
         self._plan = fastpath.build(lines, nxt_list, [f for f in st.fams.values() if f.lines], ranges,
-                                    st.res.series_in) if clean else None
+                                    vals, st.res.series_in) if clean else None
 
     def _find_bad(self, st: _Scan) -> set[int]:
         """The batch check failed: find the bad values one by one and name their lines."""
@@ -468,19 +471,25 @@ class Transformer:
             self._suffix[key] = got
         return got
 
-    def _dedupe(self, res: Result) -> None:
+    def _dedupe(self, res: Result) -> int:
         """Two upstream series that rewrite to one output series (a restarted container once
-        its `id`/`name` are dropped): keep the last, as Prometheus would keep one anyway."""
+        its `id`/`name` are dropped): keep the last, as Prometheus would keep one anyway.
+        Returns how many lines were dropped."""
+        gone = 0
         for fam in res.families:
             if fam.name not in self._dupes:
                 continue
+            lines = list(fam.samples())
             seen: dict[bytes, int] = {}
-            for i, line in enumerate(fam.lines):
+            for i, line in enumerate(lines):
                 seen[_prefix_of(line)] = i
-            if len(seen) != len(fam.lines):
+            if len(seen) != len(lines):
                 keep = set(seen.values())
-                res.dropped += len(fam.lines) - len(keep)
-                fam.lines[:] = [ln for i, ln in enumerate(fam.lines) if i in keep]
+                gone += len(lines) - len(keep)
+                lines = [ln for i, ln in enumerate(lines) if i in keep]
+            fam.lines[:] = lines
+        res.dropped += gone
+        return gone
 
 
 # What Python's float() accepts but Go's ParseFloat (hence Prometheus) does not: digit

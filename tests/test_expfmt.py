@@ -155,3 +155,49 @@ def test_steady_state_replay_equals_a_fresh_scan():
         assert encode_text(got.families) == encode_text(fresh.families), p
         assert (got.series_in, got.series_out, got.malformed) == (fresh.series_in, fresh.series_out, fresh.malformed)
     assert t._plan is not None  # the last payload was clean: the next same-shaped one replays
+
+
+_BASE = (b"# HELP g H.\n# TYPE g gauge\n" b'g{a="1"} 1 17\ng{a="2"} 2 18\n' b"\n"
+         b"# TYPE c_total counter\nc_total 5\n" b"# TYPE g gauge\n" b'g{a="9"} 3\n'
+         b"# TYPE inf gauge\ninf 1\n")
+
+
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("changed", [
+    _BASE.replace(b"1 17", b"7 27").replace(b"c_total 5", b"c_total 6"),    # same shape: replayed
+    _BASE.replace(b"# HELP g H.", b"# HELP g X."),                          # comment, same length
+    _BASE.replace(b'g{a="2"} 2 18\n\n', b'g{a="2"} 2 18\ng{a="3"} 4\n'),   # blank line -> series
+    _BASE.replace(b'g{a="2"}', b'g{a="3"}'),                                 # other series, same count
+    _BASE.replace(b'g{a="2"}', b'g{a="22"}'),                                # head is a prefix of it
+    _BASE.replace(b'g{a="1"} 1 17', b'g{a="1"}'),                            # value gone
+    _BASE.replace(b'g{a="1"} 1 17', b'g{a="1"} 1\r'),                        # carriage return
+    _BASE.replace(b'g{a="1"} 1 17', b'g{a="1"} 1_0 17'),                     # Python-only float
+    _BASE.replace(b'g{a="1"} 1 17', b'g{a="1"} +nan 17'),                    # Go-invalid NaN
+    _BASE.replace(b"c_total 5", b"c_total 5 x"),                             # bad timestamp
+    _BASE[:-1],                                                              # no final newline
+    _BASE + b"# TYPE h gauge\nh 1\n",                                        # more lines
+    _BASE.replace(b"inf 1", b"infinity 1"),  # not its head, yet its first word is a valid value
+])
+def test_replay_steps_aside_for_anything_new(changed: bytes, keep: bool):
+    """Once a plan exists, every payload (replayed or not) must come out exactly as a fresh
+    transformer makes it, and counts must match: the check is per position, so a line that
+    changes into another of the same length, a blank line that fills in, or a value the last
+    scrape did not have must each be noticed."""
+    t = Transformer(Options(collector="t", keep_timestamps=keep))
+    t.transform(_BASE)
+    again = t.transform(_BASE.replace(b"1 17", b"8 19"))
+    assert t._plan is not None and again.series_out == 5  # the family in two blocks keeps both
+    assert [ln for f in again.families for ln in f.lines if b"\n" in ln]  # replayed: blocks
+    got, fresh = t.transform(changed), Transformer(Options(collector="t", keep_timestamps=keep)).transform(changed)
+    assert encode_text(got.families) == encode_text(fresh.families)
+    assert encode_openmetrics(got.families) == encode_openmetrics(fresh.families)
+    assert ([(f.name, list(f.samples())) for f in got.families]
+            == [(f.name, list(f.samples())) for f in fresh.families])
+    assert ((got.series_in, got.series_out, got.malformed, got.dropped)
+            == (fresh.series_in, fresh.series_out, fresh.malformed, fresh.dropped))
+
+
+def test_family_blocks_count_and_split_into_lines():
+    fam = Family("g", "gauge", None, [b"g 1\ng 2", b"g 3"])
+    assert fam.count() == 3 and list(fam.samples()) == [b"g 1", b"g 2", b"g 3"]
+    assert encode_text([fam]) == b"# TYPE g gauge\ng 1\ng 2\ng 3\n"
