@@ -44,8 +44,12 @@ def _label_list(value: Any) -> str | None:
 class CadvisorHook:
     """Classify, normalise legacy names, drop identity labels, skip hostNetwork pod networks."""
 
+    # All the rewrite looks at: the other labels (cpu, device, interface, state...) pass as they are.
+    reads = frozenset({"namespace", "pod", "pod_name", "container", "container_name", "id", "name", "image"})
+
     def __init__(self, drop_labels: Sequence[str]) -> None:
         self.drop = frozenset(drop_labels)
+        self._drop_system = self.drop - {"id", "name"}
         self.may_collide = bool(self.drop)  # e.g. two containers of one name after a restart
         self.stale: frozenset[str] = frozenset()
 
@@ -60,19 +64,23 @@ class CadvisorHook:
         if variant is None:
             return pairs
         labels = dict(pairs)
-        if labels.get("id") in self.stale:
+        if self.stale and labels.get("id") in self.stale:
             return None
-        # Kubernetes < 1.16 spelled them pod_name/container_name: add the modern names too.
-        added = [(new, labels[old]) for old, new in (("pod_name", "pod"), ("container_name", "container"))
-                 if old in labels and new not in labels]
-        labels.update(added)
+        added: Pairs = []
+        if "pod_name" in labels or "container_name" in labels:
+            # Kubernetes < 1.16 spelled them pod_name/container_name: add the modern names too.
+            added = [(new, labels[old]) for old, new in (("pod_name", "pod"), ("container_name", "container"))
+                     if old in labels and new not in labels]
+            labels.update(added)
         kind = classify(labels)
         # System cgroups keep `id` and `name` (see the module docstring).
-        drop = self.drop if kind != "system" else self.drop - {"id", "name"}
-        out = [(k, v) for k, v in pairs if k not in drop] + added
+        drop = self.drop if kind != "system" else self._drop_system
+        out = [p for p in pairs if p[0] not in drop] if drop else list(pairs)
         if variant == "net" and pod is not None and pod.host_network:
             return None  # a hostNetwork pod's "network" is the node's: counted under system
-        return out + [("cgroup_kind", kind)]
+        out += added
+        out.append(("cgroup_kind", kind))
+        return out
 
 
 def classify(labels: dict[str, str]) -> str:

@@ -16,15 +16,15 @@ comment and blank lines must leave nothing at all.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from itertools import accumulate, compress, repeat
-from operator import getitem, ne
+from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import is_, itemgetter, ne
 from typing import Callable, Sequence
 
 from exporter.expfmt import Family
 
-Entry = tuple  # (line head the series starts with, head length, output prefix | b"" | None)
 _TIMESTAMP = re.compile(rb" [^\n]*")  # what follows the value on each line of a joined batch
+_HEAD, _NAME, _LABELS = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 @dataclass
@@ -35,42 +35,39 @@ class Plan:
     head_bytes: int            # their total length
     cmask: list[bool]          # comment and blank lines: nothing may follow their head
     smask: list[bool]          # emitted series (the others are dropped series)
-    template: list[bytes | None]  # output: prefix, value, "\n" + prefix, value, ...
+    template: list[bytes]      # output, 4 pieces per line: name, labels, value, newline
     cuts: list[tuple[int, int]]   # per family block: its slice of `template`
     families: list[tuple[str, str, str | None, list[int]]]  # name, type, help, its blocks
     values: list[bytes]        # last values (validated): only changed ones are checked again
     series_in: int
     dropped: int
+    dupes: set[str] = field(default_factory=set)  # families the scan had to deduplicate
 
 
-def build(lines: Sequence[bytes], entries: Sequence[Entry], families: Sequence[Family],
+def template(emitted: Sequence[tuple], values: list[bytes]) -> list[bytes]:
+    """The output of emitted (head, name, label bytes) lines with their values, as pieces to
+    join: no per-line concatenation, and the name and label pieces are shared objects."""
+    out = [b"\n"] * (4 * len(emitted))
+    out[0::4] = list(map(_NAME, emitted))
+    out[1::4] = list(map(_LABELS, emitted))
+    out[2::4] = values
+    return out
+
+
+def build(ents: list[tuple], template: list[bytes], families: Sequence[Family],
           spans: Sequence[tuple[Family, int, int]], values: list[bytes], series_in: int) -> Plan:
-    """A plan from a clean scan: `entries[i]` is line i's entry (prefix None for comments
-    and blank lines), `spans` the output ranges of each family block (in output order, which
-    is payload order), `values` the validated value of each output line."""
-    heads = _compact([line if prefix is None else head for line, (head, _, prefix) in zip(lines, entries)])
-    prefixes = [b"\n" + prefix for _, _, prefix in entries if prefix]
-    for _, start, _ in spans:
-        prefixes[start] = prefixes[start][1:]  # a block's first line has no separator
-    template: list[bytes | None] = [None] * (2 * len(prefixes))
-    template[0::2] = _compact(prefixes)
-    cuts = [(2 * start, 2 * end) for _, start, end in spans]
+    """A plan from a clean scan: per line its (head, name, label bytes) entry (the line
+    itself and None for comments and blank lines, b"" labels for a dropped series), the
+    scan's output template, the output ranges of each family block and the validated values."""
+    lbs = list(map(_LABELS, ents))
+    heads = list(map(_HEAD, ents))
     blocks: dict[str, list[int]] = {f.name: [] for f in families}
     for i, (fam, _, _) in enumerate(spans):
         blocks[fam.name].append(i)
-    return Plan(heads, sum(map(len, heads)), [p is None for _, _, p in entries],
-                [bool(p) for _, _, p in entries], template, cuts,
+    return Plan(heads, sum(map(len, heads)), list(map(is_, lbs, repeat(None))), list(map(bool, lbs)),
+                template, [(4 * start, 4 * end - 1) for _, start, end in spans],
                 [(f.name, f.type, f.help, blocks[f.name]) for f in families], values, series_in,
-                sum(1 for _, _, p in entries if p == b""))
-
-
-def _compact(items: list[bytes]) -> list[bytes]:
-    """Equal copies laid out one after the other in memory: the fast path reads them all in
-    order on every scrape, and objects allocated piecemeal during a cold scan are scattered
-    (measured: `removeprefix` over compacted heads takes about 0.6 of the time)."""
-    whole = b"".join(items)
-    ends = list(accumulate(map(len, items)))
-    return list(map(getitem, repeat(whole), map(slice, [0, *ends[:-1]], ends)))
+                lbs.count(b""))
 
 
 def run(plan: Plan, payload: bytes, lines: list[bytes], timestamps: bool,
@@ -78,7 +75,7 @@ def run(plan: Plan, payload: bytes, lines: list[bytes], timestamps: bool,
     """Rewrite `lines` (the payload split on newlines) by the plan, or None if they do not
     have the plan's shape or a changed value fails `valid`. Family lines are blocks: several
     sample lines joined by newlines."""
-    heads, template = plan.heads, plan.template
+    heads, out = plan.heads, plan.template
     if len(lines) != len(heads):
         return None
     rests = list(map(bytes.removeprefix, lines, heads))
@@ -86,7 +83,7 @@ def run(plan: Plan, payload: bytes, lines: list[bytes], timestamps: bool,
             or any(compress(rests, plan.cmask))):
         return None
     values: list[bytes] = []
-    if template:
+    if out:
         batch = b"\n".join(compress(rests, plan.smask))
         if not timestamps:
             batch = _TIMESTAMP.sub(b"", batch)
@@ -95,6 +92,6 @@ def run(plan: Plan, payload: bytes, lines: list[bytes], timestamps: bool,
     if changed and not valid(changed, timestamps):
         return None
     plan.values = values
-    template[1::2] = values
-    blocks = [b"".join(template[a:b]) for a, b in plan.cuts]
+    out[2::4] = values
+    blocks = [b"".join(out[a:b]) for a, b in plan.cuts]
     return [Family(name, kind, help_, [blocks[i] for i in mine]) for name, kind, help_, mine in plan.families]

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import is_, itemgetter
 from typing import Any, Protocol, Sequence
 
 from exporter import fastpath, relabel
 from exporter.errors import ParseError
-from exporter.expfmt import (METRIC_NAME, OM_TYPES, TYPES, VALUES_TS, Family,
+from exporter.expfmt import (_LABEL_NAME_B, METRIC_NAME, OM_TYPES, TYPES, VALUES_TS, Family,
                              format_labels, parse_labels, parse_line)
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
@@ -31,7 +33,13 @@ PodKey = tuple[str, str]
 
 class SeriesHook(Protocol):
     """Source-specific rewriting (cAdvisor classification, legacy names). Must depend only on
-    the family's `variant` and the label pairs, so that results can be cached per label set."""
+    the family's `variant` and the label pairs, so that results can be cached per label set.
+
+    A hook may also declare `reads`, the label names its rewrite looks at, promising that it
+    keeps every other pair as it is and in place, and only removes pairs or appends new ones.
+    The transformer then rewrites each distinct combination of those labels once and applies
+    the result to label texts as bytes (cAdvisor repeats one cgroup's labels in a dozen label
+    sets: per cpu, device, interface, state...)."""
 
     def variant(self, family: str) -> Any: ...
 
@@ -40,6 +48,8 @@ class SeriesHook(Protocol):
 
 class NoHook:
     """The identity hook."""
+
+    reads: frozenset[str] = frozenset()
 
     def variant(self, family: str) -> Any:
         return None
@@ -74,21 +84,46 @@ class Options:
     node: str = ""           # this node's name, for series that name no pod (node agent)
 
 
-_NEVER: tuple[bytes, int, bytes | None] = (b"\x00", 0, None)  # a position nothing is predicted at
+# What a scan remembers of each line position: (head the line starts with, output name, output
+# label bytes "{...} "), label bytes b"" for a dropped series. Output = name + label bytes +
+# value. Comments and blank lines are (line, None, None); _AGAIN marks a position the next
+# scan must look at again (no line starts with "\n").
+_Ent = tuple
+_AGAIN: _Ent = (b"\n", b"", b"")
+_HEAD, _NAME_PIECE, _LABEL_PIECE = itemgetter(0), itemgetter(1), itemgetter(2)
 _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
+
+
+@dataclass(frozen=True)
+class _Core:
+    """One rewrite of the labels a hook reads (see SeriesHook): what it removes, what goes
+    after the kept labels (its additions and the pod's join labels; None: the series is
+    dropped), the label names that must not come from upstream, and the pod it joined."""
+
+    drop: frozenset[bytes]
+    tail: bytes | None
+    reserved: frozenset[bytes]
+    pk: PodKey | None
+    missed: bool
+    keys: list[Any] | None
+
+
+_UNSEEN: Any = object()
+_GOOD: set[bytes] = set()  # label names already checked
 
 
 @dataclass
 class _Scan:
-    """State of one pass over a payload. Sample lines of the family blocks go to one shared
-    `out` list in payload order; `spans` records where each block starts in it."""
+    """State of one pass over a payload. Emitted series of the family blocks go to one shared
+    list in payload order, as (head, name, label bytes) pieces and values; `spans` records
+    where each block starts in it."""
 
     fams: dict[str, Family]
     res: Result
-    out: list[bytes]
-    vals: list[bytes]   # the value of every line in `out`...
-    srcs: list[bytes]   # ...and the input line it came from (to name a bad one)
-    spans: list[tuple[Family | None, int]]
+    emitted: list[_Ent] = field(default_factory=list)
+    vals: list[bytes] = field(default_factory=list)   # the value of every emitted line...
+    srcs: list[bytes] = field(default_factory=list)   # ...and the input line (to name a bad one)
+    spans: list[tuple[Family | None, int]] = field(default_factory=list)
     fam: Family | None = None
     variant: Any = None
     owned: dict[bytes, bool] = field(default_factory=dict)
@@ -107,20 +142,30 @@ class Transformer:
         # Duplicate output series can only arise when labels are removed (hook or relabel).
         self._collide = bool(options.rules) or bool(getattr(self.hook, "may_collide", False))
         self._tail = (("collector", options.collector),) if options.collector else ()
+        reads = getattr(self.hook, "reads", None)
+        joins = self.opt.pod_labels and self.index is not None
+        # The label names a rewrite depends on (see SeriesHook), None: parse every label set.
+        self._core: frozenset[bytes] | None = None if reads is None or options.rules else frozenset(
+            n.encode() for n in set(reads) | ({"namespace", "pod", "pod_name"} if joins else set()))
         self.reset()
 
     def reset(self) -> None:
         """Forget every cached rewrite (the next transform is cold)."""
-        self._cache: dict[bytes, bytes] = {}          # line key -> output prefix
         self._suffix: dict[PodKey | None, tuple[bytes, dict[str, str]]] = {}  # join labels
-        self._labels: dict[tuple, _Entry] = {}        # (variant, label text) -> entry
-        self._by_pod: dict[PodKey, list[Any]] = {}    # pod -> cache keys to evict with it
-        self._owner: dict[bytes, bytes] = {}          # output prefix -> line key (duplicates)
-        self._dupes: set[str] = set()                 # families with duplicate output series
+        self._labels: dict[tuple, _Entry] = {}        # (variant, name | None, label text) -> entry
+        self._plain: dict[tuple, bytes] = {}          # (variant, label text) -> b"{...} " | b"" dropped
+        self._cores: dict[tuple, _Core | None] = {}   # (variant, core label parts) -> rewrite
+        self._by_pod: dict[PodKey, list[Any]] = {}    # pod -> label keys to evict with it
+        self._texts: dict[bytes, bytes] = {}          # output label bytes -> first label text
+        self._colliding: set[bytes] = set()           # ...reached from two label texts
+        self._dupes: set[str] = set()                 # families that may hold duplicates
         self._gen = self.index.generation if self.index else 0
-        self._names: set[bytes] = set()
-        self._prev: list[tuple[bytes, int, bytes | None]] = []  # last scan's entries by position
-        self._plan: fastpath.Plan | None = None                  # last clean scan, for replay
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop what the last scan saw by position."""
+        self._ents: list[_Ent] = []                    # the last scan's lines
+        self._plan: fastpath.Plan | None = None       # the last clean scan, for replay
 
     def _sync(self) -> None:
         if self.index is None:
@@ -130,13 +175,18 @@ class Transformer:
             self.reset()
             return
         if changed:
-            self._prev, self._plan = [], None  # they may hold a changed pod's old labels
+            self._forget()  # positions may hold a changed pod's old labels
         for pk in changed:
             for key in self._by_pod.pop(pk, ()):
-                if isinstance(key, tuple):
-                    self._labels.pop(key, None)
-                else:
-                    self._cache.pop(key, None)
+                if len(key) == 2:  # a core rewrite
+                    self._cores.pop(key, None)
+                    continue
+                entry = self._labels.pop(key, None)
+                self._plain.pop((key[0], key[2]), None)
+                if entry is not None and entry[0] is not None:
+                    piece = _piece(entry[0])
+                    if self._texts.get(piece) == key[2]:
+                        del self._texts[piece]
             self._suffix.pop(pk, None)
         self._gen = self.index.generation
 
@@ -157,13 +207,17 @@ class Transformer:
                     self._slow(line, fam, fams, True, res)
             res.families = [f for f in fams.values() if f.lines]
             res.series_out = sum(len(f.lines) for f in res.families)
+            res.series_out -= self._dedupe(res, set(fams) if self._collide else set())
         elif not self._replay(payload, lines, res):  # the replay counts from its plan
-            self._scan(lines, _Scan(fams, res, [], [], [], []))
+            self._scan(lines, _Scan(fams, res))
             res.families = [f for f in fams.values() if f.lines]
-            res.series_out = sum(len(f.lines) for f in res.families)
-        res.series_out -= self._dedupe(res)
-        if len(self._cache) > 2 * res.series_in + 1024:
-            self.reset()
+            res.series_out = sum(f.count() for f in res.families)
+            dupes = self._dedupe(res, self._dupes)
+            res.series_out -= dupes
+            if self._plan is not None and dupes:
+                self._plan.dupes = self._dupes  # the replay must deduplicate too
+        if len(self._labels) > 2 * res.series_in + 1024:
+            self.reset()  # label sets of series long gone (the pod index evicts pods' own)
         return res
 
     def _replay(self, payload: bytes, lines: list[bytes], res: Result) -> bool:
@@ -176,8 +230,8 @@ class Transformer:
             return False  # the line-by-line scan finds and names what changed
         res.families = families
         res.series_in = plan.series_in
-        res.series_out = len(plan.values)
-        res.dropped = plan.dropped
+        res.series_out = len(plan.values) - (self._dedupe(res, plan.dupes) if plan.dupes else 0)
+        res.dropped += plan.dropped
         return True
 
     def _header(self, head: bytes, fam: Family | None, fams: dict[str, Family],
@@ -209,60 +263,79 @@ class Transformer:
         return cur
 
     def _scan(self, lines: list[bytes], st: _Scan) -> None:
-        out, vals, srcs = st.out, st.vals, st.srcs
-        get, append, add, src = self._cache.get, out.append, vals.append, srcs.append
-        cold, dropped, keep = self._cold, 0, self.opt.keep_timestamps
+        eput, add, src = st.emitted.append, st.vals.append, st.srcs.append
+        keep, colliding = self.opt.keep_timestamps, self._colliding
+        plain: Any = self._plain.get if not self._by_name else {}.get
+        ents: list[_Ent] = []
+        put = ents.append
         # Upstreams serve their series in a stable order, so the line at position i is most
         # likely the series seen at position i last time: check that with one startswith
-        # (no copy, no hash) before falling back to splitting the line and a dict lookup.
-        prev = self._prev
-        if len(prev) < len(lines):
-            prev = prev + [_NEVER] * (len(lines) - len(prev))
-        nxt_list: list[tuple[bytes, int, bytes | None]] = []
-        nxt = nxt_list.append
+        # (no copy, no hash). Only while the comments are where they were: a line that moved
+        # under another family header must be looked at again.
+        prev = self._ents
+        comments = list(map(is_, map(_LABEL_PIECE, prev), repeat(None)))
+        if len(prev) != len(lines) or list(compress(lines, comments)) != list(compress(map(_HEAD, prev), comments)):
+            prev = [_AGAIN] * len(lines)
+        variant, owned, dropped = st.variant, st.owned, 0
         for line, ent in zip(lines, prev):
-            if line.startswith(ent[0]):
-                p = ent[2]
-                if p:
-                    v = line[ent[1]:] if keep else line[ent[1]:].partition(b" ")[0]
-                    append(p + v)
+            if ent[1] is not None and line.startswith(ent[0]):
+                if ent[2]:
+                    v = line[len(ent[0]):]
+                    if not keep:
+                        v = v.partition(b" ")[0]
+                    eput(ent)
                     add(v)
                     src(line)
-                    nxt(ent)
-                    continue
-                if p is not None:  # a dropped series
+                else:
                     dropped += 1
-                    nxt(ent)
+                put(ent)
+                continue
+            # Not at its old place (or cold): its label set's rewrite is most likely known.
+            k, sep, v = line.rpartition(b"} ")
+            if sep:
+                nm, brace, text = k.partition(b"{")
+                lb = plain((variant, text)) if brace else None
+                if lb is not None and owned.get(nm):
+                    ent = (k + sep, nm, lb)
+                    if lb:
+                        if not keep:
+                            v = v.partition(b" ")[0]
+                        eput(ent)
+                        add(v)
+                        src(line)
+                        if colliding and lb in colliding:
+                            self._dupes.add(st.fam.name)  # type: ignore[union-attr]
+                    else:
+                        dropped += 1
+                    put(ent)
                     continue
-            k, _, v = line.rpartition(b"} ")
-            p = get(k)
-            if p:
-                if not keep:
-                    v = v.partition(b" ")[0]
-                append(p + v)
-                add(v)
-                src(line)
-                nxt((k + b"} ", len(k) + 2, p))
-            elif p is None:
-                nxt(cold(line, k, v, st))
-            else:
-                dropped += 1
-                nxt((k + b"} ", len(k) + 2, p))
-        self._prev = nxt_list
+            put(self._cold(line, k, v, st))
+            variant, owned = st.variant, st.owned  # a comment may have started a family
+        self._ents = ents
         st.res.dropped += dropped
+        self._place(st, ents)
+
+    def _place(self, st: _Scan, ents: list[_Ent]) -> None:
+        """Put the emitted lines into their families (whole blocks at once when all values are
+        good) and keep the plan for the next payload if the scan was clean."""
+        emitted, vals = st.emitted, st.vals
         bad = set() if not vals or _valid(vals, self.opt.keep_timestamps) else self._find_bad(st)
-        st.spans.append((None, len(out)))
+        template = fastpath.template(emitted, vals)
+        st.spans.append((None, len(emitted)))
         placed: dict[str, int] = {}  # per family: span lines placed so far (they go first)
         ranges = []
         for (fam, start), (_, end) in zip(st.spans, st.spans[1:]):
             if fam is not None and end > start:
-                chunk = out[start:end] if not bad else [out[i] for i in range(start, end) if i not in bad]
+                if bad:
+                    chunk = [b"".join(template[4 * i:4 * i + 3]) for i in range(start, end) if i not in bad]
+                else:
+                    chunk = [b"".join(template[4 * start:4 * end - 1])]
                 at = placed.get(fam.name, 0)
                 fam.lines[at:at] = chunk
                 placed[fam.name] = at + len(chunk)
                 ranges.append((fam, start, end))
         clean = not (st.irregular or bad or any(len(f.lines) != placed.get(f.name, 0) for f in st.fams.values()))
-        self._plan = fastpath.build(lines, nxt_list, [f for f in st.fams.values() if f.lines], ranges,
+        self._plan = fastpath.build(ents, template, [f for f in st.fams.values() if f.lines], ranges,
                                     vals, st.res.series_in) if clean else None
 
     def _find_bad(self, st: _Scan) -> set[int]:
@@ -281,89 +354,89 @@ class Transformer:
         if fam is not st.fam:
             st.fam, st.owned = fam, {}
             st.variant = self.hook.variant(fam.name) if fam is not None else None
-            st.spans.append((fam, len(st.out)))
+            st.spans.append((fam, len(st.emitted)))
 
-    def _cold(self, line: bytes, k: bytes, v: bytes, st: _Scan) -> tuple[bytes, int, bytes | None]:
-        """A line the cache does not know: a comment, or a series to split cheaply, rewrite
-        (the label set's rewrite is cached per label text), emit and remember for the hot
-        loop. Its value is validated with the payload's batch check. Returns the positional
-        entry the next scan predicts this line with (_NEVER when it must come back here)."""
+    def _cold(self, line: bytes, k: bytes, v: bytes, st: _Scan) -> _Ent:
+        """A line the caches do not know: a comment, or a series to split, rewrite (the label
+        set's rewrite is cached per label text), emit and remember. Its value is validated
+        with the payload's batch check. Returns what the next scan predicts this position
+        with (see _Ent)."""
         if line.startswith(b"#"):
             self._start(st, line)
-            return _NEVER
+            return (line, None, None)
         fam, res = st.fam, st.res
         if not line:
             res.series_in -= 1
-            return _NEVER
+            return (line, None, None)
         if fam is None:  # samples before any HELP/TYPE
             st.irregular = True
             self._slow(line, None, st.fams, False, res)
-            return _NEVER
+            return _AGAIN
         if k:
             nm, brace, text = k.partition(b"{")
-        else:  # no label set: `name value [timestamp]`, cached under the bare name
+            head = k + b"} "
+        else:  # no label set: `name value [timestamp]`
             nm, brace, v = line.partition(b" ")
             text, brace = b"", brace and b"{"
-            p = self._cache.get(nm) if nm else None
-            if p:
-                val = v if self.opt.keep_timestamps else v.partition(b" ")[0]
-                self._emit(st, p + val, val, line)
-                return (nm + b" ", len(nm) + 1, p)
+            head = nm + b" "
         ok = st.owned.get(nm)
         if ok is None:
             ok = st.owned[nm] = bool(brace) and _NAME.match(nm) is not None and fam.owns(nm.decode())
         if not ok:
             st.irregular = True
             self._slow(line, fam, st.fams, False, res, st)
-            return _NEVER
+            return _AGAIN
         key = (st.variant, nm if self._by_name else None, text)
         entry = self._labels.get(key)
         if entry is None:
             try:
-                entry = self._compute(st.variant, nm.decode(), list(parse_labels(text)))
+                entry = (self._core is not None and self._surgical(st.variant, text)
+                         or self._compute(st.variant, nm.decode(), list(parse_labels(text))))
             except ParseError as exc:
                 st.irregular = True
                 self._bad(res, line, str(exc))
-                return _NEVER
-            if not entry[2]:
-                self._labels[key] = entry
-                if entry[5] is not None:
-                    entry[5].append(key)
-        lbytes, pk, missed, new_name, conflicts, keys = entry
+                return _AGAIN
+            self._remember(key, entry, bool(k))
+        lbytes, _, missed, new_name, conflicts, _ = entry
         if missed:
             res.join_misses += 1
+            st.irregular = True
         res.label_conflicts += conflicts
         if new_name is not None and new_name != nm.decode():
             st.irregular = True
             self._slow(line, fam, st.fams, False, res, st)  # renamed by relabeling: general path
-            return _NEVER
-        ckey = k or nm
-        head = k + b"} " if k else nm + b" "
-        if missed:
-            st.irregular = True
+            return _AGAIN
         if lbytes is None:
             res.dropped += 1
-            if missed:
-                return _NEVER
-            self._cache[ckey] = b""
-            if keys is not None:
-                keys.append(ckey)
-            return (head, len(head), b"")
-        prefix = nm + (b"{" + lbytes + b"} " if lbytes else b" ")
-        val = v if self.opt.keep_timestamps else v.partition(b" ")[0]
-        self._emit(st, prefix + val, val, line)
-        if missed:
-            return _NEVER  # not cached: it is looked at again until the pod is known
-        self._cache[ckey] = prefix
-        if keys is not None:
-            keys.append(ckey)
-        if self._collide and self._owner.setdefault(prefix, ckey) != ckey:
+            return _AGAIN if missed else (head, nm, b"")
+        lb = _piece(lbytes)
+        if lb in self._colliding:
             self._dupes.add(fam.name)
-        return (head, len(head), prefix)
+        ent = (head, nm, lb)
+        val = v if self.opt.keep_timestamps else v.partition(b" ")[0]
+        self._emit(st, ent, val, line)
+        return _AGAIN if missed else ent  # a missed pod is looked at again until it is known
+
+    def _remember(self, key: tuple, entry: _Entry, labelled: bool) -> None:
+        """Cache a new label set's rewrite (unless its pod is unknown yet)."""
+        lbytes, _, missed, new_name, conflicts, keys = entry
+        if self._collide and lbytes is not None:
+            # Two label texts rewritten to one label set: their families need deduplicating.
+            piece = _piece(lbytes)
+            if self._texts.setdefault(piece, key[2]) != key[2]:
+                self._colliding.add(piece)
+        if missed:
+            return
+        self._labels[key] = entry
+        if keys is not None:
+            keys.append(key)
+        if labelled and new_name is None and not conflicts and not self._by_name:
+            # The scan's fast lane: plain label sets, keyed by label text alone.
+            self._plain[(key[0], key[2])] = b"" if lbytes is None else _piece(lbytes)
 
     @staticmethod
-    def _emit(st: _Scan, line: bytes, val: bytes, src: bytes) -> None:
-        st.out.append(line)
+    def _emit(st: _Scan, ent: _Ent, val: bytes, src: bytes) -> None:
+        st.emitted.append(ent)
         st.vals.append(val)
         st.srcs.append(src)
 
@@ -408,11 +481,11 @@ class Transformer:
         value = sample.value
         if self.opt.keep_timestamps and sample.timestamp_ms is not None:
             value += b" " + sample.timestamp_ms
-        out = name.encode() + (b"{" + labels + b"} " if labels else b" ") + value
+        prefix = name.encode() + (b"{" + labels + b"} " if labels else b" ")
         if st is not None and target is st.fam:
-            self._emit(st, out, value, line)  # keeps its place among the family's lines
+            self._emit(st, (b"", prefix, b""), value, line)  # keeps its place among the family's lines
         else:
-            target.lines.append(out)
+            target.lines.append(prefix + value)
 
     def _moved(self, name: str, origin: Family, fams: dict[str, Family]) -> Family:
         fam = fams.get(name)
@@ -421,29 +494,34 @@ class Transformer:
             fam = fams[name] = Family(name, kind, origin.help)
         return fam
 
-    def _compute(self, variant: Any, name: str, pairs: Pairs) -> _Entry:
-        """Rewrite one label set: source hook, pod join, cluster, relabel, collector."""
+    def _join(self, pairs: Pairs) -> tuple[PodKey | None, PodMeta | None, bool, list[Any] | None]:
+        """The pod a label set names (key, metadata, whether unknown, its eviction list)."""
         pk, pod, missed = None, None, False
         if self.opt.pod_labels and self.index is not None:
             labels = dict(pairs)
-            ns = labels.get("namespace", "")
-            pod_name = labels.get("pod") or labels.get("pod_name", "")
+            ns = labels.get("namespace")
+            pod_name = labels.get("pod") or labels.get("pod_name")
             if ns and pod_name:
                 pk = (ns, pod_name)
                 pod = self.index.get(ns, pod_name)
                 if pod is None:
                     missed = True
                     self.index.request_refresh()
-        keys = self._by_pod.setdefault(pk, []) if pk is not None else None
+        return pk, pod, missed, (self._by_pod.setdefault(pk, []) if pk is not None else None)
+
+    def _compute(self, variant: Any, name: str, pairs: Pairs) -> _Entry:
+        """Rewrite one label set: source hook, pod join, cluster, relabel, collector."""
+        pk, pod, missed, keys = self._join(pairs)
         new = self.hook.rewrite(variant, pairs, pod)
         if new is None:
             return (None, pk, missed, None, 0, keys)
         suffix, joined = self._suffix_for(pk, pod)
-        conflicts = sum(1 for k, v in new if k in joined and joined[k] != v and v != "")
-        if not self.opt.rules and not any(k in joined for k, _ in new):
+        names = [k for k, _ in new]
+        if not self.opt.rules and joined.keys().isdisjoint(names):
             # The common case: upstream labels, then the pod's pre-formatted join labels.
             own = format_labels(_rename(new))
             return (own + b"," + suffix if own and suffix else own or suffix, pk, missed, None, 0, keys)
+        conflicts = sum(1 for k, v in new if k in joined and joined[k] != v and v != "")
         have = {k for k, v in new if v != ""}
         merged = list(new) + [(k, v) for k, v in joined.items() if k not in have]  # upstream wins
         new_name = None
@@ -456,6 +534,64 @@ class Transformer:
                 return (None, pk, missed, None, conflicts, keys)
             merged = list(out.items())
         return (format_labels(_rename(merged) + list(self._tail)), pk, missed, new_name, conflicts, keys)
+
+    def _surgical(self, variant: Any, text: bytes) -> _Entry | None:
+        """The common label set's rewrite as bytes surgery (see SeriesHook.reads): drop the
+        parts the hook drops and the empty ones, append the hook's and the pod's labels. None
+        when anything is unusual: the general path (parse, hook, format) decides then."""
+        if b"\\" in text or not text.endswith(b'"'):
+            return None
+        parts = text[:-1].split(b'",')
+        if text.count(b'"') != 2 * len(parts) or text.count(b'="') != len(parts):
+            return None  # each part is then exactly `name="value` (value without quotes)
+        names = [p.partition(b'="')[0] for p in parts]
+        if not _GOOD.issuperset(names):
+            if not all(map(_LABEL_NAME_B.match, names)):
+                return None
+            if len(_GOOD) < 10000:
+                _GOOD.update(names)
+        if len(set(names)) != len(names):
+            return None  # the precise parser names the duplicate
+        core = tuple(compress(parts, map(self._core.__contains__, names)))  # type: ignore[union-attr]
+        key = (variant, core)
+        c = self._cores.get(key, _UNSEEN)
+        if c is _UNSEEN:
+            c = self._cores[key] = self._core_rewrite(variant, core)
+            if c is not None and c.pk is not None:
+                self._by_pod.setdefault(c.pk, []).append(key)
+        if c is None or not c.reserved.isdisjoint(names):
+            return None
+        if c.tail is None:
+            return (None, c.pk, c.missed, None, 0, c.keys)
+        drop = c.drop
+        kept = [p for n, p in zip(names, parts) if n not in drop and not p.endswith(b'="')]
+        own = b'",'.join(kept) + b'"' if kept else b""
+        return (own + b"," + c.tail if own and c.tail else own or c.tail, c.pk, c.missed, None, 0, c.keys)
+
+    def _core_rewrite(self, variant: Any, core: tuple[bytes, ...]) -> _Core | None:
+        """Join and hook for one combination of the labels the hook reads. None when the
+        hook's result is not a plain removal plus additions (the general path then)."""
+        try:
+            pairs = [(n.decode(), v.decode()) for n, _, v in (p.partition(b'="') for p in core)]
+        except UnicodeDecodeError:
+            return None
+        pk, pod, missed, keys = self._join(pairs)
+        suffix, joined = self._suffix_for(pk, pod)
+        new = self.hook.rewrite(variant, pairs, pod)
+        if new is None:
+            return _Core(frozenset(), None, frozenset(), pk, missed, keys)
+        given = set(pairs)
+        n = 0
+        while n < len(new) and new[n] in given:
+            n += 1
+        kept, added = list(new[:n]), list(new[n:])
+        names = {k for k, _ in pairs}
+        if kept != [p for p in pairs if p in set(kept)] or any(k in names or k in joined for k, _ in added):
+            return None  # not a removal plus additions, or an addition the join overrides
+        tail = format_labels(_rename(added))
+        reserved = frozenset(k.encode() for k in [*joined, *(k for k, _ in added), "collector"])
+        return _Core(frozenset(n.encode() for n in names - {k for k, _ in kept}),
+                     tail + b"," + suffix if tail and suffix else tail or suffix, reserved, pk, missed, keys)
 
     def _suffix_for(self, pk: PodKey | None, pod: PodMeta | None) -> tuple[bytes, dict[str, str]]:
         """The join labels of a pod (or none), cluster and collector, formatted once."""
@@ -471,13 +607,14 @@ class Transformer:
             self._suffix[key] = got
         return got
 
-    def _dedupe(self, res: Result) -> int:
+    @staticmethod
+    def _dedupe(res: Result, names: set[str]) -> int:
         """Two upstream series that rewrite to one output series (a restarted container once
         its `id`/`name` are dropped): keep the last, as Prometheus would keep one anyway.
-        Returns how many lines were dropped."""
+        Only the families in `names` can hold any. Returns how many lines were dropped."""
         gone = 0
         for fam in res.families:
-            if fam.name not in self._dupes:
+            if fam.name not in names:
                 continue
             lines = list(fam.samples())
             seen: dict[bytes, int] = {}
@@ -486,8 +623,7 @@ class Transformer:
             if len(seen) != len(lines):
                 keep = set(seen.values())
                 gone += len(lines) - len(keep)
-                lines = [ln for i, ln in enumerate(lines) if i in keep]
-            fam.lines[:] = lines
+                fam.lines[:] = [ln for i, ln in enumerate(lines) if i in keep]
         res.dropped += gone
         return gone
 
@@ -517,6 +653,11 @@ def _rename(pairs: Sequence[tuple[str, str]]) -> Pairs:
     # Empty values are absent labels to Prometheus; an upstream `collector` label is kept as
     # `exported_collector`, as Prometheus does with target labels that clash.
     return [("exported_collector" if k == "collector" else k, v) for k, v in pairs if v != ""]
+
+
+def _piece(lbytes: bytes) -> bytes:
+    """Label bytes as they follow a sample name: `{a="1"} `, or a space when there are none."""
+    return b"{" + lbytes + b"} " if lbytes else b" "
 
 
 def _prefix_of(line: bytes) -> bytes:

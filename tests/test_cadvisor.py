@@ -259,3 +259,53 @@ def test_timestamps_kept_only_on_request():
     payload = (CAD / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt").read_bytes()
     keep = offline("cadvisor", {"collectors": {"cadvisor": {"keep_timestamps": True}}}).process(payload)
     assert re.search(rb"\} [^ \n]+ [0-9]{13}$", encode_text(keep.families), re.M)
+
+
+def _general(collector):
+    """The same collector with the label-set surgery switched off (parse, hook, format)."""
+    collector.transformer._core = None
+    collector.transformer.reset()
+    return collector
+
+
+@pytest.mark.parametrize("capture", list(CAPTURES))
+def test_label_surgery_equals_the_general_rewrite(capture: str):
+    """The bytes-level rewrite of label sets (CadvisorHook.reads) gives exactly what parsing,
+    hooking and formatting each label set gives, on every capture."""
+    pods = PODS / CAPTURES[capture] if CAPTURES[capture] else None
+    payload = (CAD / f"{capture}.txt").read_bytes()
+    fast = offline("cadvisor", {"cluster": "c"}, pods)
+    slow = _general(offline("cadvisor", {"cluster": "c"}, pods))
+    assert fast.transformer._core is not None
+    a, b = fast.process(payload), slow.process(payload)
+    assert encode_text(a.families) == encode_text(b.families)
+    assert (a.series_out, a.dropped, a.join_misses) == (b.series_out, b.dropped, b.join_misses)
+    assert fast.transformer._cores  # the surgery did the work
+
+
+@pytest.mark.parametrize("labels", [
+    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="running"',
+    'container="",id="/a",image="",name="",namespace="default",pod="web-1",scope="x"',  # empties
+    'container_name="app",id="/a",namespace="default",pod_name="web-1"',                 # pre-1.16
+    'container="app",id="/a",namespace="default",pod="web-1",x="a\\\\"b"',               # escapes
+    'container="app",id="/a",namespace="default",pod="web-1",collector="up"',            # clash
+    'cgroup_kind="up",container="app",id="/a",namespace="default",pod="web-1"',          # clash
+    'container="app",id="/a",namespace="default",pod="web-1",workload="up"',             # join clash
+    'container="app",id="/a",namespace="default",pod="gone-1"',                          # unknown pod
+    'container="app", id="/a",namespace="default",pod="web-1"',                          # blank
+    'id="/system.slice/x.service",name="x"',                                              # system
+    'container="app",id="/a",id="/b",namespace="default",pod="web-1"',                   # duplicate
+])
+def test_label_surgery_edge_cases_match(labels: str):
+    pods = {"kind": "PodList", "items": [{"metadata": {
+        "name": "web-1", "namespace": "default", "uid": "u1", "labels": {"app": "web"},
+        "ownerReferences": [{"kind": "StatefulSet", "name": "web", "controller": True}]},
+        "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
+    payload = (f"# TYPE container_cpu_usage_seconds_total counter\n"
+               f"container_cpu_usage_seconds_total{{{labels}}} 1 1700000000000\n").encode()
+    fast = offline("cadvisor", {"cluster": "c"}, pods)
+    slow = _general(offline("cadvisor", {"cluster": "c"}, pods))
+    a, b = fast.process(payload), slow.process(payload)
+    assert encode_text(a.families) == encode_text(b.families)
+    assert (a.series_out, a.malformed, a.join_misses, a.label_conflicts) == (
+        b.series_out, b.malformed, b.join_misses, b.label_conflicts)
