@@ -145,6 +145,7 @@ class CadvisorCollector(Passthrough):
     def hook(self, cfg: Any) -> CadvisorHook:
         self._hook = CadvisorHook(cfg.options["drop_labels"])
         self._series: list[bytes] = []
+        self._block = b""
         return self._hook
 
     def _prepare(self, payload: bytes) -> None:
@@ -152,6 +153,9 @@ class CadvisorCollector(Passthrough):
         if "id" not in self._hook.drop:
             return
         block = start_times(payload)
+        if block == self._block:  # the usual case: byte for byte the last scrape's
+            return
+        self._block = block
         # A container's start time never changes, so the stale set depends only on which
         # series exist: re-derive it only when that set changes (sample timestamps do not count).
         series = [ln.partition(b"} ")[0] for ln in block.split(b"\n")]

@@ -110,6 +110,7 @@ class _Core:
 
 _UNSEEN: Any = object()
 _GOOD: set[bytes] = set()  # label names already checked
+_QUOTED = repeat(b'="')
 
 
 @dataclass
@@ -121,8 +122,7 @@ class _Scan:
     fams: dict[str, Family]
     res: Result
     emitted: list[_Ent] = field(default_factory=list)
-    vals: list[bytes] = field(default_factory=list)   # the value of every emitted line...
-    srcs: list[bytes] = field(default_factory=list)   # ...and the input line (to name a bad one)
+    vals: list[bytes] = field(default_factory=list)   # the value of every emitted line
     spans: list[tuple[Family | None, int]] = field(default_factory=list)
     fam: Family | None = None
     variant: Any = None
@@ -152,7 +152,7 @@ class Transformer:
     def reset(self) -> None:
         """Forget every cached rewrite (the next transform is cold)."""
         self._suffix: dict[PodKey | None, tuple[bytes, dict[str, str]]] = {}  # join labels
-        self._labels: dict[tuple, _Entry] = {}        # (variant, name | None, label text) -> entry
+        self._labels: dict[tuple, tuple] = {}         # (variant, name | None, label text) -> see _remember
         self._plain: dict[tuple, bytes] = {}          # (variant, label text) -> b"{...} " | b"" dropped
         self._cores: dict[tuple, _Core | None] = {}   # (variant, core label parts) -> rewrite
         self._by_pod: dict[PodKey, list[Any]] = {}    # pod -> label keys to evict with it
@@ -183,10 +183,8 @@ class Transformer:
                     continue
                 entry = self._labels.pop(key, None)
                 self._plain.pop((key[0], key[2]), None)
-                if entry is not None and entry[0] is not None:
-                    piece = _piece(entry[0])
-                    if self._texts.get(piece) == key[2]:
-                        del self._texts[piece]
+                if entry is not None and entry[0] is not None and self._texts.get(entry[0]) == key[2]:
+                    del self._texts[entry[0]]
             self._suffix.pop(pk, None)
         self._gen = self.index.generation
 
@@ -263,29 +261,29 @@ class Transformer:
         return cur
 
     def _scan(self, lines: list[bytes], st: _Scan) -> None:
-        eput, add, src = st.emitted.append, st.vals.append, st.srcs.append
+        eput, add = st.emitted.append, st.vals.append
         keep, colliding = self.opt.keep_timestamps, self._colliding
         plain: Any = self._plain.get if not self._by_name else {}.get
+        fresh = self._fresh if self._core is not None and not self._by_name else None
         ents: list[_Ent] = []
         put = ents.append
         # Upstreams serve their series in a stable order, so the line at position i is most
         # likely the series seen at position i last time: check that with one startswith
         # (no copy, no hash). Only while the comments are where they were: a line that moved
         # under another family header must be looked at again.
-        prev = self._ents
+        prev: Any = self._ents
         comments = list(map(is_, map(_LABEL_PIECE, prev), repeat(None)))
         if len(prev) != len(lines) or list(compress(lines, comments)) != list(compress(map(_HEAD, prev), comments)):
-            prev = [_AGAIN] * len(lines)
+            prev = repeat(_AGAIN)
         variant, owned, dropped = st.variant, st.owned, 0
         for line, ent in zip(lines, prev):
-            if ent[1] is not None and line.startswith(ent[0]):
+            if line.startswith(ent[0]) and ent[1] is not None:  # (a comment matches itself)
                 if ent[2]:
                     v = line[len(ent[0]):]
                     if not keep:
                         v = v.partition(b" ")[0]
                     eput(ent)
                     add(v)
-                    src(line)
                 else:
                     dropped += 1
                 put(ent)
@@ -295,6 +293,8 @@ class Transformer:
             if sep:
                 nm, brace, text = k.partition(b"{")
                 lb = plain((variant, text)) if brace else None
+                if lb is None and fresh is not None and brace and owned.get(nm):
+                    lb = fresh(variant, text)  # a new label text, most likely a plain one
                 if lb is not None and owned.get(nm):
                     ent = (k + sep, nm, lb)
                     if lb:
@@ -302,7 +302,6 @@ class Transformer:
                             v = v.partition(b" ")[0]
                         eput(ent)
                         add(v)
-                        src(line)
                         if colliding and lb in colliding:
                             self._dupes.add(st.fam.name)  # type: ignore[union-attr]
                     else:
@@ -341,10 +340,10 @@ class Transformer:
     def _find_bad(self, st: _Scan) -> set[int]:
         """The batch check failed: find the bad values one by one and name their lines."""
         bad = set()
-        for i, (val, line) in enumerate(zip(st.vals, st.srcs)):
+        for i, (val, (head, prefix, _)) in enumerate(zip(st.vals, st.emitted)):
             if not _valid([val], self.opt.keep_timestamps):
                 bad.add(i)
-                self._bad(st.res, line, f"bad value {val[:40]!r}")
+                self._bad(st.res, (head or prefix) + val, f"bad value {val[:40]!r}")
         return bad
 
     def _start(self, st: _Scan, line: bytes) -> None:
@@ -390,14 +389,14 @@ class Transformer:
         entry = self._labels.get(key)
         if entry is None:
             try:
-                entry = (self._core is not None and self._surgical(st.variant, text)
-                         or self._compute(st.variant, nm.decode(), list(parse_labels(text))))
+                entry = self._remember(key, self._core is not None and self._surgical(st.variant, text)
+                                       or self._compute(st.variant, nm.decode(), list(parse_labels(text))),
+                                       bool(k))
             except ParseError as exc:
                 st.irregular = True
                 self._bad(res, line, str(exc))
                 return _AGAIN
-            self._remember(key, entry, bool(k))
-        lbytes, _, missed, new_name, conflicts, _ = entry
+        lb, missed, new_name, conflicts = entry
         if missed:
             res.join_misses += 1
             st.irregular = True
@@ -406,39 +405,46 @@ class Transformer:
             st.irregular = True
             self._slow(line, fam, st.fams, False, res, st)  # renamed by relabeling: general path
             return _AGAIN
-        if lbytes is None:
+        if lb is None:
             res.dropped += 1
             return _AGAIN if missed else (head, nm, b"")
-        lb = _piece(lbytes)
         if lb in self._colliding:
             self._dupes.add(fam.name)
         ent = (head, nm, lb)
-        val = v if self.opt.keep_timestamps else v.partition(b" ")[0]
-        self._emit(st, ent, val, line)
+        self._emit(st, ent, v if self.opt.keep_timestamps else v.partition(b" ")[0])
         return _AGAIN if missed else ent  # a missed pod is looked at again until it is known
 
-    def _remember(self, key: tuple, entry: _Entry, labelled: bool) -> None:
-        """Cache a new label set's rewrite (unless its pod is unknown yet)."""
-        lbytes, _, missed, new_name, conflicts, keys = entry
-        if self._collide and lbytes is not None:
-            # Two label texts rewritten to one label set: their families need deduplicating.
-            piece = _piece(lbytes)
-            if self._texts.setdefault(piece, key[2]) != key[2]:
-                self._colliding.add(piece)
+    def _fresh(self, variant: Any, text: bytes) -> bytes | None:
+        """A new label text by surgery alone: its label bytes (b"" when dropped), remembered,
+        or None when the general path must look (no surgery, unknown pod, ...)."""
+        computed = self._surgical(variant, text)
+        if computed is None or computed[2]:
+            return None
+        lb = self._remember((variant, None, text), computed, True)[0]
+        return b"" if lb is None else lb
+
+    def _remember(self, key: tuple, computed: _Entry, labelled: bool) -> tuple:
+        """Cache a new label set's rewrite (unless its pod is unknown yet). Returns what the
+        scan needs of it: (label bytes as they follow the name | None: dropped, missed,
+        new name, conflicts)."""
+        lbytes, _, missed, new_name, conflicts, keys = computed
+        lb = None if lbytes is None else _piece(lbytes)
+        entry = (lb, missed, new_name, conflicts)
+        if self._collide and lb is not None and self._texts.setdefault(lb, key[2]) != key[2]:
+            self._colliding.add(lb)  # two label texts, one output label set: deduplicate
         if missed:
-            return
+            return entry
         self._labels[key] = entry
         if keys is not None:
             keys.append(key)
         if labelled and new_name is None and not conflicts and not self._by_name:
-            # The scan's fast lane: plain label sets, keyed by label text alone.
-            self._plain[(key[0], key[2])] = b"" if lbytes is None else _piece(lbytes)
+            self._plain[(key[0], key[2])] = b"" if lb is None else lb  # the scan's fast lane
+        return entry
 
     @staticmethod
-    def _emit(st: _Scan, ent: _Ent, val: bytes, src: bytes) -> None:
+    def _emit(st: _Scan, ent: _Ent, val: bytes) -> None:
         st.emitted.append(ent)
         st.vals.append(val)
-        st.srcs.append(src)
 
     def _bad(self, res: Result, line: bytes, why: str) -> None:
         res.malformed += 1
@@ -483,7 +489,7 @@ class Transformer:
             value += b" " + sample.timestamp_ms
         prefix = name.encode() + (b"{" + labels + b"} " if labels else b" ")
         if st is not None and target is st.fam:
-            self._emit(st, (b"", prefix, b""), value, line)  # keeps its place among the family's lines
+            self._emit(st, (b"", prefix, b""), value)  # keeps its place among the family's lines
         else:
             target.lines.append(prefix + value)
 
@@ -542,9 +548,9 @@ class Transformer:
         if b"\\" in text or not text.endswith(b'"'):
             return None
         parts = text[:-1].split(b'",')
-        if text.count(b'"') != 2 * len(parts) or text.count(b'="') != len(parts):
-            return None  # each part is then exactly `name="value` (value without quotes)
-        names = [p.partition(b'="')[0] for p in parts]
+        names, seps, values = zip(*map(bytes.partition, parts, _QUOTED))
+        if b"" in seps or b'"' in b"".join(values):
+            return None  # not exactly `name="value"` parts with values free of quotes
         if not _GOOD.issuperset(names):
             if not all(map(_LABEL_NAME_B.match, names)):
                 return None
@@ -564,7 +570,7 @@ class Transformer:
         if c.tail is None:
             return (None, c.pk, c.missed, None, 0, c.keys)
         drop = c.drop
-        kept = [p for n, p in zip(names, parts) if n not in drop and not p.endswith(b'="')]
+        kept = [p for n, p, v in zip(names, parts, values) if v and n not in drop]
         own = b'",'.join(kept) + b'"' if kept else b""
         return (own + b"," + c.tail if own and c.tail else own or c.tail, c.pk, c.missed, None, 0, c.keys)
 

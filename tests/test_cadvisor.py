@@ -295,6 +295,7 @@ def test_label_surgery_equals_the_general_rewrite(capture: str):
     'container="app", id="/a",namespace="default",pod="web-1"',                          # blank
     'id="/system.slice/x.service",name="x"',                                              # system
     'container="app",id="/a",id="/b",namespace="default",pod="web-1"',                   # duplicate
+    'container="a="b",zzz",namespace="default",pod="web-1"',       # quotes add up, parts do not
 ])
 def test_label_surgery_edge_cases_match(labels: str):
     pods = {"kind": "PodList", "items": [{"metadata": {
