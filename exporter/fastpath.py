@@ -19,12 +19,12 @@ import re
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import is_, itemgetter, ne
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from exporter.expfmt import Family
 
 _TIMESTAMP = re.compile(rb" [^\n]*")  # what follows the value on each line of a joined batch
-_HEAD, _NAME, _LABELS = itemgetter(0), itemgetter(1), itemgetter(2)
+_NAME, _LABELS = itemgetter(1), itemgetter(2)
 
 
 @dataclass
@@ -41,11 +41,13 @@ class Plan:
     values: list[bytes]        # last values (validated): only changed ones are checked again
     series_in: int
     dropped: int
+    misses: int                # series naming a pod the index does not know (yet)
+    conflicts: int             # upstream labels that differed from a join label
     dupes: set[str] = field(default_factory=set)  # families the scan had to deduplicate
 
 
 def template(emitted: Sequence[tuple], values: list[bytes]) -> list[bytes]:
-    """The output of emitted (head, name, label bytes) lines with their values, as pieces to
+    """The output of emitted (head length, name, label bytes) lines with their values, as pieces to
     join: no per-line concatenation, and the name and label pieces are shared objects."""
     out = [b"\n"] * (4 * len(emitted))
     out[0::4] = list(map(_NAME, emitted))
@@ -54,20 +56,20 @@ def template(emitted: Sequence[tuple], values: list[bytes]) -> list[bytes]:
     return out
 
 
-def build(ents: list[tuple], template: list[bytes], families: Sequence[Family],
-          spans: Sequence[tuple[Family, int, int]], values: list[bytes], series_in: int) -> Plan:
-    """A plan from a clean scan: per line its (head, name, label bytes) entry (the line
-    itself and None for comments and blank lines, b"" labels for a dropped series), the
-    scan's output template, the output ranges of each family block and the validated values."""
+def build(heads: list[bytes], ents: list[tuple], template: list[bytes], families: Sequence[Family],
+          spans: Sequence[tuple[Family, int, int]], values: list[bytes], scan: Any) -> Plan:
+    """A plan from a clean scan: per line the head it starts with (the whole line for comments
+    and blank lines) and its (head length, name, label bytes) entry (labels None for comments
+    and blank lines, b"" for a dropped series), the scan's output template, the output ranges
+    of each family block, the validated values and the scan's counts (a pipeline.Result)."""
     lbs = list(map(_LABELS, ents))
-    heads = list(map(_HEAD, ents))
     blocks: dict[str, list[int]] = {f.name: [] for f in families}
     for i, (fam, _, _) in enumerate(spans):
         blocks[fam.name].append(i)
     return Plan(heads, sum(map(len, heads)), list(map(is_, lbs, repeat(None))), list(map(bool, lbs)),
                 template, [(4 * start, 4 * end - 1) for _, start, end in spans],
-                [(f.name, f.type, f.help, blocks[f.name]) for f in families], values, series_in,
-                lbs.count(b""))
+                [(f.name, f.type, f.help, blocks[f.name]) for f in families], values, scan.series_in,
+                lbs.count(b""), scan.join_misses, scan.label_conflicts)
 
 
 def run(plan: Plan, payload: bytes, lines: list[bytes], timestamps: bool,

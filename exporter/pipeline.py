@@ -14,8 +14,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import is_, itemgetter
-from typing import Any, Protocol, Sequence
+from operator import and_, getitem, is_, itemgetter, ne
+from typing import Any, Callable, Protocol, Sequence
 
 from exporter import fastpath, relabel
 from exporter.errors import ParseError
@@ -84,13 +84,15 @@ class Options:
     node: str = ""           # this node's name, for series that name no pod (node agent)
 
 
-# What a scan remembers of each line position: (head the line starts with, output name, output
-# label bytes "{...} "), label bytes b"" for a dropped series. Output = name + label bytes +
-# value. Comments and blank lines are (line, None, None); _AGAIN marks a position the next
-# scan must look at again (no line starts with "\n").
+# What a scan remembers of each line position: (length of the head the line starts with, output
+# name, output label bytes "{...} "), label bytes b"" for a dropped series. Output = name +
+# label bytes + value. Comments and blank lines are (their length, None, None); _AGAIN marks a
+# position the next scan must look at again. The heads themselves are sliced from the lines
+# after the scan, in one go: laid out one after the other in memory, they are faster to
+# compare on every later scrape than heads allocated amid a scan's other objects.
 _Ent = tuple
-_AGAIN: _Ent = (b"\n", b"", b"")
-_HEAD, _NAME_PIECE, _LABEL_PIECE = itemgetter(0), itemgetter(1), itemgetter(2)
+_AGAIN: _Ent = (0, b"", b"")
+_HLEN, _NAME_PIECE, _LABEL_PIECE = itemgetter(0), itemgetter(1), itemgetter(2)
 _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
 
 
@@ -108,9 +110,29 @@ class _Core:
     keys: list[Any] | None
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """The label names of a run of label sets: their `name="` prefixes, and the positions of
+    the names a hook reads."""
+
+    names: tuple[bytes, ...]
+    prefixes: tuple[bytes, ...]
+    core: Callable[[Sequence[bytes]], tuple[bytes, ...]]  # parts -> the parts a hook reads
+
+
+def _shape(parts: list[bytes], core: frozenset[bytes]) -> _Shape | None:
+    names = tuple(p.partition(b'="')[0] for p in parts)
+    if not all(map(_LABEL_NAME_B.match, names)) or len(set(names)) != len(names):
+        return None  # the precise parser names what is wrong
+    prefixes = tuple(n + b'="' for n in names)
+    if not all(map(bytes.startswith, parts, prefixes)):
+        return None
+    at = [i for i, n in enumerate(names) if n in core]
+    get: Any = itemgetter(*at) if len(at) > 1 else (lambda p: (p[at[0]],)) if at else (lambda p: ())
+    return _Shape(names, prefixes, get)
+
+
 _UNSEEN: Any = object()
-_GOOD: set[bytes] = set()  # label names already checked
-_QUOTED = repeat(b'="')
 
 
 @dataclass
@@ -122,7 +144,8 @@ class _Scan:
     fams: dict[str, Family]
     res: Result
     emitted: list[_Ent] = field(default_factory=list)
-    vals: list[bytes] = field(default_factory=list)   # the value of every emitted line
+    vals: list[bytes] = field(default_factory=list)   # the value of every emitted line...
+    srcs: list[bytes] = field(default_factory=list)   # ...and the input line (to name a bad one)
     spans: list[tuple[Family | None, int]] = field(default_factory=list)
     fam: Family | None = None
     variant: Any = None
@@ -154,7 +177,9 @@ class Transformer:
         self._suffix: dict[PodKey | None, tuple[bytes, dict[str, str]]] = {}  # join labels
         self._labels: dict[tuple, tuple] = {}         # (variant, name | None, label text) -> see _remember
         self._plain: dict[tuple, bytes] = {}          # (variant, label text) -> b"{...} " | b"" dropped
-        self._cores: dict[tuple, _Core | None] = {}   # (variant, core label parts) -> rewrite
+        self._cores: dict[tuple, Any] = {}            # (variant, core label parts) -> _Core, and
+        #                                               (that, shape names) -> its cut (_cut)
+        self._shape: _Shape | None = None             # the last label set's shape
         self._by_pod: dict[PodKey, list[Any]] = {}    # pod -> label keys to evict with it
         self._texts: dict[bytes, bytes] = {}          # output label bytes -> first label text
         self._colliding: set[bytes] = set()           # ...reached from two label texts
@@ -164,7 +189,8 @@ class Transformer:
 
     def _forget(self) -> None:
         """Drop what the last scan saw by position."""
-        self._ents: list[_Ent] = []                    # the last scan's lines
+        self._ents: list[_Ent] = []                    # the last scan's lines...
+        self._heads: list[bytes] = []                 # ...and what each started with
         self._plan: fastpath.Plan | None = None       # the last clean scan, for replay
 
     def _sync(self) -> None:
@@ -227,7 +253,9 @@ class Transformer:
         if families is None:
             return False  # the line-by-line scan finds and names what changed
         res.families = families
-        res.series_in = plan.series_in
+        res.series_in, res.join_misses, res.label_conflicts = plan.series_in, plan.misses, plan.conflicts
+        if plan.misses and self.index is not None:
+            self.index.request_refresh()  # as the scan that made the plan did
         res.series_out = len(plan.values) - (self._dedupe(res, plan.dupes) if plan.dupes else 0)
         res.dropped += plan.dropped
         return True
@@ -261,7 +289,7 @@ class Transformer:
         return cur
 
     def _scan(self, lines: list[bytes], st: _Scan) -> None:
-        eput, add = st.emitted.append, st.vals.append
+        eput, add, src = st.emitted.append, st.vals.append, st.srcs.append
         keep, colliding = self.opt.keep_timestamps, self._colliding
         plain: Any = self._plain.get if not self._by_name else {}.get
         fresh = self._fresh if self._core is not None and not self._by_name else None
@@ -272,18 +300,20 @@ class Transformer:
         # (no copy, no hash). Only while the comments are where they were: a line that moved
         # under another family header must be looked at again.
         prev: Any = self._ents
+        heads: Any = self._heads
         comments = list(map(is_, map(_LABEL_PIECE, prev), repeat(None)))
-        if len(prev) != len(lines) or list(compress(lines, comments)) != list(compress(map(_HEAD, prev), comments)):
-            prev = repeat(_AGAIN)
+        if len(prev) != len(lines) or list(compress(lines, comments)) != list(compress(heads, comments)):
+            prev, heads = repeat(_AGAIN), repeat(b"\n")  # no line starts with a newline
         variant, owned, dropped = st.variant, st.owned, 0
-        for line, ent in zip(lines, prev):
-            if line.startswith(ent[0]) and ent[1] is not None:  # (a comment matches itself)
+        for line, head, ent in zip(lines, heads, prev):
+            if line.startswith(head) and ent[1]:  # not a comment (None), nor looked at again (b"")
                 if ent[2]:
-                    v = line[len(ent[0]):]
+                    v = line[ent[0]:]
                     if not keep:
                         v = v.partition(b" ")[0]
                     eput(ent)
                     add(v)
+                    src(line)
                 else:
                     dropped += 1
                 put(ent)
@@ -296,12 +326,13 @@ class Transformer:
                 if lb is None and fresh is not None and brace and owned.get(nm):
                     lb = fresh(variant, text)  # a new label text, most likely a plain one
                 if lb is not None and owned.get(nm):
-                    ent = (k + sep, nm, lb)
+                    ent = (len(k) + 2, nm, lb)
                     if lb:
                         if not keep:
                             v = v.partition(b" ")[0]
                         eput(ent)
                         add(v)
+                        src(line)
                         if colliding and lb in colliding:
                             self._dupes.add(st.fam.name)  # type: ignore[union-attr]
                     else:
@@ -311,6 +342,7 @@ class Transformer:
             put(self._cold(line, k, v, st))
             variant, owned = st.variant, st.owned  # a comment may have started a family
         self._ents = ents
+        self._heads = list(map(getitem, lines, map(slice, repeat(None), map(_HLEN, ents))))
         st.res.dropped += dropped
         self._place(st, ents)
 
@@ -334,16 +366,16 @@ class Transformer:
                 placed[fam.name] = at + len(chunk)
                 ranges.append((fam, start, end))
         clean = not (st.irregular or bad or any(len(f.lines) != placed.get(f.name, 0) for f in st.fams.values()))
-        self._plan = fastpath.build(ents, template, [f for f in st.fams.values() if f.lines], ranges,
-                                    vals, st.res.series_in) if clean else None
+        self._plan = fastpath.build(self._heads, ents, template, [f for f in st.fams.values() if f.lines], ranges,
+                                    vals, st.res) if clean else None
 
     def _find_bad(self, st: _Scan) -> set[int]:
         """The batch check failed: find the bad values one by one and name their lines."""
         bad = set()
-        for i, (val, (head, prefix, _)) in enumerate(zip(st.vals, st.emitted)):
+        for i, (val, line) in enumerate(zip(st.vals, st.srcs)):
             if not _valid([val], self.opt.keep_timestamps):
                 bad.add(i)
-                self._bad(st.res, (head or prefix) + val, f"bad value {val[:40]!r}")
+                self._bad(st.res, line, f"bad value {val[:40]!r}")
         return bad
 
     def _start(self, st: _Scan, line: bytes) -> None:
@@ -362,22 +394,22 @@ class Transformer:
         with (see _Ent)."""
         if line.startswith(b"#"):
             self._start(st, line)
-            return (line, None, None)
+            return (len(line), None, None)
         fam, res = st.fam, st.res
         if not line:
             res.series_in -= 1
-            return (line, None, None)
+            return (0, None, None)
         if fam is None:  # samples before any HELP/TYPE
             st.irregular = True
             self._slow(line, None, st.fams, False, res)
             return _AGAIN
         if k:
             nm, brace, text = k.partition(b"{")
-            head = k + b"} "
+            head = len(k) + 2
         else:  # no label set: `name value [timestamp]`
             nm, brace, v = line.partition(b" ")
             text, brace = b"", brace and b"{"
-            head = nm + b" "
+            head = len(nm) + 1
         ok = st.owned.get(nm)
         if ok is None:
             ok = st.owned[nm] = bool(brace) and _NAME.match(nm) is not None and fam.owns(nm.decode())
@@ -397,9 +429,7 @@ class Transformer:
                 self._bad(res, line, str(exc))
                 return _AGAIN
         lb, missed, new_name, conflicts = entry
-        if missed:
-            res.join_misses += 1
-            st.irregular = True
+        res.join_misses += missed
         res.label_conflicts += conflicts
         if new_name is not None and new_name != nm.decode():
             st.irregular = True
@@ -407,12 +437,14 @@ class Transformer:
             return _AGAIN
         if lb is None:
             res.dropped += 1
-            return _AGAIN if missed else (head, nm, b"")
+            return (head, b"" if missed else nm, b"")
         if lb in self._colliding:
             self._dupes.add(fam.name)
         ent = (head, nm, lb)
-        self._emit(st, ent, v if self.opt.keep_timestamps else v.partition(b" ")[0])
-        return _AGAIN if missed else ent  # a missed pod is looked at again until it is known
+        self._emit(st, ent, v if self.opt.keep_timestamps else v.partition(b" ")[0], line)
+        # A series of a pod the index does not know yet is replayed as it is (the plan goes
+        # when the pod shows up) but a scan looks at it again: the no-name entry says so.
+        return (head, b"", lb) if missed else ent
 
     def _fresh(self, variant: Any, text: bytes) -> bytes | None:
         """A new label text by surgery alone: its label bytes (b"" when dropped), remembered,
@@ -442,9 +474,10 @@ class Transformer:
         return entry
 
     @staticmethod
-    def _emit(st: _Scan, ent: _Ent, val: bytes) -> None:
+    def _emit(st: _Scan, ent: _Ent, val: bytes, src: bytes) -> None:
         st.emitted.append(ent)
         st.vals.append(val)
+        st.srcs.append(src)
 
     def _bad(self, res: Result, line: bytes, why: str) -> None:
         res.malformed += 1
@@ -489,7 +522,7 @@ class Transformer:
             value += b" " + sample.timestamp_ms
         prefix = name.encode() + (b"{" + labels + b"} " if labels else b" ")
         if st is not None and target is st.fam:
-            self._emit(st, (b"", prefix, b""), value)  # keeps its place among the family's lines
+            self._emit(st, (0, prefix, b""), value, line)  # keeps its place among the family's lines
         else:
             target.lines.append(prefix + value)
 
@@ -544,35 +577,53 @@ class Transformer:
     def _surgical(self, variant: Any, text: bytes) -> _Entry | None:
         """The common label set's rewrite as bytes surgery (see SeriesHook.reads): drop the
         parts the hook drops and the empty ones, append the hook's and the pod's labels. None
-        when anything is unusual: the general path (parse, hook, format) decides then."""
+        when anything is unusual: the general path (parse, hook, format) decides then.
+        Label sets come in runs of one shape (one family's label names), so the names are
+        checked once per shape: each part must start with its `name="`."""
         if b"\\" in text or not text.endswith(b'"'):
             return None
         parts = text[:-1].split(b'",')
-        names, seps, values = zip(*map(bytes.partition, parts, _QUOTED))
-        if b"" in seps or b'"' in b"".join(values):
-            return None  # not exactly `name="value"` parts with values free of quotes
-        if not _GOOD.issuperset(names):
-            if not all(map(_LABEL_NAME_B.match, names)):
+        sh = self._shape
+        if sh is None or len(parts) != len(sh.prefixes) or not all(map(bytes.startswith, parts, sh.prefixes)):
+            sh = self._shape = _shape(parts, self._core)  # type: ignore[arg-type]
+            if sh is None:
                 return None
-            if len(_GOOD) < 10000:
-                _GOOD.update(names)
-        if len(set(names)) != len(names):
-            return None  # the precise parser names the duplicate
-        core = tuple(compress(parts, map(self._core.__contains__, names)))  # type: ignore[union-attr]
-        key = (variant, core)
-        c = self._cores.get(key, _UNSEEN)
-        if c is _UNSEEN:
-            c = self._cores[key] = self._core_rewrite(variant, core)
-            if c is not None and c.pk is not None:
-                self._by_pod.setdefault(c.pk, []).append(key)
-        if c is None or not c.reserved.isdisjoint(names):
+        if text.count(b'"') != 2 * len(parts):
+            return None  # a quote inside a value (each part holds its own opening one)
+        ckey = (variant, sh.core(parts))
+        cut = self._cores.get((ckey, sh.names), _UNSEEN)
+        if cut is _UNSEEN:
+            cut = self._cut(ckey, sh)
+        if cut is None:
             return None
-        if c.tail is None:
-            return (None, c.pk, c.missed, None, 0, c.keys)
-        drop = c.drop
-        kept = [p for n, p, v in zip(names, parts, values) if v and n not in drop]
+        keep, empties, tail, pk, missed, keys = cut
+        if tail is None:
+            return (None, pk, missed, None, 0, keys)
+        if text.count(b'=""') != empties:  # (values hold no quotes: `=""` is an empty value)
+            keep = map(and_, keep, map(ne, parts, sh.prefixes))  # also drop empty other labels
+        kept = list(compress(parts, keep))
         own = b'",'.join(kept) + b'"' if kept else b""
-        return (own + b"," + c.tail if own and c.tail else own or c.tail, c.pk, c.missed, None, 0, c.keys)
+        return (own + b"," + tail if own and tail else own or tail, pk, missed, None, 0, keys)
+
+    def _cut(self, ckey: tuple, sh: _Shape) -> tuple | None:
+        """What the rewrite of one core does to label sets of one shape: which parts it keeps,
+        what it appends (None: the series is dropped); None when the general path must decide."""
+        c = self._cores.get(ckey, _UNSEEN)
+        if c is _UNSEEN:
+            c = self._cores[ckey] = self._core_rewrite(*ckey)
+            if c is not None and c.pk is not None:
+                self._by_pod.setdefault(c.pk, []).append(ckey)
+        cut = None
+        if c is not None and c.reserved.isdisjoint(sh.names):
+            # Parts kept: not dropped by the hook and, among the core's, not empty.
+            core = dict(zip(sh.core(sh.names), ckey[1]))
+            keep = tuple(n not in c.drop and core.get(n, b"") != sh.prefixes[i] for i, n in enumerate(sh.names))
+            empties = sum(1 for n in core if core[n] == n + b'="')
+            cut = (keep, empties, c.tail, c.pk, c.missed, c.keys)
+            if c.pk is not None:
+                self._by_pod.setdefault(c.pk, []).append((ckey, sh.names))
+        self._cores[(ckey, sh.names)] = cut
+        return cut
 
     def _core_rewrite(self, variant: Any, core: tuple[bytes, ...]) -> _Core | None:
         """Join and hook for one combination of the labels the hook reads. None when the

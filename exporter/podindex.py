@@ -31,6 +31,7 @@ class PodIndex:
         self.syncs = 0
         self.errors = 0
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one `run` refreshes in
 
     def __len__(self) -> int:
         return len(self._pods)
@@ -79,14 +80,20 @@ class PodIndex:
         return {k for g, k in self._log if g > generation}
 
     def request_refresh(self) -> None:
-        """A series named an unknown pod: refresh early (rate-limited by `run`)."""
-        self._wake.set()
+        """A series named an unknown pod: refresh early (rate-limited by `run`). Safe to call
+        from the worker threads large payloads are transformed in."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._wake.set()
+        elif not self._wake.is_set():
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, fetch: Callable[[], Awaitable[dict[tuple[str, str], PodMeta]]],
                   interval: float = 60.0, min_gap: float = 5.0) -> None:
         """Refresh forever: every `interval`, or sooner when asked, never twice within `min_gap`."""
         backoff = 1.0
         min_gap = min(min_gap, interval)
+        self._loop = asyncio.get_running_loop()
         while True:
             try:
                 self.replace(await fetch())

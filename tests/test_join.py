@@ -1,6 +1,7 @@
 """The join: workload resolution for every kind, label sanitising, both label generations."""
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -128,3 +129,63 @@ def test_real_135_static_pods_and_cronjobs():
     assert pods[("scraper", "e2e-cronjob-29707813-dhlr2")].workload == "e2e-cronjob"
     assert pods[("scraper", "e2e-failjob-64h4g")].workload_kind == "Job"
     assert workload_of({"metadata": {}}) == ("", "Pod")
+
+
+class _Spy(PodIndex):
+    refreshes = 0
+
+    def request_refresh(self) -> None:
+        self.refreshes += 1
+
+
+def test_unknown_pods_are_replayed_and_still_counted():
+    """A series of a pod the index lacks does not keep the payload off the fast path: it is
+    replayed with the join it had (none), still counted as a miss and still asks for a
+    refresh; once the pod is known its series are joined."""
+    idx = _Spy()
+    idx.replace(parse_podlist({"items": [pod("a", labels={"app": "one"})]}))
+    t = Transformer(Options(collector="c"), idx)
+    payload = (b'# TYPE m gauge\nm{namespace="default",pod="a",app="x"} %d\n'
+               b'm{namespace="default",pod="b"} %d\n')
+    for v in range(3):
+        res = t.transform(payload % (v, v))
+        fresh = Transformer(Options(collector="c"), idx).transform(payload % (v, v))
+        assert encode_text(res.families) == encode_text(fresh.families)
+        assert (res.join_misses, res.label_conflicts, res.series_out) == (1, 0, 2)
+    assert t._plan is not None and t._plan.misses == 1  # the last two were replays
+    assert idx.refreshes >= 3 + 3  # each transform asked (and each fresh one)
+    idx.replace(parse_podlist({"items": [pod("a", labels={"app": "one"}), pod("b", labels={"app": "two"})]}))
+    res = t.transform(payload % (9, 9))
+    assert res.join_misses == 0 and b'label_app="two"' in encode_text(res.families)
+
+
+def test_conflicts_are_counted_on_replay_too():
+    idx = _index([pod("a", node="real-node")])
+    t = Transformer(Options(collector="c"), idx)
+    payload = b'# TYPE m gauge\nm{namespace="default",pod="a",node="upstream"} %d\n'
+    assert [t.transform(payload % v).label_conflicts for v in range(3)] == [1, 1, 1]
+    assert t._plan is not None
+
+
+async def test_refresh_asked_from_a_worker_thread_wakes_the_index():
+    """Large payloads are transformed in a thread; its refresh request must reach the loop."""
+    idx, calls = PodIndex(), []
+
+    async def fetch() -> dict:
+        calls.append(1)
+        return {}
+    task = asyncio.create_task(idx.run(fetch, interval=60, min_gap=0.05))
+    try:
+        for _ in range(100):
+            if calls:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # past min_gap: now waiting for the interval or a request
+        await asyncio.to_thread(idx.request_refresh)
+        for _ in range(200):
+            if len(calls) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(calls) >= 2
+    finally:
+        task.cancel()
