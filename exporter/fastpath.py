@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from exporter.expfmt import Family
 
-_TIMESTAMP = re.compile(rb" [^\n]*")  # what follows the value on each line of a joined batch
+_VALUE = re.compile(rb"^[^ \n]*", re.M)  # each line's value in a joined batch (no timestamp)
 _NAME, _LABELS = itemgetter(1), itemgetter(2)
 
 
@@ -87,9 +87,7 @@ def run(plan: Plan, payload: bytes, lines: list[bytes], timestamps: bool,
     values: list[bytes] = []
     if out:
         batch = b"\n".join(compress(rests, plan.smask))
-        if not timestamps:
-            batch = _TIMESTAMP.sub(b"", batch)
-        values = batch.split(b"\n")
+        values = _VALUE.findall(batch) if not timestamps else batch.split(b"\n")
     changed = list(compress(values, map(ne, values, plan.values)))
     if changed and not valid(changed, timestamps):
         return None

@@ -98,11 +98,13 @@ _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, 
 
 @dataclass(frozen=True)
 class _Core:
-    """One rewrite of the labels a hook reads (see SeriesHook): what it removes, what goes
-    after the kept labels (its additions and the pod's join labels; None: the series is
-    dropped), the label names that must not come from upstream, and the pod it joined."""
+    """One rewrite of the labels a hook reads (see SeriesHook): the label names it cuts out
+    (removed by the hook, or empty), how many of its labels are empty, what goes after the
+    kept labels (its additions and the pod's join labels; None: the series is dropped), the
+    label names that must not come from upstream, and the pod it joined."""
 
-    drop: frozenset[bytes]
+    cut: frozenset[bytes]
+    empties: int
     tail: bytes | None
     reserved: frozenset[bytes]
     pk: PodKey | None
@@ -110,14 +112,15 @@ class _Core:
     keys: list[Any] | None
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _Shape:
-    """The label names of a run of label sets: their `name="` prefixes, and the positions of
-    the names a hook reads."""
+    """The label names of a run of label sets: their `name="` prefixes, the parts a hook
+    reads, and which parts stay for each set of names a core rewrite cuts out."""
 
     names: tuple[bytes, ...]
     prefixes: tuple[bytes, ...]
     core: Callable[[Sequence[bytes]], tuple[bytes, ...]]  # parts -> the parts a hook reads
+    masks: dict[frozenset[bytes], tuple[bool, ...]] = field(default_factory=dict)
 
 
 def _shape(parts: list[bytes], core: frozenset[bytes]) -> _Shape | None:
@@ -177,8 +180,7 @@ class Transformer:
         self._suffix: dict[PodKey | None, tuple[bytes, dict[str, str]]] = {}  # join labels
         self._labels: dict[tuple, tuple] = {}         # (variant, name | None, label text) -> see _remember
         self._plain: dict[tuple, bytes] = {}          # (variant, label text) -> b"{...} " | b"" dropped
-        self._cores: dict[tuple, Any] = {}            # (variant, core label parts) -> _Core, and
-        #                                               (that, shape names) -> its cut (_cut)
+        self._cores: dict[tuple, _Core | None] = {}   # (variant, core label parts) -> rewrite
         self._shape: _Shape | None = None             # the last label set's shape
         self._by_pod: dict[PodKey, list[Any]] = {}    # pod -> label keys to evict with it
         self._texts: dict[bytes, bytes] = {}          # output label bytes -> first label text
@@ -204,7 +206,7 @@ class Transformer:
             self._forget()  # positions may hold a changed pod's old labels
         for pk in changed:
             for key in self._by_pod.pop(pk, ()):
-                if len(key) == 2:  # a core rewrite
+                if len(key) == 2:  # (variant, core label parts)
                     self._cores.pop(key, None)
                     continue
                 entry = self._labels.pop(key, None)
@@ -319,17 +321,18 @@ class Transformer:
                 put(ent)
                 continue
             # Not at its old place (or cold): its label set's rewrite is most likely known.
-            k, sep, v = line.rpartition(b"} ")
-            if sep:
-                nm, brace, text = k.partition(b"{")
-                lb = plain((variant, text)) if brace else None
-                if lb is None and fresh is not None and brace and owned.get(nm):
+            j = line.rfind(b"} ")
+            i = line.find(b"{", 0, j) if j > 0 else -1
+            if i > 0:
+                nm, text = line[:i], line[i + 1:j]
+                lb = plain((variant, text))
+                if lb is None and fresh is not None and owned.get(nm):
                     lb = fresh(variant, text)  # a new label text, most likely a plain one
                 if lb is not None and owned.get(nm):
-                    ent = (len(k) + 2, nm, lb)
+                    ent = (j + 2, nm, lb)
                     if lb:
-                        if not keep:
-                            v = v.partition(b" ")[0]
+                        e = -1 if keep else line.find(b" ", j + 2)
+                        v = line[j + 2:e] if e >= 0 else line[j + 2:]
                         eput(ent)
                         add(v)
                         src(line)
@@ -339,6 +342,7 @@ class Transformer:
                         dropped += 1
                     put(ent)
                     continue
+            k, _, v = line.rpartition(b"} ")
             put(self._cold(line, k, v, st))
             variant, owned = st.variant, st.owned  # a comment may have started a family
         self._ents = ents
@@ -590,40 +594,24 @@ class Transformer:
                 return None
         if text.count(b'"') != 2 * len(parts):
             return None  # a quote inside a value (each part holds its own opening one)
-        ckey = (variant, sh.core(parts))
-        cut = self._cores.get((ckey, sh.names), _UNSEEN)
-        if cut is _UNSEEN:
-            cut = self._cut(ckey, sh)
-        if cut is None:
+        key = (variant, sh.core(parts))
+        c = self._cores.get(key, _UNSEEN)
+        if c is _UNSEEN:
+            c = self._cores[key] = self._core_rewrite(variant, key[1])
+            if c is not None and c.pk is not None:
+                self._by_pod.setdefault(c.pk, []).append(key)
+        if c is None or not c.reserved.isdisjoint(sh.names):
             return None
-        keep, empties, tail, pk, missed, keys = cut
-        if tail is None:
-            return (None, pk, missed, None, 0, keys)
-        if text.count(b'=""') != empties:  # (values hold no quotes: `=""` is an empty value)
+        if c.tail is None:
+            return (None, c.pk, c.missed, None, 0, c.keys)
+        keep = sh.masks.get(c.cut)
+        if keep is None:
+            keep = sh.masks[c.cut] = tuple(n not in c.cut for n in sh.names)
+        if text.count(b'=""') != c.empties:  # (values hold no quotes: `=""` is an empty value)
             keep = map(and_, keep, map(ne, parts, sh.prefixes))  # also drop empty other labels
         kept = list(compress(parts, keep))
         own = b'",'.join(kept) + b'"' if kept else b""
-        return (own + b"," + tail if own and tail else own or tail, pk, missed, None, 0, keys)
-
-    def _cut(self, ckey: tuple, sh: _Shape) -> tuple | None:
-        """What the rewrite of one core does to label sets of one shape: which parts it keeps,
-        what it appends (None: the series is dropped); None when the general path must decide."""
-        c = self._cores.get(ckey, _UNSEEN)
-        if c is _UNSEEN:
-            c = self._cores[ckey] = self._core_rewrite(*ckey)
-            if c is not None and c.pk is not None:
-                self._by_pod.setdefault(c.pk, []).append(ckey)
-        cut = None
-        if c is not None and c.reserved.isdisjoint(sh.names):
-            # Parts kept: not dropped by the hook and, among the core's, not empty.
-            core = dict(zip(sh.core(sh.names), ckey[1]))
-            keep = tuple(n not in c.drop and core.get(n, b"") != sh.prefixes[i] for i, n in enumerate(sh.names))
-            empties = sum(1 for n in core if core[n] == n + b'="')
-            cut = (keep, empties, c.tail, c.pk, c.missed, c.keys)
-            if c.pk is not None:
-                self._by_pod.setdefault(c.pk, []).append((ckey, sh.names))
-        self._cores[(ckey, sh.names)] = cut
-        return cut
+        return (own + b"," + c.tail if own and c.tail else own or c.tail, c.pk, c.missed, None, 0, c.keys)
 
     def _core_rewrite(self, variant: Any, core: tuple[bytes, ...]) -> _Core | None:
         """Join and hook for one combination of the labels the hook reads. None when the
@@ -636,7 +624,8 @@ class Transformer:
         suffix, joined = self._suffix_for(pk, pod)
         new = self.hook.rewrite(variant, pairs, pod)
         if new is None:
-            return _Core(frozenset(), None, frozenset(), pk, missed, keys)
+            return _Core(frozenset(), 0, None, frozenset(), pk, missed, keys)
+        empty = {k.encode() for k, v in pairs if not v}
         given = set(pairs)
         n = 0
         while n < len(new) and new[n] in given:
@@ -647,8 +636,9 @@ class Transformer:
             return None  # not a removal plus additions, or an addition the join overrides
         tail = format_labels(_rename(added))
         reserved = frozenset(k.encode() for k in [*joined, *(k for k, _ in added), "collector"])
-        return _Core(frozenset(n.encode() for n in names - {k for k, _ in kept}),
-                     tail + b"," + suffix if tail and suffix else tail or suffix, reserved, pk, missed, keys)
+        drop = frozenset(n.encode() for n in names - {k for k, _ in kept})
+        return _Core(drop | empty, len(empty), tail + b"," + suffix if tail and suffix else tail or suffix,
+                     reserved, pk, missed, keys)
 
     def _suffix_for(self, pk: PodKey | None, pod: PodMeta | None) -> tuple[bytes, dict[str, str]]:
         """The join labels of a pod (or none), cluster and collector, formatted once."""
