@@ -3,9 +3,9 @@
 Between two scrapes an upstream usually serves the same series in the same order with new
 values. After a scan that met nothing irregular, a `Plan` records, by line position, what
 each line must start with (its series head, or the whole line for comments and blank lines)
-and, for emitted series, their cached output prefix. The next payload is checked against the
-plan and rewritten with `map`/`compress`/`join` over whole lists: no Python bytecode runs per
-line. Anything that does not fit (a new or vanished series, a changed comment) returns None,
+and an output template: name, label bytes, value, newline per emitted series, of which only the
+values change. The next payload is checked against the plan and rewritten with `map`/
+`compress`/`join` over whole lists: no Python bytecode runs per line. Anything that does not fit (a new or vanished series, a changed comment) returns None,
 and the transformer scans line by line as usual.
 
 The check is one `bytes.removeprefix` per line: a line that starts with its planned head leaves

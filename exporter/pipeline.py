@@ -1,12 +1,20 @@
-"""The per-source transform: parse -> join -> relabel, with a series cache on the hot path.
+"""The per-source transform: parse -> join -> relabel, with caches at three levels.
 
-Steady state costs one `rpartition`, one dict lookup and one concatenation per sample line: the
-rewritten "prefix" (name and label set, as output bytes) is cached per upstream series key (the
-line up to its value). A cold line costs one more dict lookup: the rewritten label set is also
-cached per upstream label text, and cAdvisor repeats each label set across ~50 families.
-Values are validated in one regex pass per family block. Cache entries are evicted per pod when
-the pod index reports that pod changed, and the whole cache is dropped when it outgrows the
-payload (series churn).
+1. Replay (exporter/fastpath.py): a payload shaped exactly like the last clean one is checked
+   and rewritten with whole-list C calls; no Python bytecode runs per line. The steady state.
+2. Scan: each line is first predicted by position (one startswith against the head the line
+   at that position had last time), else split with find/slices and its label text looked
+   up in the plain-rewrite cache. Output is kept as pieces (name, label bytes, value) and
+   joined into one block per family; a clean scan leaves the plan the next replay follows.
+3. Label sets: a new label text is rewritten once per transformer. With a hook that declares
+   the labels it reads (SeriesHook.reads), the rewrite is bytes surgery: the hook and the pod
+   join run once per distinct combination of those labels (a cAdvisor cgroup), and each label
+   text only drops and appends parts. Otherwise: parse, hook, relabel, format.
+
+Caches of a pod's label sets are evicted when the pod index reports that pod changed (and the
+position-level ones dropped); everything is dropped when the label-set cache outgrows the
+payload (series churn). Values are validated in bulk (float() at C speed plus a scan for
+what Python accepts and Go does not).
 """
 from __future__ import annotations
 
@@ -369,9 +377,11 @@ class Transformer:
                 fam.lines[at:at] = chunk
                 placed[fam.name] = at + len(chunk)
                 ranges.append((fam, start, end))
-        clean = not (st.irregular or bad or any(len(f.lines) != placed.get(f.name, 0) for f in st.fams.values()))
-        self._plan = fastpath.build(self._heads, ents, template, [f for f in st.fams.values() if f.lines], ranges,
-                                    vals, st.res) if clean else None
+        fams = [f for f in st.fams.values() if f.lines]
+        clean = not (st.irregular or bad or any(len(f.lines) != placed.get(f.name, 0) for f in fams))
+        self._plan = None
+        if clean:
+            self._plan = fastpath.build(self._heads, ents, template, fams, ranges, vals, st.res)
 
     def _find_bad(self, st: _Scan) -> set[int]:
         """The batch check failed: find the bad values one by one and name their lines."""
