@@ -218,9 +218,9 @@ class Transformer:
                     self._cores.pop(key, None)
                     continue
                 entry = self._labels.pop(key, None)
-                self._plain.pop((key[0], key[2]), None)
-                if entry is not None and entry[0] is not None and self._texts.get(entry[0]) == key[2]:
-                    del self._texts[entry[0]]
+                lb = self._plain.pop((key[0], key[2]), None) or (entry[0] if entry else None)
+                if lb and self._texts.get(lb) == key[2]:
+                    del self._texts[lb]
             self._suffix.pop(pk, None)
         self._gen = self.index.generation
 
@@ -466,8 +466,14 @@ class Transformer:
         computed = self._surgical(variant, text)
         if computed is None or computed[2]:
             return None
-        lb = self._remember((variant, None, text), computed, True)[0]
-        return b"" if lb is None else lb
+        lbytes, keys = computed[0], computed[5]
+        lb = b"" if lbytes is None else b"{" + lbytes + b"} " if lbytes else b" "
+        if self._collide and lb and self._texts.setdefault(lb, text) != text:
+            self._colliding.add(lb)  # two label texts, one output label set: deduplicate
+        self._plain[(variant, text)] = lb  # (not in _labels: the scan only asks _plain)
+        if keys is not None:
+            keys.append((variant, None, text))
+        return lb
 
     def _remember(self, key: tuple, computed: _Entry, labelled: bool) -> tuple:
         """Cache a new label set's rewrite (unless its pod is unknown yet). Returns what the
