@@ -3,10 +3,11 @@
 Between two scrapes an upstream usually serves the same series in the same order with new
 values. After a scan that met nothing irregular, a `Plan` records, by line position, what
 each line must start with (its series head, or the whole line for comments and blank lines)
-and an output template: name, label bytes, value, newline per emitted series, of which only the
-values change. The next payload is checked against the plan and rewritten with `map`/
-`compress`/`join` over whole lists: no Python bytecode runs per line. Anything that does not fit (a new or vanished series, a changed comment) returns None,
-and the transformer scans line by line as usual.
+and an output template: name, label bytes, value, newline per emitted series, of which only
+the values change. The next payload is checked against the plan and rewritten with `map`/
+`compress`/`join` over whole lists: no Python bytecode runs per line. Anything that does not
+fit (a new or vanished series, a changed comment) returns None, and the transformer scans
+line by line as usual.
 
 The check is one `bytes.removeprefix` per line: a line that starts with its planned head leaves
 its value (and timestamp); one that does not comes back whole. Every head of a sample line is
@@ -18,13 +19,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import is_, itemgetter, ne
+from operator import is_, ne
 from typing import Any, Callable, Sequence
 
 from exporter.expfmt import Family
 
 _VALUE = re.compile(rb"^[^ \n]*", re.M)  # each line's value in a joined batch (no timestamp)
-_NAME, _LABELS = itemgetter(1), itemgetter(2)
 
 
 @dataclass
@@ -46,23 +46,12 @@ class Plan:
     dupes: set[str] = field(default_factory=set)  # families the scan had to deduplicate
 
 
-def template(emitted: Sequence[tuple], values: list[bytes]) -> list[bytes]:
-    """The output of emitted (head length, name, label bytes) lines with their values, as pieces to
-    join: no per-line concatenation, and the name and label pieces are shared objects."""
-    out = [b"\n"] * (4 * len(emitted))
-    out[0::4] = list(map(_NAME, emitted))
-    out[1::4] = list(map(_LABELS, emitted))
-    out[2::4] = values
-    return out
-
-
-def build(heads: list[bytes], ents: list[tuple], template: list[bytes], families: Sequence[Family],
+def build(heads: list[bytes], lbs: list[bytes | None], template: list[bytes], families: Sequence[Family],
           spans: Sequence[tuple[Family, int, int]], values: list[bytes], scan: Any) -> Plan:
     """A plan from a clean scan: per line the head it starts with (the whole line for comments
-    and blank lines) and its (head length, name, label bytes) entry (labels None for comments
-    and blank lines, b"" for a dropped series), the scan's output template, the output ranges
+    and blank lines) and its output label bytes (None for comments and blank lines, b"" for a
+    dropped series), the scan's output template (4 pieces per emitted line), the output ranges
     of each family block, the validated values and the scan's counts (a pipeline.Result)."""
-    lbs = list(map(_LABELS, ents))
     blocks: dict[str, list[int]] = {f.name: [] for f in families}
     for i, (fam, _, _) in enumerate(spans):
         blocks[fam.name].append(i)

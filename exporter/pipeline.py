@@ -100,7 +100,6 @@ class Options:
 # compare on every later scrape than heads allocated amid a scan's other objects.
 _Ent = tuple
 _AGAIN: _Ent = (0, b"", b"")
-_HLEN, _NAME_PIECE, _LABEL_PIECE = itemgetter(0), itemgetter(1), itemgetter(2)
 _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
 
 
@@ -149,14 +148,13 @@ _UNSEEN: Any = object()
 @dataclass
 class _Scan:
     """State of one pass over a payload. Emitted series of the family blocks go to one shared
-    list in payload order, as (head, name, label bytes) pieces and values; `spans` records
-    where each block starts in it."""
+    list in payload order, 4 pieces each (name, label bytes, value, newline: joined, they are
+    the output); `spans` records where each block starts, counted in emitted series."""
 
     fams: dict[str, Family]
     res: Result
-    emitted: list[_Ent] = field(default_factory=list)
-    vals: list[bytes] = field(default_factory=list)   # the value of every emitted line...
-    srcs: list[bytes] = field(default_factory=list)   # ...and the input line (to name a bad one)
+    out: list[bytes] = field(default_factory=list)
+    srcs: list[bytes] = field(default_factory=list)   # the input line of each (to name a bad one)
     spans: list[tuple[Family | None, int]] = field(default_factory=list)
     fam: Family | None = None
     variant: Any = None
@@ -199,8 +197,9 @@ class Transformer:
 
     def _forget(self) -> None:
         """Drop what the last scan saw by position."""
-        self._ents: list[_Ent] = []                    # the last scan's lines...
-        self._heads: list[bytes] = []                 # ...and what each started with
+        self._heads: list[bytes] = []                 # the last scan's lines: their heads...
+        self._names: list[bytes | None] = []          # ...output names and label bytes (_Ent)
+        self._lbs: list[bytes | None] = []
         self._plan: fastpath.Plan | None = None       # the last clean scan, for replay
 
     def _sync(self) -> None:
@@ -299,34 +298,42 @@ class Transformer:
         return cur
 
     def _scan(self, lines: list[bytes], st: _Scan) -> None:
-        eput, add, src = st.emitted.append, st.vals.append, st.srcs.append
-        keep, colliding = self.opt.keep_timestamps, self._colliding
+        put, src = st.out.append, st.srcs.append
+        keep, colliding, nl = self.opt.keep_timestamps, self._colliding, b"\n"
         plain: Any = self._plain.get if not self._by_name else {}.get
         fresh = self._fresh if self._core is not None and not self._by_name else None
-        ents: list[_Ent] = []
-        put = ents.append
+        # What each position held, as plain lists: no tuple per line for the collector to
+        # track (see _Ent for the meaning of the entries).
+        hlens: list[int] = []
+        names: list[bytes | None] = []
+        labels: list[bytes | None] = []
+        hput, nput, lput = hlens.append, names.append, labels.append
         # Upstreams serve their series in a stable order, so the line at position i is most
         # likely the series seen at position i last time: check that with one startswith
         # (no copy, no hash). Only while the comments are where they were: a line that moved
         # under another family header must be looked at again.
-        prev: Any = self._ents
         heads: Any = self._heads
-        comments = list(map(is_, map(_LABEL_PIECE, prev), repeat(None)))
-        if len(prev) != len(lines) or list(compress(lines, comments)) != list(compress(heads, comments)):
-            prev, heads = repeat(_AGAIN), repeat(b"\n")  # no line starts with a newline
+        prev_n: Any = self._names
+        prev_l: Any = self._lbs
+        comments = list(map(is_, prev_l, repeat(None)))
+        if len(prev_l) != len(lines) or list(compress(lines, comments)) != list(compress(heads, comments)):
+            heads, prev_n, prev_l = repeat(b"\n"), repeat(None), repeat(None)  # no line starts with "\n"
         variant, owned, dropped = st.variant, st.owned, 0
-        for line, head, ent in zip(lines, heads, prev):
-            if line.startswith(head) and ent[1]:  # not a comment (None), nor looked at again (b"")
-                if ent[2]:
-                    v = line[ent[0]:]
-                    if not keep:
-                        v = v.partition(b" ")[0]
-                    eput(ent)
-                    add(v)
+        for line, head, nm, lb in zip(lines, heads, prev_n, prev_l):
+            if line.startswith(head) and nm:  # not a comment (None), nor looked at again (b"")
+                n = len(head)
+                if lb:
+                    e = -1 if keep else line.find(b" ", n)
+                    put(nm)
+                    put(lb)
+                    put(line[n:e] if e >= 0 else line[n:])
+                    put(nl)
                     src(line)
                 else:
                     dropped += 1
-                put(ent)
+                hput(n)
+                nput(nm)
+                lput(lb)
                 continue
             # Not at its old place (or cold): its label set's rewrite is most likely known.
             j = line.rfind(b"} ")
@@ -337,42 +344,47 @@ class Transformer:
                 if lb is None and fresh is not None and owned.get(nm):
                     lb = fresh(variant, text)  # a new label text, most likely a plain one
                 if lb is not None and owned.get(nm):
-                    ent = (j + 2, nm, lb)
                     if lb:
                         e = -1 if keep else line.find(b" ", j + 2)
-                        v = line[j + 2:e] if e >= 0 else line[j + 2:]
-                        eput(ent)
-                        add(v)
+                        put(nm)
+                        put(lb)
+                        put(line[j + 2:e] if e >= 0 else line[j + 2:])
+                        put(nl)
                         src(line)
                         if colliding and lb in colliding:
                             self._dupes.add(st.fam.name)  # type: ignore[union-attr]
                     else:
                         dropped += 1
-                    put(ent)
+                    hput(j + 2)
+                    nput(nm)
+                    lput(lb)
                     continue
             k, _, v = line.rpartition(b"} ")
-            put(self._cold(line, k, v, st))
+            n, nm, lb = self._cold(line, k, v, st)
+            hput(n)
+            nput(nm)
+            lput(lb)
             variant, owned = st.variant, st.owned  # a comment may have started a family
-        self._ents = ents
-        self._heads = list(map(getitem, lines, map(slice, repeat(None), map(_HLEN, ents))))
+        self._names, self._lbs = names, labels
+        self._heads = list(map(getitem, lines, map(slice, repeat(None), hlens)))
         st.res.dropped += dropped
-        self._place(st, ents)
+        self._place(st)
 
-    def _place(self, st: _Scan, ents: list[_Ent]) -> None:
+    def _place(self, st: _Scan) -> None:
         """Put the emitted lines into their families (whole blocks at once when all values are
         good) and keep the plan for the next payload if the scan was clean."""
-        emitted, vals = st.emitted, st.vals
-        bad = set() if not vals or _valid(vals, self.opt.keep_timestamps) else self._find_bad(st)
-        template = fastpath.template(emitted, vals)
-        st.spans.append((None, len(emitted)))
+        out = st.out
+        vals = out[2::4]
+        bad = set() if not vals or _valid(vals, self.opt.keep_timestamps) else self._find_bad(st, vals)
+        st.spans.append((None, len(vals)))
         placed: dict[str, int] = {}  # per family: span lines placed so far (they go first)
         ranges = []
         for (fam, start), (_, end) in zip(st.spans, st.spans[1:]):
             if fam is not None and end > start:
                 if bad:
-                    chunk = [b"".join(template[4 * i:4 * i + 3]) for i in range(start, end) if i not in bad]
+                    chunk = [b"".join(out[4 * i:4 * i + 3]) for i in range(start, end) if i not in bad]
                 else:
-                    chunk = [b"".join(template[4 * start:4 * end - 1])]
+                    chunk = [b"".join(out[4 * start:4 * end - 1])]
                 at = placed.get(fam.name, 0)
                 fam.lines[at:at] = chunk
                 placed[fam.name] = at + len(chunk)
@@ -381,12 +393,12 @@ class Transformer:
         clean = not (st.irregular or bad or any(len(f.lines) != placed.get(f.name, 0) for f in fams))
         self._plan = None
         if clean:
-            self._plan = fastpath.build(self._heads, ents, template, fams, ranges, vals, st.res)
+            self._plan = fastpath.build(self._heads, self._lbs, out, fams, ranges, vals, st.res)
 
-    def _find_bad(self, st: _Scan) -> set[int]:
+    def _find_bad(self, st: _Scan, vals: list[bytes]) -> set[int]:
         """The batch check failed: find the bad values one by one and name their lines."""
         bad = set()
-        for i, (val, line) in enumerate(zip(st.vals, st.srcs)):
+        for i, (val, line) in enumerate(zip(vals, st.srcs)):
             if not _valid([val], self.opt.keep_timestamps):
                 bad.add(i)
                 self._bad(st.res, line, f"bad value {val[:40]!r}")
@@ -399,7 +411,7 @@ class Transformer:
         if fam is not st.fam:
             st.fam, st.owned = fam, {}
             st.variant = self.hook.variant(fam.name) if fam is not None else None
-            st.spans.append((fam, len(st.emitted)))
+            st.spans.append((fam, len(st.srcs)))
 
     def _cold(self, line: bytes, k: bytes, v: bytes, st: _Scan) -> _Ent:
         """A line the caches do not know: a comment, or a series to split, rewrite (the label
@@ -495,8 +507,7 @@ class Transformer:
 
     @staticmethod
     def _emit(st: _Scan, ent: _Ent, val: bytes, src: bytes) -> None:
-        st.emitted.append(ent)
-        st.vals.append(val)
+        st.out.extend((ent[1], ent[2], val, b"\n"))
         st.srcs.append(src)
 
     def _bad(self, res: Result, line: bytes, why: str) -> None:
