@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import and_, getitem, is_, itemgetter, ne
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 from exporter import fastpath, relabel
 from exporter.errors import ParseError
@@ -103,8 +103,7 @@ _AGAIN: _Ent = (0, b"", b"")
 _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
 
 
-@dataclass(frozen=True)
-class _Core:
+class _Core(NamedTuple):
     """One rewrite of the labels a hook reads (see SeriesHook): the label names it cuts out
     (removed by the hook, or empty), how many of its labels are empty, what goes after the
     kept labels (its additions and the pod's join labels; None: the series is dropped), the
@@ -183,7 +182,7 @@ class Transformer:
 
     def reset(self) -> None:
         """Forget every cached rewrite (the next transform is cold)."""
-        self._suffix: dict[PodKey | None, tuple[bytes, dict[str, str]]] = {}  # join labels
+        self._suffix: dict[PodKey | None, tuple] = {}  # join labels (see _suffix_for)
         self._labels: dict[tuple, tuple] = {}         # (variant, name | None, label text) -> see _remember
         self._plain: dict[tuple, bytes] = {}          # (variant, label text) -> b"{...} " | b"" dropped
         self._cores: dict[tuple, _Core | None] = {}   # (variant, core label parts) -> rewrite
@@ -585,7 +584,7 @@ class Transformer:
         new = self.hook.rewrite(variant, pairs, pod)
         if new is None:
             return (None, pk, missed, None, 0, keys)
-        suffix, joined = self._suffix_for(pk, pod)
+        suffix, joined, _ = self._suffix_for(pk, pod)
         names = [k for k, _ in new]
         if not self.opt.rules and joined.keys().isdisjoint(names):
             # The common case: upstream labels, then the pod's pre-formatted join labels.
@@ -648,7 +647,7 @@ class Transformer:
         except UnicodeDecodeError:
             return None
         pk, pod, missed, keys = self._join(pairs)
-        suffix, joined = self._suffix_for(pk, pod)
+        suffix, joined, taken = self._suffix_for(pk, pod)
         new = self.hook.rewrite(variant, pairs, pod)
         if new is None:
             return _Core(frozenset(), 0, None, frozenset(), pk, missed, keys)
@@ -662,13 +661,14 @@ class Transformer:
         if kept != [p for p in pairs if p in set(kept)] or any(k in names or k in joined for k, _ in added):
             return None  # not a removal plus additions, or an addition the join overrides
         tail = format_labels(_rename(added))
-        reserved = frozenset(k.encode() for k in [*joined, *(k for k, _ in added), "collector"])
+        reserved = taken | {k.encode() for k, _ in added} if added else taken
         drop = frozenset(n.encode() for n in names - {k for k, _ in kept})
         return _Core(drop | empty, len(empty), tail + b"," + suffix if tail and suffix else tail or suffix,
                      reserved, pk, missed, keys)
 
-    def _suffix_for(self, pk: PodKey | None, pod: PodMeta | None) -> tuple[bytes, dict[str, str]]:
-        """The join labels of a pod (or none), cluster and collector, formatted once."""
+    def _suffix_for(self, pk: PodKey | None, pod: PodMeta | None) -> tuple[bytes, dict[str, str], Any]:
+        """The join labels of a pod (or none), cluster and collector, formatted once, and the
+        label names upstream series must not bring for surgery (see _core_rewrite)."""
         key = pk if pod is not None else None
         got = self._suffix.get(key)
         if got is None:
@@ -677,7 +677,8 @@ class Transformer:
                 joined["node"] = self.opt.node
             if self.opt.cluster:
                 joined["cluster"] = self.opt.cluster
-            got = (format_labels([*joined.items(), *self._tail]), joined)
+            got = (format_labels([*joined.items(), *self._tail]), joined,
+                   frozenset(k.encode() for k in [*joined, "collector"]))
             self._suffix[key] = got
         return got
 
