@@ -297,7 +297,7 @@ class Transformer:
         return cur
 
     def _scan(self, lines: list[bytes], st: _Scan) -> None:
-        put, src = st.out.append, st.srcs.append
+        put, src = st.out.extend, st.srcs.append
         keep, colliding, nl = self.opt.keep_timestamps, self._colliding, b"\n"
         plain: Any = self._plain.get if not self._by_name else {}.get
         fresh = self._fresh if self._core is not None and not self._by_name else None
@@ -323,10 +323,7 @@ class Transformer:
                 n = len(head)
                 if lb:
                     e = -1 if keep else line.find(b" ", n)
-                    put(nm)
-                    put(lb)
-                    put(line[n:e] if e >= 0 else line[n:])
-                    put(nl)
+                    put((nm, lb, line[n:e] if e >= 0 else line[n:], nl))
                     src(line)
                 else:
                     dropped += 1
@@ -345,10 +342,7 @@ class Transformer:
                 if lb is not None and owned.get(nm):
                     if lb:
                         e = -1 if keep else line.find(b" ", j + 2)
-                        put(nm)
-                        put(lb)
-                        put(line[j + 2:e] if e >= 0 else line[j + 2:])
-                        put(nl)
+                        put((nm, lb, line[j + 2:e] if e >= 0 else line[j + 2:], nl))
                         src(line)
                         if colliding and lb in colliding:
                             self._dupes.add(st.fam.name)  # type: ignore[union-attr]
