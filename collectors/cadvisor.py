@@ -45,7 +45,8 @@ class CadvisorHook:
     """Classify, normalise legacy names, drop identity labels, skip hostNetwork pod networks."""
 
     # All the rewrite looks at: the other labels (cpu, device, interface, state...) pass as they are.
-    reads = frozenset({"namespace", "pod", "pod_name", "container", "container_name", "id", "name", "image"})
+    reads = frozenset({"namespace", "pod", "pod_name", "container", "container_name", "id", "name", "image",
+                       "cgroup_kind"})
 
     def __init__(self, drop_labels: Sequence[str]) -> None:
         self.drop = frozenset(drop_labels)
@@ -76,6 +77,8 @@ class CadvisorHook:
         # System cgroups keep `id` and `name` (see the module docstring).
         drop = self.drop if kind != "system" else self._drop_system
         out = [p for p in pairs if p[0] not in drop] if drop else list(pairs)
+        if "cgroup_kind" in labels:  # ours wins; an upstream one is kept renamed, as Prometheus does
+            out = [("exported_cgroup_kind", v) if k == "cgroup_kind" else (k, v) for k, v in out]
         if variant == "net" and pod is not None and pod.host_network:
             return None  # a hostNetwork pod's "network" is the node's: counted under system
         out += added

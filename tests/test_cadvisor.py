@@ -310,3 +310,13 @@ def test_label_surgery_edge_cases_match(labels: str):
     assert encode_text(a.families) == encode_text(b.families)
     assert (a.series_out, a.malformed, a.join_misses, a.label_conflicts) == (
         b.series_out, b.malformed, b.join_misses, b.label_conflicts)
+
+
+def test_an_upstream_cgroup_kind_is_kept_renamed():
+    payload = (b"# TYPE container_cpu_usage_seconds_total counter\n"
+               b'container_cpu_usage_seconds_total{cgroup_kind="x",id="/system.slice/a"} 1\n')
+    collector = offline("cadvisor")
+    for _ in range(2):  # cold, then replayed
+        text = encode_text(collector.process(payload).families).decode()
+        assert text.count("cgroup_kind=") == 2 and 'exported_cgroup_kind="x"' in text
+        assert 'cgroup_kind="system"' in text
