@@ -177,6 +177,7 @@ _BASE = (b"# HELP g H.\n# TYPE g gauge\n" b'g{a="1"} 1 17\ng{a="2"} 2 18\n' b"\n
     _BASE[:-1],                                                              # no final newline
     _BASE + b"# TYPE h gauge\nh 1\n",                                        # more lines
     _BASE.replace(b"inf 1", b"infinity 1"),  # not its head, yet its first word is a valid value
+    _BASE.replace(b"# TYPE c_total counter", b"# TYPE d_total counter"),    # a sample, other header
 ])
 def test_replay_steps_aside_for_anything_new(changed: bytes, keep: bool):
     """Once a plan exists, every payload (replayed or not) must come out exactly as a fresh
