@@ -92,12 +92,13 @@ class Options:
     node: str = ""           # this node's name, for series that name no pod (node agent)
 
 
-# What a scan remembers of each line position: (length of the head the line starts with, output
-# name, output label bytes "{...} "), label bytes b"" for a dropped series. Output = name +
-# label bytes + value. Comments and blank lines are (their length, None, None); _AGAIN marks a
-# position the next scan must look at again. The heads themselves are sliced from the lines
-# after the scan, in one go: laid out one after the other in memory, they are faster to
-# compare on every later scrape than heads allocated amid a scan's other objects.
+# What a scan remembers of each line position (kept as three parallel lists): (length of the
+# head the line starts with, output name, output label bytes "{...} "), label bytes b"" for a
+# dropped series. Output = name + label bytes + value. Comments and blank lines are (their
+# length, None, None). A name of b"" marks a position the next scan must look at again:
+# _AGAIN, or a series of a pod the index lacks (which a replay still replays). The heads are
+# sliced from the lines after the scan, in one go: laid out one after the other in memory,
+# they are faster to compare on every later scrape than heads allocated amid other objects.
 _Ent = tuple
 _AGAIN: _Ent = (0, b"", b"")
 _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
