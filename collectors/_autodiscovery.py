@@ -168,3 +168,35 @@ class Engine:
             b.add(TEMPLATES, len(store.templates), {"source": store.name, **extra})
             b.add(STORE_UP, store.up, {"source": store.name, **extra})
         return b.families()
+
+
+class EngineCollector:
+    """What the autodiscovery and sidecar collectors share: an Engine of scrape targets that
+    `sync()` keeps current, template stores to follow (none for a sidecar) and an ErrorLog."""
+
+    engine: Engine
+    errors: Any        # template_stores.ErrorLog
+    stores: Sequence[Any] = ()
+    stats: dict[str, float]
+
+    def sync(self) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Follow every store; own the targets' session."""
+        try:
+            await asyncio.gather(*(s.run() for s in self.stores), asyncio.Event().wait())
+        finally:
+            await self.engine.close()
+
+    async def collect(self, budget: float) -> Sequence[Family]:
+        self.sync()
+        families = await self.engine.collect(budget)
+        self.stats = self.engine.stats
+        return families + self.engine.self_metrics(self.errors.counts, self.stores)
+
+    def process(self, *payloads: bytes) -> Result:
+        """Offline: the current targets, in order, get one payload each; targets without a
+        payload are left out."""
+        self.sync()
+        return self.engine.offline(payloads, self.errors.counts, self.stores)

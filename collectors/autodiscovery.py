@@ -12,17 +12,14 @@ concurrently on each /metrics scrape, within the budget.
 """
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import socket
-from typing import Any, Sequence
+from typing import Any
 
-from collectors._autodiscovery import LIMIT_OPTIONS, Engine, Key, TargetSpec, identity, positive
+from collectors._autodiscovery import LIMIT_OPTIONS, Engine, EngineCollector, Key, TargetSpec, identity, positive
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
-from exporter.expfmt import Family
-from exporter.pipeline import Result
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
 from exporter.registry import Option, register
@@ -64,8 +61,9 @@ def own_port(listen_address: str) -> int:
 
 
 @register("autodiscovery", default_enabled=False, scope="node", options=OPTIONS)
-class AutodiscoveryCollector:
-    """Custom metrics of this node's pods, found by annotations and per-image templates."""
+class AutodiscoveryCollector(EngineCollector):
+    """Custom metrics of this node's pods, found by annotations and per-image templates.
+    Targets are sorted by namespace, pod, container (the order `process` hands payloads in)."""
 
     def __init__(self, deps: Deps, cfg: CollectorConfig) -> None:
         self.deps, self.cfg, self.opt = deps, cfg, cfg.options
@@ -87,25 +85,6 @@ class AutodiscoveryCollector:
         self.engine = Engine(deps, cfg)
         self.stats: dict[str, float] = {}
         self._synced: tuple | None = None
-
-    async def run(self) -> None:
-        """Follow every store; own the targets' session."""
-        try:
-            await asyncio.gather(*(s.run() for s in self.stores), asyncio.Event().wait())
-        finally:
-            await self.engine.close()
-
-    async def collect(self, budget: float) -> Sequence[Family]:
-        self.sync()
-        families = await self.engine.collect(budget)
-        self.stats = self.engine.stats
-        return families + self.engine.self_metrics(self.errors.counts, self.stores)
-
-    def process(self, *payloads: bytes) -> Result:
-        """Offline: the discovered targets (sorted by namespace, pod, container) get one payload
-        each, in order; targets without a payload are left out."""
-        self.sync()
-        return self.engine.offline(payloads, self.errors.counts, self.stores)
 
     def sync(self) -> None:
         """Recompute the targets when the pod index or a template store changed."""

@@ -15,21 +15,18 @@ and no kubelet client, so it needs no RBAC and no service-account token.
 from __future__ import annotations
 
 import ast
-import asyncio
 import dataclasses
 import logging
 import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from collectors._autodiscovery import LIMIT_OPTIONS, Engine, Key, TargetSpec, identity
+from collectors._autodiscovery import LIMIT_OPTIONS, Engine, EngineCollector, Key, TargetSpec, identity
 from collectors.autodiscovery import own_port
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
-from exporter.expfmt import Family
-from exporter.pipeline import Result
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta, workload_of
 from exporter.registry import Option, register
@@ -107,8 +104,9 @@ def infer_workload(name: str, labels: dict[str, str]) -> tuple[str, str]:
 
 
 @register("sidecar", default_enabled=False, scope="pod", options=OPTIONS)
-class SidecarCollector:
-    """An application pod's own metrics, from inside the pod (downward API identity)."""
+class SidecarCollector(EngineCollector):
+    """An application pod's own metrics, from inside the pod (downward API identity). It
+    follows no template stores; targets are sorted by container name."""
 
     def __init__(self, deps: Deps, cfg: CollectorConfig) -> None:
         self.deps, self.cfg, self.opt = deps, cfg, cfg.options
@@ -121,24 +119,6 @@ class SidecarCollector:
         self.stats: dict[str, float] = {}
         self._stamp: tuple | None = None
         self._synced = False
-
-    async def run(self) -> None:
-        """Own the targets' session."""
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.engine.close()
-
-    async def collect(self, budget: float) -> Sequence[Family]:
-        self.sync()
-        families = await self.engine.collect(budget)
-        self.stats = self.engine.stats
-        return families + self.engine.self_metrics(self.errors.counts)
-
-    def process(self, *payloads: bytes) -> Result:
-        """Offline: one payload per target, targets sorted by container name."""
-        self.sync()
-        return self.engine.offline(payloads, self.errors.counts)
 
     def _read_labels(self) -> bool:
         """Re-read the labels file when its stat changed (the kubelet rewrites it on a change)."""
