@@ -27,7 +27,7 @@ from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 from exporter import fastpath, relabel
 from exporter.errors import ParseError
-from exporter.expfmt import (_LABEL_NAME_B, METRIC_NAME, OM_TYPES, TYPES, VALUES_TS, Family,
+from exporter.expfmt import (LABEL_NAME_BYTES, METRIC_NAME, OM_TYPES, TYPES, VALUES_TS, Family,
                              format_labels, parse_labels, parse_line)
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
@@ -132,7 +132,7 @@ class _Shape:
 
 def _shape(parts: list[bytes], core: frozenset[bytes]) -> _Shape | None:
     names = tuple(p.partition(b'="')[0] for p in parts)
-    if not all(map(_LABEL_NAME_B.match, names)) or len(set(names)) != len(names):
+    if not all(map(LABEL_NAME_BYTES.match, names)) or len(set(names)) != len(names):
         return None  # the precise parser names what is wrong
     prefixes = tuple(n + b'="' for n in names)
     if not all(map(bytes.startswith, parts, prefixes)):
@@ -472,14 +472,8 @@ class Transformer:
         computed = self._surgical(variant, text)
         if computed is None or computed[2]:
             return None
-        lbytes, keys = computed[0], computed[5]
-        lb = b"" if lbytes is None else b"{" + lbytes + b"} " if lbytes else b" "
-        if self._collide and lb and self._texts.setdefault(lb, text) != text:
-            self._colliding.add(lb)  # two label texts, one output label set: deduplicate
-        self._plain[(variant, text)] = lb  # (not in _labels: the scan only asks _plain)
-        if keys is not None:
-            keys.append((variant, None, text))
-        return lb
+        lb = self._remember((variant, None, text), computed, True)[0]
+        return b"" if lb is None else lb
 
     def _remember(self, key: tuple, computed: _Entry, labelled: bool) -> tuple:
         """Cache a new label set's rewrite (unless its pod is unknown yet). Returns what the
