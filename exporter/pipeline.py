@@ -242,9 +242,8 @@ class Transformer:
             res.series_out = sum(len(f.lines) for f in res.families)
             res.series_out -= self._dedupe(res, set(fams) if self._collide else set())
         elif not self._replay(payload, lines, res):  # the replay counts from its plan
-            self._scan(lines, _Scan(fams, res))
+            res.series_out = self._scan(lines, _Scan(fams, res))
             res.families = [f for f in fams.values() if f.lines]
-            res.series_out = sum(f.count() for f in res.families)
             dupes = self._dedupe(res, self._dupes)
             res.series_out -= dupes
             if self._plan is not None and dupes:
@@ -297,7 +296,8 @@ class Transformer:
             cur.help = rest
         return cur
 
-    def _scan(self, lines: list[bytes], st: _Scan) -> None:
+    def _scan(self, lines: list[bytes], st: _Scan) -> int:
+        """Emit every line of a text-format payload; returns how many series went out."""
         put, src = st.out.extend, st.srcs.append
         keep, colliding, nl = self.opt.keep_timestamps, self._colliding, b"\n"
         plain: Any = self._plain.get if not self._by_name else {}.get
@@ -362,11 +362,12 @@ class Transformer:
         self._names, self._lbs = names, labels
         self._heads = list(map(getitem, lines, map(slice, repeat(None), hlens)))
         st.res.dropped += dropped
-        self._place(st)
+        return self._place(st)
 
-    def _place(self, st: _Scan) -> None:
+    def _place(self, st: _Scan) -> int:
         """Put the emitted lines into their families (whole blocks at once when all values are
-        good) and keep the plan for the next payload if the scan was clean."""
+        good) and keep the plan for the next payload if the scan was clean. Returns how many
+        series the families hold (counted, not by scanning the blocks for newlines)."""
         out = st.out
         vals = out[2::4]
         bad = set() if not vals or _valid(vals, self.opt.keep_timestamps) else self._find_bad(st, vals)
@@ -384,10 +385,12 @@ class Transformer:
                 placed[fam.name] = at + len(chunk)
                 ranges.append((fam, start, end))
         fams = [f for f in st.fams.values() if f.lines]
-        clean = not (st.irregular or bad or any(len(f.lines) != placed.get(f.name, 0) for f in fams))
+        # Lines the general path put into a family directly are single ones, after the blocks.
+        direct = sum(len(f.lines) - placed.get(f.name, 0) for f in fams)
         self._plan = None
-        if clean:
+        if not (st.irregular or bad or direct):
             self._plan = fastpath.build(self._heads, self._lbs, out, fams, ranges, vals, st.res)
+        return len(vals) - len(bad) + direct
 
     def _find_bad(self, st: _Scan, vals: list[bytes]) -> set[int]:
         """The batch check failed: find the bad values one by one and name their lines."""

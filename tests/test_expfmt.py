@@ -6,6 +6,7 @@ import pytest
 from exporter.errors import ParseError
 from exporter.expfmt import (Family, encode_openmetrics, encode_text, parse_labels, parse_line,
                              wants_openmetrics)
+from exporter import relabel
 from exporter.pipeline import Options, Transformer
 
 LINES = [  # line, name, labels, value, timestamp (ms)
@@ -203,3 +204,19 @@ def test_family_blocks_count_and_split_into_lines():
     fam = Family("g", "gauge", None, [b"g 1\ng 2", b"g 3"])
     assert fam.count() == 3 and list(fam.samples()) == [b"g 1", b"g 2", b"g 3"]
     assert encode_text([fam]) == b"# TYPE g gauge\ng 1\ng 2\ng 3\n"
+
+
+@pytest.mark.parametrize("payload", [
+    _BASE,
+    _BASE.replace(b'g{a="1"} 1 17', b'g{a="1"} bad 17'),                    # a bad value is not counted
+    _BASE + b'stray{x="1"} 4\n# TYPE h gauge\nh 1\nh{a="1"} 2\n',           # a sample outside its family
+    _BASE.replace(b"c_total 5", b"c_total 5\nc_total{ a = \"1\" } 6"),       # the general parser's line
+    b"# TYPE g gauge\n" + b"".join(b'g{a="%d"} %d\n' % (i, i) for i in range(50)) + b"g{a=x} 1\n",
+])
+def test_series_out_counts_what_is_served(payload: bytes):
+    """`series_out` is counted during the scan, not by reading the output back: it must equal
+    the sample lines the encoder writes, whatever mix of blocks and single lines a family holds."""
+    for rules in ((), relabel.parse_rules([{"action": "drop", "source_labels": ["a"], "regex": "2"}], "rules")):
+        res = Transformer(Options(collector="t", rules=rules)).transform(payload)
+        text = encode_text(res.families)
+        assert res.series_out == sum(1 for ln in text.split(b"\n") if ln and not ln.startswith(b"#"))
