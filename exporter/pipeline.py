@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from itertools import compress, repeat
-from operator import and_, getitem, is_, itemgetter, ne
-from typing import Any, Callable, NamedTuple, Protocol, Sequence
+from itertools import compress, count, repeat
+from operator import add, and_, eq, getitem, gt, is_, itemgetter, ne, not_
+from typing import Any, Callable, Protocol, Sequence
 
 from exporter import fastpath, relabel
 from exporter.errors import ParseError
@@ -104,11 +104,13 @@ _AGAIN: _Ent = (0, b"", b"")
 _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
 
 
-class _Core(NamedTuple):
+@dataclass(eq=False)
+class _Core:
     """One rewrite of the labels a hook reads (see SeriesHook): the label names it cuts out
     (removed by the hook, or empty), how many of its labels are empty, what goes after the
     kept labels (its additions and the pod's join labels; None: the series is dropped), the
-    label names that must not come from upstream, and the pod it joined."""
+    label names that must not come from upstream, the pod it joined, and the label texts a
+    batch rewrote with it (evicted with the pod; see Transformer._fresh_batch)."""
 
     cut: frozenset[bytes]
     empties: int
@@ -117,6 +119,7 @@ class _Core(NamedTuple):
     pk: PodKey | None
     missed: bool
     keys: list[Any] | None
+    texts: list[bytes] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -128,6 +131,9 @@ class _Shape:
     prefixes: tuple[bytes, ...]
     core: Callable[[Sequence[bytes]], tuple[bytes, ...]]  # parts -> the parts a hook reads
     masks: dict[frozenset[bytes], tuple[bool, ...]] = field(default_factory=dict)
+    cuts: tuple[slice, ...] = ()  # where each part's prefix is
+    # Per core rewrite: how a batch applies it (see Transformer._lane)
+    lanes: dict[_Core | None, tuple[tuple[bool, ...], bytes, int, bool]] = field(default_factory=dict)
 
 
 def _shape(parts: list[bytes], core: frozenset[bytes]) -> _Shape | None:
@@ -139,10 +145,29 @@ def _shape(parts: list[bytes], core: frozenset[bytes]) -> _Shape | None:
         return None
     at = [i for i, n in enumerate(names) if n in core]
     get: Any = itemgetter(*at) if len(at) > 1 else (lambda p: (p[at[0]],)) if at else (lambda p: ())
-    return _Shape(names, prefixes, get)
+    return _Shape(names, prefixes, get, cuts=tuple(slice(0, len(p)) for p in prefixes))
 
 
 _UNSEEN: Any = object()
+_BUT_LAST = slice(None, -1)
+_ODD = ((), b"", -1, False)  # a label text a batch leaves to _fresh (see Transformer._lane)
+_PENDING = b"?"  # the label bytes of a line whose label text is being rewritten (see _scan)
+_Pos = tuple[list[int], list[bytes | None], list[bytes | None]]  # head lengths, names, label bytes
+
+
+@dataclass
+class _New:
+    """New label texts of the current scan segment: the texts, where their label bytes go in
+    the output and in the positions, and where the segment started (position, output, srcs,
+    the dropped count)."""
+
+    texts: list[bytes]
+    outs: list[int]
+    at: list[int]
+    line: int
+    out: int
+    srcs: int
+    dropped: int
 
 
 @dataclass
@@ -185,9 +210,10 @@ class Transformer:
         """Forget every cached rewrite (the next transform is cold)."""
         self._suffix: dict[PodKey | None, tuple] = {}  # join labels (see _suffix_for)
         self._labels: dict[tuple, tuple] = {}         # (variant, name | None, label text) -> see _remember
-        self._plain: dict[tuple, bytes] = {}          # (variant, label text) -> b"{...} " | b"" dropped
+        self._plain: dict[Any, dict[bytes, bytes]] = {}  # variant -> label text -> b"{...} " | b"" dropped
         self._cores: dict[tuple, _Core | None] = {}   # (variant, core label parts) -> rewrite
         self._shape: _Shape | None = None             # the last label set's shape
+        self._shapes: dict[tuple[bytes, ...], _Shape] = {}  # every shape seen, by `name="` prefixes
         self._by_pod: dict[PodKey, list[Any]] = {}    # pod -> label keys to evict with it
         self._texts: dict[bytes, bytes] = {}          # output label bytes -> first label text
         self._colliding: set[bytes] = set()           # ...reached from two label texts
@@ -214,14 +240,27 @@ class Transformer:
         for pk in changed:
             for key in self._by_pod.pop(pk, ()):
                 if len(key) == 2:  # (variant, core label parts)
-                    self._cores.pop(key, None)
+                    self._evict_core(key)
                     continue
                 entry = self._labels.pop(key, None)
-                lb = self._plain.pop((key[0], key[2]), None) or (entry[0] if entry else None)
+                lb = self._plain.get(key[0], {}).pop(key[2], None) or (entry[0] if entry else None)
                 if lb and self._texts.get(lb) == key[2]:
                     del self._texts[lb]
             self._suffix.pop(pk, None)
         self._gen = self.index.generation
+
+    def _evict_core(self, key: tuple) -> None:
+        """Forget a core rewrite and the label texts a batch rewrote with it."""
+        c = self._cores.pop(key, None)
+        if c is None:
+            return
+        lane = self._plain.get(key[0], {})
+        for text in c.texts:
+            lb = lane.pop(text, None)
+            if lb and self._texts.get(lb) == text:
+                del self._texts[lb]
+        for sh in self._shapes.values():
+            sh.lanes.pop(c, None)
 
     def transform(self, payload: bytes, openmetrics: bool = False) -> Result:
         """Parse and rewrite one payload."""
@@ -300,13 +339,11 @@ class Transformer:
         """Emit every line of a text-format payload; returns how many series went out."""
         put, src = st.out.extend, st.srcs.append
         keep, colliding, nl = self.opt.keep_timestamps, self._colliding, b"\n"
-        plain: Any = self._plain.get if not self._by_name else {}.get
-        fresh = self._fresh if self._core is not None and not self._by_name else None
+        batch = self._core is not None and not self._by_name
         # What each position held, as plain lists: no tuple per line for the collector to
         # track (see _Ent for the meaning of the entries).
-        hlens: list[int] = []
-        names: list[bytes | None] = []
-        labels: list[bytes | None] = []
+        pos: _Pos = ([], [], [])
+        hlens, names, labels = pos
         hput, nput, lput = hlens.append, names.append, labels.append
         # Upstreams serve their series in a stable order, so the line at position i is most
         # likely the series seen at position i last time: check that with one startswith
@@ -318,28 +355,36 @@ class Transformer:
         comments = list(map(is_, prev_l, repeat(None)))
         if len(prev_l) != len(lines) or list(compress(lines, comments)) != list(compress(heads, comments)):
             heads, prev_n, prev_l = repeat(b"\n"), repeat(None), repeat(None)  # no line starts with "\n"
-        variant, owned, dropped = st.variant, st.owned, 0
+        # New label texts are not rewritten one by one: their lines go out with a placeholder,
+        # and the texts of a segment (the lines since the last comment or odd line) are
+        # rewritten together when it ends (_settle).
+        new = _New([], [], [], 0, 0, 0, st.res.dropped)
+        owned = st.owned
+        plain: Any = self._plain_of(st.variant).get
         for line, head, nm, lb in zip(lines, heads, prev_n, prev_l):
-            if line.startswith(head) and nm:  # not a comment (None), nor looked at again (b"")
+            if nm and line.startswith(head):  # not a comment (None), nor looked at again (b"")
                 n = len(head)
                 if lb:
                     e = -1 if keep else line.find(b" ", n)
                     put((nm, lb, line[n:e] if e >= 0 else line[n:], nl))
                     src(line)
                 else:
-                    dropped += 1
+                    st.res.dropped += 1
                 hput(n)
                 nput(nm)
                 lput(lb)
                 continue
             # Not at its old place (or cold): its label set's rewrite is most likely known.
             j = line.rfind(b"} ")
-            i = line.find(b"{", 0, j) if j > 0 else -1
-            if i > 0:
+            i = line.find(b"{")  # (one argument: find's argument parsing costs as much as its search)
+            if 0 < i < j:
                 nm, text = line[:i], line[i + 1:j]
-                lb = plain((variant, text))
-                if lb is None and fresh is not None and owned.get(nm):
-                    lb = fresh(variant, text)  # a new label text, most likely a plain one
+                lb = plain(text)
+                if lb is None and batch and owned.get(nm):
+                    new.texts.append(text)
+                    new.outs.append(len(st.out) + 1)
+                    new.at.append(len(labels))
+                    lb = _PENDING
                 if lb is not None and owned.get(nm):
                     if lb:
                         e = -1 if keep else line.find(b" ", j + 2)
@@ -348,21 +393,160 @@ class Transformer:
                         if colliding and lb in colliding:
                             self._dupes.add(st.fam.name)  # type: ignore[union-attr]
                     else:
-                        dropped += 1
+                        st.res.dropped += 1
                     hput(j + 2)
                     nput(nm)
                     lput(lb)
                     continue
+            if new.texts:
+                self._settle(st, lines, pos, new)
             k, _, v = line.rpartition(b"} ")
             n, nm, lb = self._cold(line, k, v, st)
             hput(n)
             nput(nm)
             lput(lb)
-            variant, owned = st.variant, st.owned  # a comment may have started a family
+            new.line, new.out, new.srcs, new.dropped = len(hlens), len(st.out), len(st.srcs), st.res.dropped
+            owned, plain = st.owned, self._plain_of(st.variant).get  # a comment may have started a family
+        if new.texts:
+            self._settle(st, lines, pos, new)
         self._names, self._lbs = names, labels
         self._heads = list(map(getitem, lines, map(slice, repeat(None), hlens)))
-        st.res.dropped += dropped
         return self._place(st)
+
+    def _plain_of(self, variant: Any) -> dict[bytes, bytes]:
+        """The scan's fast lane for one variant: label text -> label bytes (b"" dropped)."""
+        if self._by_name:
+            return {}  # the rewrite depends on the sample name: no lane by label text alone
+        lane = self._plain.get(variant)
+        if lane is None:
+            lane = self._plain[variant] = {}
+        return lane
+
+    def _settle(self, st: _Scan, lines: list[bytes], pos: _Pos, new: _New) -> None:
+        """Rewrite the segment's new label texts together and fill in their lines (and take
+        out those of dropped series). If one of them needs more than surgery (an unknown pod,
+        an odd label set...), the segment is emitted again line by line (_line), the way a
+        scan without batches does."""
+        lbs = self._fresh_batch(st.variant, new.texts)
+        if None in lbs:
+            del st.out[new.out:], st.srcs[new.srcs:]
+            st.res.dropped = new.dropped
+            todo = lines[new.line:len(pos[0])]
+            for kept in pos:
+                del kept[new.line:]
+            for line in todo:
+                self._line(st, line, pos)
+        else:
+            out, labels = st.out, pos[2]
+            for i, k, lb in zip(new.outs, new.at, lbs):
+                out[i] = labels[k] = lb
+            if b"" in lbs:  # dropped series: their lines go again (from the end, so indexes hold)
+                gone = list(compress(new.outs, map(not_, lbs)))
+                for i in reversed(gone):
+                    del out[i - 1:i + 3], st.srcs[i // 4]
+                st.res.dropped += len(gone)
+            if self._colliding and not self._colliding.isdisjoint(lbs):
+                self._dupes.add(st.fam.name)  # type: ignore[union-attr]
+        new.texts, new.outs, new.at = [], [], []
+
+    def _fresh_batch(self, variant: Any, texts: list[bytes]) -> list[bytes | None]:
+        """_fresh for the new label texts of one scan segment. They are mostly of one shape
+        (one family's label names): then the surgery runs as whole-list operations, and only
+        each new combination of the labels the hook reads costs Python code (_core_rewrite).
+        Results are remembered in the scan's fast lane; each text is tied to its core rewrite
+        for eviction with the pod."""
+        if len(texts) < 4 or not self._surgical(variant, texts[0]) or not all(texts):
+            return [self._fresh(variant, text) for text in texts]
+        sh: Any = self._shape  # the first text's: all must have it, as _surgical checks one
+        joined = b"".join(texts)
+        partss = list(map(bytes.split, map(getitem, texts, repeat(_BUT_LAST)), repeat(b'",')))
+        if (b"\\" in joined or set(map(itemgetter(-1), texts)) != {34}  # (a quote closes each)
+                or joined.count(b'"') != 2 * len(sh.names) * len(texts)  # (none in a value)
+                or set(map(len, partss)) != {len(sh.names)}
+                or not all(map(eq, map(tuple, map(map, repeat(getitem), partss, repeat(sh.cuts))),
+                               repeat(sh.prefixes)))):
+            return [self._fresh(variant, text) for text in texts]  # odd ones: one by one
+        cores = self._cores
+        found = list(map(cores.get, zip(repeat(variant), map(sh.core, partss)), repeat(_UNSEEN)))
+        for k in compress(count(), map(is_, found, repeat(_UNSEEN))):
+            key = (variant, sh.core(partss[k]))
+            c = cores.get(key, _UNSEEN)
+            if c is _UNSEEN:
+                c = cores[key] = self._core_rewrite(variant, key[1])
+                if c is not None and c.pk is not None:
+                    self._by_pod.setdefault(c.pk, []).append(key)
+            found[k] = c
+        lanes = list(map(sh.lanes.get, found, repeat(_UNSEEN)))
+        for k in compress(count(), map(is_, lanes, repeat(_UNSEEN))):
+            lane = sh.lanes.get(found[k], _UNSEEN)
+            if lane is _UNSEEN:
+                lane = sh.lanes[found[k]] = self._lane(sh, found[k])
+            lanes[k] = lane
+        # One the general path must rewrite, or a kept one with empty labels beyond its core's:
+        # one by one.
+        odd = list(map(gt, map(ne, map(bytes.count, texts, repeat(b'=""')), map(itemgetter(2), lanes)),
+                       map(itemgetter(3), lanes)))
+        if any(odd):
+            if all(odd):
+                return [self._fresh(variant, text) for text in texts]
+            rest = iter(self._fresh_batch(variant, list(compress(texts, map(not_, odd)))))
+            return [self._fresh(variant, t) if o else next(rest) for t, o in zip(texts, odd)]
+        lbs = list(map(add, map(add, repeat(b"{"), map(b'",'.join, map(compress, partss, map(itemgetter(0), lanes)))),
+                       map(itemgetter(1), lanes)))
+        for k in compress(count(), map(itemgetter(3), lanes)):
+            lbs[k] = b""  # dropped
+        if self._collide:
+            for lb in compress(lbs, map(ne, map(self._texts.setdefault, lbs, texts), texts)):
+                if lb:
+                    self._colliding.add(lb)  # two label texts, one output label set: deduplicate
+        self._plain_of(variant).update(zip(texts, lbs))
+        for c, text in zip(found, texts):
+            c.texts.append(text)
+        return lbs  # type: ignore[return-value]
+
+    def _lane(self, sh: _Shape, c: _Core | None) -> tuple[tuple[bool, ...], bytes, int, bool]:
+        """How a batch rewrites label texts of one shape with one core rewrite: which parts
+        stay, what closes the label bytes, how many empty labels the texts have, whether the
+        series is dropped. _ODD when that is not a plain cut and append (no core rewrite, an
+        unknown pod, a clash, nothing kept)."""
+        if c is None or c.missed or not c.reserved.isdisjoint(sh.names):
+            return _ODD
+        if c.tail is None:
+            return ((), b"", c.empties, True)
+        keep = tuple(n not in c.cut for n in sh.names)
+        if not any(keep):
+            return _ODD
+        return keep, b'"' + (b"," + c.tail if c.tail else b"") + b"} ", c.empties, False
+
+    def _line(self, st: _Scan, line: bytes, pos: _Pos) -> None:
+        """One line on its own: a sample whose label text's rewrite is known, or new and plain
+        (the common case), or anything else (_cold)."""
+        hlens, names, labels = pos
+        j = line.rfind(b"} ")
+        i = line.find(b"{")
+        if 0 < i < j and not self._by_name:
+            nm, text = line[:i], line[i + 1:j]
+            if st.owned.get(nm):
+                lb = self._plain_of(st.variant).get(text)
+                if lb is None and self._core is not None:
+                    lb = self._fresh(st.variant, text)
+                if lb is not None:
+                    if lb:
+                        e = -1 if self.opt.keep_timestamps else line.find(b" ", j + 2)
+                        self._emit(st, (0, nm, lb), line[j + 2:e] if e >= 0 else line[j + 2:], line)
+                        if lb in self._colliding:
+                            self._dupes.add(st.fam.name)  # type: ignore[union-attr]
+                    else:
+                        st.res.dropped += 1
+                    hlens.append(j + 2)
+                    names.append(nm)
+                    labels.append(lb)
+                    return
+        k, _, v = line.rpartition(b"} ")
+        n, nm, lb = self._cold(line, k, v, st)
+        hlens.append(n)
+        names.append(nm)
+        labels.append(lb)
 
     def _place(self, st: _Scan) -> int:
         """Put the emitted lines into their families (whole blocks at once when all values are
@@ -493,7 +677,7 @@ class Transformer:
         if keys is not None:
             keys.append(key)
         if labelled and new_name is None and not conflicts and not self._by_name:
-            self._plain[(key[0], key[2])] = b"" if lb is None else lb  # the scan's fast lane
+            self._plain_of(key[0])[key[2]] = b"" if lb is None else lb  # the scan's fast lane
         return entry
 
     @staticmethod
@@ -607,7 +791,7 @@ class Transformer:
         parts = text[:-1].split(b'",')
         sh = self._shape
         if sh is None or len(parts) != len(sh.prefixes) or not all(map(bytes.startswith, parts, sh.prefixes)):
-            sh = self._shape = _shape(parts, self._core)  # type: ignore[arg-type]
+            sh = self._shape = self._shape_of(parts)
             if sh is None:
                 return None
         if text.count(b'"') != 2 * len(parts):
@@ -630,6 +814,17 @@ class Transformer:
         kept = list(compress(parts, keep))
         own = b'",'.join(kept) + b'"' if kept else b""
         return (own + b"," + c.tail if own and c.tail else own or c.tail, c.pk, c.missed, None, 0, c.keys)
+
+    def _shape_of(self, parts: list[bytes]) -> _Shape | None:
+        """The shape of a label text's parts, remembered (its rewrites per core stay with it)."""
+        key = tuple(p.partition(b'="')[0] for p in parts)
+        sh = self._shapes.get(key)
+        if sh is not None:  # (a part without `="` has its whole self as the name: check)
+            return sh if all(map(bytes.startswith, parts, sh.prefixes)) else None
+        sh = _shape(parts, self._core)  # type: ignore[arg-type]
+        if sh is not None:
+            self._shapes[key] = sh
+        return sh
 
     def _core_rewrite(self, variant: Any, core: tuple[bytes, ...]) -> _Core | None:
         """Join and hook for one combination of the labels the hook reads. None when the

@@ -312,6 +312,66 @@ def test_label_surgery_edge_cases_match(labels: str):
         b.series_out, b.malformed, b.join_misses, b.label_conflicts)
 
 
+_EDGES = [
+    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="running"',
+    'container="",id="/a",image="",name="",namespace="default",pod="web-1",state="x"',  # empties
+    'container="app",id="/a",image="",name="n",namespace="default",pod="web-1",state=""',  # one more
+    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="a\\"b"',
+    'container="app",id="/a",image="i",name="n",namespace="default",pod="gone-1",state="r"',  # unknown
+    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",zzz="r"',  # other shape
+    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="a",b="r"',
+    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state=""x"',
+    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="a"b"',  # quote
+    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="r",',  # comma
+    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="a\\q"',  # \\q
+    'id="/system.slice/x.service",image="",name="",container="",namespace="",pod="",state="r"',
+    '',
+]
+
+
+@pytest.mark.parametrize("odd", _EDGES)
+@pytest.mark.parametrize("at", [0, 3, 6])
+def test_label_surgery_in_batches_matches(odd: str, at: int):
+    """New label texts of a scan segment are rewritten together (Transformer._fresh_batch). An
+    odd one among them, first, amid or last, must come out exactly as the general rewrite makes
+    it, and so must its neighbours, in this family and in the next one (which reuses them)."""
+    pods = {"kind": "PodList", "items": [{"metadata": {
+        "name": "web-1", "namespace": "default", "uid": "u1", "labels": {"app": "web"},
+        "ownerReferences": [{"kind": "StatefulSet", "name": "web", "controller": True}]},
+        "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
+    usual = [f'container="c{i % 3}",id="/pod/c{i}",image="i{i}",name="n{i}",namespace="default",'
+             f'pod="web-1",state="s{i}"' for i in range(6)]
+    texts = usual[:at] + [odd] + usual[at:]
+    payload = "".join(f"# TYPE container_{f} gauge\n" + "".join(
+        f"container_{f}{{{t}}} {k} 1700000000000\n" for k, t in enumerate(texts)) for f in ("a", "b"))
+    fast = offline("cadvisor", {"cluster": "c"}, pods)
+    slow = _general(offline("cadvisor", {"cluster": "c"}, pods))
+    for _ in range(2):  # cold, then from the caches
+        a, b = fast.process(payload.encode()), slow.process(payload.encode())
+        assert encode_text(a.families) == encode_text(b.families)
+        assert (a.series_out, a.malformed, a.join_misses, a.label_conflicts, a.dropped) == (
+            b.series_out, b.malformed, b.join_misses, b.label_conflicts, b.dropped)
+
+
+def test_batch_rewrites_follow_pod_changes():
+    """Label texts a batch rewrote are evicted with their pod: after the pod's labels change,
+    every series shows the new ones, as a fresh collector's do."""
+    def podlist(app: str) -> dict:
+        return {"kind": "PodList", "items": [{"metadata": {
+            "name": "web-1", "namespace": "default", "uid": "u1", "labels": {"app": app}},
+            "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
+    payload = b"# TYPE container_memory_usage_bytes gauge\n" + b"".join(
+        b'container_memory_usage_bytes{container="c%d",id="/p/c%d",image="i",name="n%d",'
+        b'namespace="default",pod="web-1"} %d\n' % (i, i, i, i) for i in range(8))
+    collector = offline("cadvisor", {}, podlist("one"))
+    before = encode_text(collector.process(payload).families)
+    assert before.count(b'label_app="one"') == 8 and collector.transformer._plain
+    collector.transformer.index.replace(parse_podlist(podlist("two")))
+    after = encode_text(collector.process(payload).families)
+    assert after == encode_text(offline("cadvisor", {}, podlist("two")).process(payload).families)
+    assert after.count(b'label_app="two"') == 8 and b'label_app="one"' not in after
+
+
 def test_an_upstream_cgroup_kind_is_kept_renamed():
     payload = (b"# TYPE container_cpu_usage_seconds_total counter\n"
                b'container_cpu_usage_seconds_total{cgroup_kind="x",id="/system.slice/a"} 1\n')
