@@ -287,7 +287,7 @@ class Transformer:
             res.series_out -= dupes
             if self._plan is not None and dupes:
                 self._plan.dupes = self._dupes  # the replay must deduplicate too
-        if len(self._labels) > 2 * res.series_in + 1024:
+        if len(self._labels) + sum(map(len, self._plain.values())) > 2 * res.series_in + 1024:
             self.reset()  # label sets of series long gone (the pod index evicts pods' own)
         return res
 

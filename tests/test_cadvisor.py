@@ -380,3 +380,18 @@ def test_an_upstream_cgroup_kind_is_kept_renamed():
         text = encode_text(collector.process(payload).families).decode()
         assert text.count("cgroup_kind=") == 2 and 'exported_cgroup_kind="x"' in text
         assert 'cgroup_kind="system"' in text
+
+
+def test_label_caches_stay_bounded_under_series_churn():
+    """Series that name no pod are not evicted with one: when systemd's transient units come
+    and go, the label caches are dropped once they outgrow the payload (here 20 series)."""
+    collector = offline("cadvisor")
+    sizes = []
+    for scrape in range(200):
+        payload = b"# TYPE container_memory_usage_bytes gauge\n" + b"".join(
+            b'container_memory_usage_bytes{container="",id="/system.slice/run-%d.scope",image="",'
+            b'name="",namespace="",pod=""} 1\n' % (scrape * 20 + i) for i in range(20))
+        assert collector.process(payload).series_out == 20
+        t = collector.transformer
+        sizes.append(len(t._labels) + sum(map(len, t._plain.values())))
+    assert max(sizes) <= 2 * 22 + 1024 < 200 * 20  # (without the bound: one entry per series ever seen)
