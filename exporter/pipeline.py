@@ -845,7 +845,8 @@ class Transformer:
             n += 1
         kept, added = list(new[:n]), list(new[n:])
         names = {k for k, _ in pairs}
-        if kept != [p for p in pairs if p in set(kept)] or any(k in names or k in joined for k, _ in added):
+        stay = set(kept)
+        if kept != [p for p in pairs if p in stay] or any(k in names or k in joined for k, _ in added):
             return None  # not a removal plus additions, or an addition the join overrides
         tail = format_labels(_rename(added))
         reserved = taken | {k.encode() for k, _ in added} if added else taken
