@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import is_, ne
 from typing import Any, Callable, Sequence
 
 from exporter.expfmt import Family
 
-_VALUE = re.compile(rb"^[^ \n]*", re.M)  # each line's value in a joined batch (no timestamp)
+# Each line's value (its first word) in a batch of newline-terminated lines. Every match takes
+# a whole line, so the engine never searches for where the next one starts.
+_VALUE = re.compile(rb"([^ \n]*)[^\n]*\n")
 
 
 @dataclass
@@ -75,8 +77,10 @@ def run(plan: Plan, payload: bytes, lines: list[bytes], timestamps: bool,
         return None
     values: list[bytes] = []
     if out:
-        batch = b"\n".join(compress(rests, plan.smask))
-        values = _VALUE.findall(batch) if not timestamps else batch.split(b"\n")
+        if timestamps:
+            values = b"\n".join(compress(rests, plan.smask)).split(b"\n")
+        else:
+            values = _VALUE.findall(b"\n".join(chain(compress(rests, plan.smask), (b"",))))
     changed = list(compress(values, map(ne, values, plan.values)))
     if changed and not valid(changed, timestamps):
         return None
