@@ -27,9 +27,9 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from exporter.expfmt import Family, parse_labels
+from exporter.expfmt import parse_labels
 from exporter.passthrough import Passthrough, options_table
-from exporter.pipeline import Pairs, Result
+from exporter.pipeline import Pairs
 from exporter.pods import PodMeta
 from exporter.registry import Option, register
 
@@ -145,6 +145,10 @@ class CadvisorCollector(Passthrough):
 
     path = "/metrics/cadvisor"
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.transformer.before_scan = self._prepare
+
     def hook(self, cfg: Any) -> CadvisorHook:
         self._hook = CadvisorHook(cfg.options["drop_labels"])
         self._series: list[bytes] = []
@@ -152,7 +156,10 @@ class CadvisorCollector(Passthrough):
         return self._hook
 
     def _prepare(self, payload: bytes) -> None:
-        # A restart changes which ids are stale: cached rewrites must be recomputed then.
+        # A restart changes which ids are stale: cached rewrites must be recomputed then. A
+        # restart brings a new cgroup id, hence new series, so a payload the transformer
+        # replays (same series as its last scan) cannot change the stale set: it is looked at
+        # only before a scan (Transformer.before_scan), not on every scrape.
         if "id" not in self._hook.drop:
             return
         block = start_times(payload)
@@ -170,11 +177,3 @@ class CadvisorCollector(Passthrough):
             self._hook.stale = stale
             self.transformer.reset()
 
-    def process(self, payload: bytes, openmetrics: bool = False) -> Result:
-        self._prepare(payload)
-        return super().process(payload, openmetrics)
-
-    async def collect(self, budget: float) -> Sequence[Family]:
-        resp = await self.upstream().request(self.path)
-        self._prepare(resp.body)
-        return await self._transform(resp)

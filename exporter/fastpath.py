@@ -16,17 +16,14 @@ comment and blank lines must leave nothing at all.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from itertools import chain, compress, repeat
-from operator import is_, ne
+from itertools import compress, repeat
+from operator import is_, itemgetter, ne
 from typing import Any, Callable, Sequence
 
 from exporter.expfmt import Family
 
-# Each line's value (its first word) in a batch of newline-terminated lines. Every match takes
-# a whole line, so the engine never searches for where the next one starts.
-_VALUE = re.compile(rb"([^ \n]*)[^\n]*\n")
+_FIRST = itemgetter(0)
 
 
 @dataclass
@@ -77,10 +74,9 @@ def run(plan: Plan, payload: bytes, lines: list[bytes], timestamps: bool,
         return None
     values: list[bytes] = []
     if out:
-        if timestamps:
-            values = b"\n".join(compress(rests, plan.smask)).split(b"\n")
-        else:
-            values = _VALUE.findall(b"\n".join(chain(compress(rests, plan.smask), (b"",))))
+        kept = compress(rests, plan.smask)
+        # The value is the rest up to its first space (the timestamp, when dropped, after it).
+        values = list(kept) if timestamps else list(map(_FIRST, map(bytes.partition, kept, repeat(b" "))))
     changed = list(compress(values, map(ne, values, plan.values)))
     if changed and not valid(changed, timestamps):
         return None

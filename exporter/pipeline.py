@@ -199,6 +199,10 @@ class Transformer:
         # Duplicate output series can only arise when labels are removed (hook or relabel).
         self._collide = bool(options.rules) or bool(getattr(self.hook, "may_collide", False))
         self._tail = (("collector", options.collector),) if options.collector else ()
+        # Called with a payload the replay could not take, before it is scanned: a source whose
+        # rewrites depend on the payload as a whole (cAdvisor's restarted containers) looks at
+        # it then. A replayed payload has the same series as the last scan, so needs no look.
+        self.before_scan: Callable[[bytes], None] | None = None
         reads = getattr(self.hook, "reads", None)
         joins = self.opt.pod_labels and self.index is not None
         # The label names a rewrite depends on (see SeriesHook), None: parse every label set.
@@ -270,6 +274,8 @@ class Transformer:
         lines = payload.split(b"\n")  # the one copy of the payload the transform makes
         res.series_in = len(lines)
         if openmetrics:
+            if self.before_scan is not None:
+                self.before_scan(payload)
             fam: Family | None = None
             for line in lines:
                 if line.startswith(b"#"):
@@ -281,6 +287,8 @@ class Transformer:
             res.series_out = sum(len(f.lines) for f in res.families)
             res.series_out -= self._dedupe(res, set(fams) if self._collide else set())
         elif not self._replay(payload, lines, res):  # the replay counts from its plan
+            if self.before_scan is not None:
+                self.before_scan(payload)
             res.series_out = self._scan(lines, _Scan(fams, res))
             res.families = [f for f in fams.values() if f.lines]
             dupes = self._dedupe(res, self._dupes)

@@ -229,6 +229,25 @@ def test_restart_duplicates_collapse_to_the_newest(newer_copy):
     assert newer_copy or rows[0]["__value__"] == old[0]
 
 
+@pytest.mark.parametrize("newer_copy", [True, False])
+def test_a_restart_is_noticed_after_replays(newer_copy):
+    """The stale-container check runs only before a scan (a replayed payload has the last
+    scan's series). A restart brings new series, so the payload after it is scanned, and its
+    output is what a fresh collector makes of it, whichever copy is newer."""
+    pods = PODS / "nri-k8s-1.35-kubelet-pods.json"
+    collector = offline("cadvisor", pods=pods)
+    before = CAPTURE_135.read_bytes()
+    for _ in range(3):  # cold, then replays
+        collector.process(before)
+    assert collector.transformer._plan is not None
+    after = restarted(newer_copy)
+    for _ in range(2):  # scanned (new series), then replayed
+        got = collector.process(after)
+        assert encode_text(got.families) == encode_text(offline("cadvisor", pods=pods).process(after).families)
+    back = collector.process(before)  # the old copy gone again: a scan, as fresh
+    assert encode_text(back.families) == encode_text(offline("cadvisor", pods=pods).process(before).families)
+
+
 def test_system_cgroups_keep_distinct_ids():
     raw = (CAD / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt").read_text()
     system_ids = {s["id"] for s in series(raw, "container_memory_working_set_bytes") if not s.get("pod")}
