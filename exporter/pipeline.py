@@ -22,7 +22,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from itertools import compress, count, repeat
-from operator import add, and_, eq, getitem, gt, is_, itemgetter, ne, not_
+from operator import add, and_, getitem, gt, is_, itemgetter, ne, not_
 from typing import Any, Callable, Protocol, Sequence
 
 from exporter import fastpath, relabel
@@ -131,7 +131,6 @@ class _Shape:
     prefixes: tuple[bytes, ...]
     core: Callable[[Sequence[bytes]], tuple[bytes, ...]]  # parts -> the parts a hook reads
     masks: dict[frozenset[bytes], tuple[bool, ...]] = field(default_factory=dict)
-    cuts: tuple[slice, ...] = ()  # where each part's prefix is
     # Per core rewrite: how a batch applies it (see Transformer._lane)
     lanes: dict[_Core | None, tuple[tuple[bool, ...], bytes, int, bool]] = field(default_factory=dict)
 
@@ -145,7 +144,7 @@ def _shape(parts: list[bytes], core: frozenset[bytes]) -> _Shape | None:
         return None
     at = [i for i, n in enumerate(names) if n in core]
     get: Any = itemgetter(*at) if len(at) > 1 else (lambda p: (p[at[0]],)) if at else (lambda p: ())
-    return _Shape(names, prefixes, get, cuts=tuple(slice(0, len(p)) for p in prefixes))
+    return _Shape(names, prefixes, get)
 
 
 _UNSEEN: Any = object()
@@ -470,9 +469,7 @@ class Transformer:
         partss = list(map(bytes.split, map(getitem, texts, repeat(_BUT_LAST)), repeat(b'",')))
         if (b"\\" in joined or set(map(itemgetter(-1), texts)) != {34}  # (a quote closes each)
                 or joined.count(b'"') != 2 * len(sh.names) * len(texts)  # (none in a value)
-                or set(map(len, partss)) != {len(sh.names)}
-                or not all(map(eq, map(tuple, map(map, repeat(getitem), partss, repeat(sh.cuts))),
-                               repeat(sh.prefixes)))):
+                or set(map(len, partss)) != {len(sh.names)} or not _columns_start(partss, sh.prefixes)):
             return [self._fresh(variant, text) for text in texts]  # odd ones: one by one
         cores = self._cores
         found = list(map(cores.get, zip(repeat(variant), map(sh.core, partss)), repeat(_UNSEEN)))
@@ -902,6 +899,16 @@ class Transformer:
 # What Python's float() accepts but Go's ParseFloat (hence Prometheus) does not: digit
 # underscores, surrounding whitespace, and a sign before NaN.
 _FLOAT_ONLY = (b"_", b" ", b"\t", b"\r", b"\x0b", b"\x0c", b"+n", b"+N", b"-n", b"-N")
+
+
+def _columns_start(rows: list[list[bytes]], prefixes: tuple[bytes, ...]) -> bool:
+    """Whether part i of every row starts with prefixes[i]: per column, one join and one count
+    (no part holds a newline, so each can start one "\\n" + prefix at most)."""
+    for i, prefix in enumerate(prefixes):
+        column = b"\n".join(map(itemgetter(i), rows))
+        if not column.startswith(prefix) or column.count(b"\n" + prefix) != len(rows) - 1:
+            return False
+    return True
 
 
 def _valid(vals: list[bytes], timestamps: bool) -> bool:

@@ -372,6 +372,15 @@ def test_label_surgery_in_batches_matches(odd: str, at: int):
             b.series_out, b.malformed, b.join_misses, b.label_conflicts, b.dropped)
 
 
+def test_the_batch_shape_check_looks_at_every_part():
+    from exporter.pipeline import _columns_start
+    prefixes = (b'a="', b'b="')
+    assert _columns_start([[b'a="1', b'b="2'], [b'a="3', b'b="4'], [b'a="', b'b="']], prefixes)
+    for rows in ([[b'x="1', b'b="2'], [b'a="3', b'b="4']], [[b'a="1', b'b="2'], [b'a="3', b'bb="4']],
+                 [[b'a="1', b'b="2'], [b'a="3', b'b="4'], [b'b="5', b'a="6']]):
+        assert not _columns_start(rows, prefixes), rows
+
+
 def test_batch_rewrites_follow_pod_changes():
     """Label texts a batch rewrote are evicted with their pod: after the pod's labels change,
     every series shows the new ones, as a fresh collector's do."""
