@@ -501,9 +501,8 @@ class Transformer:
         for k in compress(count(), map(itemgetter(3), lanes)):
             lbs[k] = b""  # dropped
         if self._collide:
-            for lb in compress(lbs, map(ne, map(self._texts.setdefault, lbs, texts), texts)):
-                if lb:
-                    self._colliding.add(lb)  # two label texts, one output label set: deduplicate
+            out, ins = list(compress(lbs, lbs)), list(compress(texts, lbs))  # (not the dropped)
+            self._colliding.update(compress(out, map(ne, map(self._texts.setdefault, out, ins), ins)))
         self._plain_of(variant).update(zip(texts, lbs))
         for c, text in zip(found, texts):
             c.texts.append(text)

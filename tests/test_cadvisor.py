@@ -372,6 +372,21 @@ def test_label_surgery_in_batches_matches(odd: str, at: int):
             b.series_out, b.malformed, b.join_misses, b.label_conflicts, b.dropped)
 
 
+def test_batch_rewrites_that_collide_are_deduplicated():
+    """Two cgroups of one container (no start times to tell the stale one) lose the labels
+    that told them apart: in a batch as one by one, the family keeps one series each."""
+    payload = b"# TYPE container_memory_usage_bytes gauge\n" + b"".join(
+        b'container_memory_usage_bytes{container="c%d",id="/p/%d-%d",image="i",name="n%d-%d",'
+        b'namespace="default",pod="web-1"} %d\n' % (i, i, k, i, k, 10 * i + k) for i in range(3) for k in range(2))
+    pods = {"kind": "PodList", "items": [{"metadata": {"name": "web-1", "namespace": "default", "uid": "u1"},
+                                          "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
+    fast, slow = offline("cadvisor", {}, pods), _general(offline("cadvisor", {}, pods))
+    for _ in range(2):  # cold, then replayed
+        a, b = fast.process(payload), slow.process(payload)
+        assert encode_text(a.families) == encode_text(b.families)
+        assert a.series_out == b.series_out == 3 and a.dropped == 3 and a.join_misses == 0
+
+
 def test_the_batch_shape_check_looks_at_every_part():
     from exporter.pipeline import _columns_start
     prefixes = (b'a="', b'b="')
