@@ -238,28 +238,41 @@ class Transformer:
         if changed is None:
             self.reset()
             return
-        if changed:
-            self._forget()  # positions may hold a changed pod's old labels
+        gone: set[bytes] = set()  # label bytes of the changed pods' series (b"": dropped)
         for pk in changed:
             for key in self._by_pod.pop(pk, ()):
                 if len(key) == 2:  # (variant, core label parts)
-                    self._evict_core(key)
+                    self._evict_core(key, gone)
                     continue
                 entry = self._labels.pop(key, None)
                 lb = self._plain.get(key[0], {}).pop(key[2], None) or (entry[0] if entry else None)
+                gone.add(lb or b"")
                 if lb and self._texts.get(lb) == key[2]:
                     del self._texts[lb]
             self._suffix.pop(pk, None)
         self._gen = self.index.generation
+        if not changed:
+            return
+        # The plan replays label bytes: it goes. The positions go on predicting the other
+        # series; those of the changed pods' are looked at again (and every dropped one: a
+        # dropped series does not say whose it was).
+        self._plan = None
+        names = self._names
+        for k in compress(count(), map(gone.__contains__, self._lbs)):
+            names[k] = b""
 
-    def _evict_core(self, key: tuple) -> None:
-        """Forget a core rewrite and the label texts a batch rewrote with it."""
+    def _evict_core(self, key: tuple, gone: set[bytes]) -> None:
+        """Forget a core rewrite and the label texts a batch rewrote with it (their label
+        bytes go into `gone`)."""
         c = self._cores.pop(key, None)
         if c is None:
             return
+        if c.tail is None:
+            gone.add(b"")  # its series were dropped
         lane = self._plain.get(key[0], {})
         for text in c.texts:
             lb = lane.pop(text, None)
+            gone.add(lb or b"")
             if lb and self._texts.get(lb) == text:
                 del self._texts[lb]
         for sh in self._shapes.values():

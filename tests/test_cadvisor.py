@@ -372,6 +372,29 @@ def test_label_surgery_in_batches_matches(odd: str, at: int):
             b.series_out, b.malformed, b.join_misses, b.label_conflicts, b.dropped)
 
 
+@pytest.mark.parametrize("host_network", [True, False])
+def test_a_changed_pod_with_dropped_series_is_scanned_again(host_network: bool):
+    """A hostNetwork pod's network series are dropped. When such a pod changes (here it is
+    replaced by one that is not hostNetwork), its series come out as a fresh collector's do."""
+    def podlist(app: str, host: bool) -> dict:
+        return {"kind": "PodList", "items": [
+            {"metadata": {"name": n, "namespace": "default", "uid": n, "labels": {"app": app if n == "web-1" else "x"}},
+             "spec": {"nodeName": "n1", "hostNetwork": host and n == "web-1"}, "status": {"phase": "Running"}}
+            for n in ("web-1", "web-2")]}
+    payload = b"".join(
+        b"# TYPE container_%s gauge\n" % f + b"".join(
+            b'container_%s{container="c%d",id="/p/%s/c%d",image="i",interface="eth0",name="n%d",'
+            b'namespace="default",pod="%s"} %d\n' % (f, i, p, i, i, p, i) for p in (b"web-1", b"web-2") for i in range(3))
+        for f in (b"network_receive_bytes_total", b"memory_usage_bytes"))
+    collector = offline("cadvisor", {}, podlist("one", host_network))
+    for _ in range(2):
+        collector.process(payload)
+    collector.transformer.index.replace(parse_podlist(podlist("two", not host_network)))
+    got = encode_text(collector.process(payload).families)
+    assert got == encode_text(offline("cadvisor", {}, podlist("two", not host_network)).process(payload).families)
+    assert got.count(b"container_network_receive_bytes_total{") == (6 if host_network else 3)
+
+
 def test_batch_rewrites_that_collide_are_deduplicated():
     """Two cgroups of one container (no start times to tell the stale one) lose the labels
     that told them apart: in a batch as one by one, the family keeps one series each."""

@@ -103,6 +103,27 @@ def test_join_follows_pod_changes_and_counts_misses():
     assert b'label_app="one"' not in text
 
 
+def test_a_pod_change_keeps_the_other_pods_positions():
+    """After one pod's labels change, its series are looked at again and the rest of the
+    payload is still predicted by position; the output is what a fresh transformer makes."""
+    def items(app_a: str) -> list:
+        return [pod("a", labels={"app": app_a}), pod("b", labels={"app": "bee"})]
+    idx = _index(items("one"))
+    t = Transformer(Options(collector="c"), idx)
+    payload = b"# TYPE m gauge\n" + b"".join(
+        b'm{namespace="default",pod="%s",k="%d"} %d\n' % (p, k, k) for p in (b"a", b"b") for k in range(5))
+    t.transform(payload)
+    t.transform(payload)
+    assert t._plan is not None
+    idx.replace(parse_podlist({"items": items("two")}))
+    t._sync()
+    assert t._plan is None and [bool(n) for n in t._names] == [False] + [False] * 5 + [True] * 5 + [False]
+    got = t.transform(payload)
+    assert encode_text(got.families) == encode_text(
+        Transformer(Options(collector="c"), _index(items("two"))).transform(payload).families)
+    assert encode_text(got.families).count(b'label_app="two"') == 5 and t._plan is not None
+
+
 def test_upstream_label_wins_and_collector_label_kept_as_exported():
     idx = _index([pod("a", node="real-node")])
     t = Transformer(Options(collector="c"), idx)
