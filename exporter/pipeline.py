@@ -9,10 +9,11 @@
 3. Label sets: a new label text is rewritten once per transformer. With a hook that declares
    the labels it reads (SeriesHook.reads), the rewrite is bytes surgery: the hook and the pod
    join run once per distinct combination of those labels (a cAdvisor cgroup), and each label
-   text only drops and appends parts. Otherwise: parse, hook, relabel, format.
+   text only drops and appends parts; the new texts of a scan segment go through it together,
+   as whole-list operations. Otherwise: parse, hook, relabel, format.
 
-Caches of a pod's label sets are evicted when the pod index reports that pod changed (and the
-position-level ones dropped); everything is dropped when the label-set cache outgrows the
+Caches of a pod's label sets are evicted when the pod index reports that pod changed (and its
+positions looked at again); everything is dropped when the label-set caches outgrow the
 payload (series churn). Values are validated in bulk (float() at C speed plus a scan for
 what Python accepts and Go does not).
 """
