@@ -23,7 +23,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from itertools import compress, count, repeat
-from operator import add, and_, getitem, gt, is_, itemgetter, ne, not_
+from operator import add, and_, eq, getitem, gt, is_, itemgetter, ne, not_
 from typing import Any, Callable, Protocol, Sequence
 
 from exporter import fastpath, relabel
@@ -150,6 +150,9 @@ def _shape(parts: list[bytes], core: frozenset[bytes]) -> _Shape | None:
 
 _UNSEEN: Any = object()
 _BUT_LAST = slice(None, -1)
+_FIRST = itemgetter(0)
+_FIRST_BYTE = slice(0, 1)
+_NAME_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:"
 _ODD = ((), b"", -1, False)  # a label text a batch leaves to _fresh (see Transformer._lane)
 _PENDING = b"?"  # the label bytes of a line whose label text is being rewritten (see _scan)
 _Pos = tuple[list[int], list[bytes | None], list[bytes | None]]  # head lengths, names, label bytes
@@ -185,6 +188,7 @@ class _Scan:
     variant: Any = None
     owned: dict[bytes, bool] = field(default_factory=dict)
     irregular: bool = False  # something the fast path cannot replay (misses, odd lines, ...)
+    colds: int = 0  # lines that went through Transformer._cold
 
 
 class Transformer:
@@ -358,31 +362,114 @@ class Transformer:
 
     def _scan(self, lines: list[bytes], st: _Scan) -> int:
         """Emit every line of a text-format payload; returns how many series went out."""
-        put, src = st.out.extend, st.srcs.append
-        keep, colliding, nl = self.opt.keep_timestamps, self._colliding, b"\n"
-        batch = self._core is not None and not self._by_name
         # What each position held, as plain lists: no tuple per line for the collector to
         # track (see _Ent for the meaning of the entries).
         pos: _Pos = ([], [], [])
-        hlens, names, labels = pos
-        hput, nput, lput = hlens.append, names.append, labels.append
+        # New label texts are not rewritten one by one: their lines go out with a placeholder,
+        # and the texts of a segment (the lines since the last comment or odd line) are
+        # rewritten together when it ends (_settle).
+        new = _New([], [], [], 0, 0, 0, st.res.dropped)
         # Upstreams serve their series in a stable order, so the line at position i is most
         # likely the series seen at position i last time: check that with one startswith
         # (no copy, no hash). Only while the comments are where they were: a line that moved
         # under another family header must be looked at again.
         heads: Any = self._heads
-        prev_n: Any = self._names
         prev_l: Any = self._lbs
         comments = list(map(is_, prev_l, repeat(None)))
-        if len(prev_l) != len(lines) or list(compress(lines, comments)) != list(compress(heads, comments)):
-            heads, prev_n, prev_l = repeat(b"\n"), repeat(None), repeat(None)  # no line starts with "\n"
-        # New label texts are not rewritten one by one: their lines go out with a placeholder,
-        # and the texts of a segment (the lines since the last comment or odd line) are
-        # rewritten together when it ends (_settle).
-        new = _New([], [], [], 0, 0, 0, st.res.dropped)
+        if len(prev_l) == len(lines) and list(compress(lines, comments)) == list(compress(heads, comments)):
+            self._walk(st, lines, lines, heads, self._names, prev_l, pos, new)
+        else:
+            self._blocks(st, lines, pos, new)
+        if new.texts:
+            self._settle(st, lines, pos, new)
+        hlens, self._names, self._lbs = pos
+        self._heads = list(map(getitem, lines, map(slice, repeat(None), hlens)))
+        return self._place(st)
+
+    def _blocks(self, st: _Scan, lines: list[bytes], pos: _Pos, new: _New) -> None:
+        """A scan without positions to go by (cold), family block by family block. Upstreams
+        repeat one sequence of label sets across families (cAdvisor: every memory family has
+        one series per cgroup, in one order), so a block is first tried as a repeat of the
+        last block of its variant and size (_repeat): whole-block operations, no Python code
+        per line. Otherwise it goes line by line, and becomes the one later blocks try."""
+        hlens, names, labels = pos
+        seen: dict[tuple[Any, int], tuple[list[bytes], list[Any]]] = {}
+        at = 0
+        for stop in [*_comment_lines(lines), len(lines)]:
+            end = stop
+            while end > at and not lines[end - 1]:
+                end -= 1  # (blank lines before a comment go one by one)
+            n, key = end - at, (st.variant, end - at)
+            if n >= 2 and key in seen and self._repeat(st, lines, at, end, seen[key], pos):
+                at = end
+            first, colds = len(hlens), st.colds
+            if at < end:
+                self._own(st, lines[at])  # (so that the block's first line takes the fast lane too)
+            self._walk(st, lines, lines[at:stop + 1], repeat(b"\n"), repeat(None), repeat(None), pos, new)
+            # A block that went line by line all in the fast lane is what the next one tries.
+            nm = names[first] if n >= 2 and at < end and stop < len(lines) else None
+            if nm and st.colds - colds == stop + 1 - end and names[first:first + n].count(nm) == n:
+                tails = list(map(getitem, lines[at:end], map(slice, repeat(len(nm)), hlens[first:first + n])))
+                seen[key] = (tails, labels[first:first + n])
+            at = stop + 1
+
+    @staticmethod
+    def _own(st: _Scan, line: bytes) -> bytes:
+        """The name of a sample line with a label set if its family owns it (as _cold decides
+        on the first such line of a family), else b"" ."""
+        nm = line[:len(line) - len(line.lstrip(_NAME_CHARS))]
+        if not nm or st.fam is None or line[len(nm):len(nm) + 1] != b"{" or b"} " not in line:
+            return b""
+        ok = st.owned.get(nm)
+        if ok is None:
+            ok = st.owned[nm] = _NAME.match(nm) is not None and st.fam.owns(nm.decode())
+        return nm if ok else b""
+
+    def _repeat(self, st: _Scan, lines: list[bytes], a: int, b: int, like: tuple[list[bytes], list[Any]],
+                pos: _Pos) -> bool:
+        """Emit lines[a:b] if they are an earlier block's series under this block's name: the
+        same label texts in the same order (`like`: that block's heads without the name, and
+        its label bytes). One removeprefix per line checks it, as the replay does."""
+        fam, todo = st.fam, lines[a:b]
+        tails, lbs = like
+        nm = self._own(st, todo[0])
+        if fam is None or not nm or self._by_name:
+            return False
+        heads = list(map(add, repeat(nm), tails))
+        rests = list(map(bytes.removeprefix, todo, heads))
+        if (sum(map(len, rests)) != sum(map(len, todo)) - sum(map(len, heads))
+                or b"} " in b"\n".join(rests)):  # (the head ends at the line's last "} ")
+            return False
+        hlens, names, labels = pos
+        hlens += map(len, heads)
+        names += repeat(nm, len(todo))
+        labels += lbs
+        vals: Any = rests if self.opt.keep_timestamps else map(_FIRST, map(bytes.partition, rests, repeat(b" ")))
+        src: Any = todo
+        if b"" in lbs:  # dropped series
+            sel = list(map(bool, lbs))
+            st.res.dropped += len(lbs) - sum(sel)
+            lbs, vals, src = list(compress(lbs, sel)), compress(vals, sel), compress(src, sel)
+        chunk = [b"\n"] * (4 * len(lbs))
+        chunk[0::4], chunk[1::4], chunk[2::4] = repeat(nm, len(lbs)), lbs, list(vals)
+        st.out += chunk
+        st.srcs += src
+        if self._colliding and not self._colliding.isdisjoint(lbs):
+            self._dupes.add(fam.name)
+        return True
+
+    def _walk(self, st: _Scan, lines: list[bytes], todo: Sequence[bytes], heads: Any, prev_n: Any,
+              prev_l: Any, pos: _Pos, new: _New) -> None:
+        """Emit `todo` (the next lines of `lines`) line by line, each predicted by what stood
+        at its position last time (heads, names, label bytes) when that is known."""
+        put, src = st.out.extend, st.srcs.append
+        keep, colliding, nl = self.opt.keep_timestamps, self._colliding, b"\n"
+        batch = self._core is not None and not self._by_name
+        hlens, names, labels = pos
+        hput, nput, lput = hlens.append, names.append, labels.append
         owned = st.owned
         plain: Any = self._plain_of(st.variant).get
-        for line, head, nm, lb in zip(lines, heads, prev_n, prev_l):
+        for line, head, nm, lb in zip(todo, heads, prev_n, prev_l):
             if nm and line.startswith(head):  # not a comment (None), nor looked at again (b"")
                 n = len(head)
                 if lb:
@@ -428,11 +515,6 @@ class Transformer:
             lput(lb)
             new.line, new.out, new.srcs, new.dropped = len(hlens), len(st.out), len(st.srcs), st.res.dropped
             owned, plain = st.owned, self._plain_of(st.variant).get  # a comment may have started a family
-        if new.texts:
-            self._settle(st, lines, pos, new)
-        self._names, self._lbs = names, labels
-        self._heads = list(map(getitem, lines, map(slice, repeat(None), hlens)))
-        return self._place(st)
 
     def _plain_of(self, variant: Any) -> dict[bytes, bytes]:
         """The scan's fast lane for one variant: label text -> label bytes (b"" dropped)."""
@@ -617,6 +699,7 @@ class Transformer:
         set's rewrite is cached per label text), emit and remember. Its value is validated
         with the payload's batch check. Returns what the next scan predicts this position
         with (see _Ent)."""
+        st.colds += 1
         if line.startswith(b"#"):
             self._start(st, line)
             return (len(line), None, None)
@@ -922,6 +1005,12 @@ def _columns_start(rows: list[list[bytes]], prefixes: tuple[bytes, ...]) -> bool
         if not column.startswith(prefix) or column.count(b"\n" + prefix) != len(rows) - 1:
             return False
     return True
+
+
+def _comment_lines(lines: list[bytes]) -> list[int]:
+    """The indexes of the lines that start with '#' (one-byte slices are shared objects: no
+    allocation per line)."""
+    return list(compress(count(), map(eq, map(getitem, lines, repeat(_FIRST_BYTE)), repeat(b"#"))))
 
 
 def _valid(vals: list[bytes], timestamps: bool) -> bool:

@@ -419,6 +419,74 @@ def test_the_batch_shape_check_looks_at_every_part():
         assert not _columns_start(rows, prefixes), rows
 
 
+_USUAL = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="default",pod="web-{i % 2}"'
+          for i in range(5)]
+
+
+@pytest.mark.parametrize("second", [
+    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL)],                      # a repeat
+    [f"container_b{{{t}}} {k} 17" for k, t in enumerate(_USUAL)],                   # timestamps
+    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL[:4] + [_USUAL[0]])],   # a text differs
+    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL[1:] + _USUAL[:1])],    # another order
+    [f"container_b{{{t}}} {k} }} 3" for k, t in enumerate(_USUAL)],                 # "} " after the head
+    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL[:4])] + ["container_b 9"],  # no labels
+    [f"container_b_x{{{t}}} {k}" for k, t in enumerate(_USUAL)],                    # another name
+    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL[:2])] + [
+        f"container_bb{{{t}}} {k}" for k, t in enumerate(_USUAL[2:])],               # two names
+    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL[:4])] + [
+        'container_b{container="c0",id="/p/c9",image="i",name="n9",namespace="default",pod="web-0"} 1'],
+])
+@pytest.mark.parametrize("host_network", [False, True])
+def test_a_block_repeating_another_matches_line_by_line(second: list[str], host_network: bool, monkeypatch):
+    """A family block with the label texts of an earlier one is emitted as a repeat of it
+    (Transformer._repeat). Whatever differs in it, the output must be what the line-by-line
+    scan makes: here one payload goes through both."""
+    pods = {"kind": "PodList", "items": [
+        {"metadata": {"name": f"web-{i}", "namespace": "default", "uid": f"u{i}", "labels": {"app": "web"}},
+         "spec": {"nodeName": "n1", "hostNetwork": host_network and i == 1}, "status": {"phase": "Running"}}
+        for i in range(2)]}
+    family = "network_receive_bytes_total" if host_network else "memory_usage_bytes"
+    payload = (f"# TYPE container_{family} gauge\n" + "".join(
+        f"container_{family}{{{t}}} {k}\n" for k, t in enumerate(_USUAL))
+        + ("# TYPE container_b gauge\n" + "\n".join(second)).replace("container_b", f"container_{family}_b")
+        + "\n").encode()
+    repeats = []
+    real = type(offline("cadvisor").transformer)._repeat
+    monkeypatch.setattr(type(offline("cadvisor").transformer), "_repeat",
+                        lambda self, *a: repeats.append(real(self, *a)) or repeats[-1])
+    for keep in (False, True):
+        doc = {"collectors": {"cadvisor": {"keep_timestamps": keep}}}
+        fast = offline("cadvisor", doc, pods).process(payload)
+        monkeypatch.setattr(type(offline("cadvisor").transformer), "_repeat", lambda self, *a: False)
+        slow = offline("cadvisor", doc, pods).process(payload)
+        monkeypatch.setattr(type(offline("cadvisor").transformer), "_repeat",
+                            lambda self, *a: repeats.append(real(self, *a)) or repeats[-1])
+        assert encode_text(fast.families) == encode_text(slow.families)
+        assert (fast.series_out, fast.dropped, fast.malformed, fast.join_misses) == (
+            slow.series_out, slow.dropped, slow.malformed, slow.join_misses)
+    same = [[f"container_b{{{t}}} {k}{ts}" for k, t in enumerate(_USUAL)] for ts in ("", " 17")]
+    assert repeats and repeats[0] is (second in same)  # tried; taken only when it is one
+
+
+@pytest.mark.parametrize("odd", [
+    'container="c9",id="/p/c9",image="i",name="n9",namespace="default",pod="gone-1"',  # unknown pod
+    'container="c9",id="/p/c9",image="i",name="n9",namespace="default",pod="web-0",workload="x"',  # clash
+])
+def test_a_block_with_odd_lines_is_not_repeated(odd: str, monkeypatch):
+    """Only a block whose lines all took the fast lane is repeated: a series of an unknown pod
+    or one with a label conflict is counted on every line, as the line-by-line scan does."""
+    pods = {"kind": "PodList", "items": [{"metadata": {"name": "web-0", "namespace": "default", "uid": "u"},
+                                          "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
+    texts = [t.replace("web-1", "web-0") for t in _USUAL] + [odd]
+    payload = "".join(f"# TYPE container_{f} gauge\n" + "".join(
+        f"container_{f}{{{t}}} {k}\n" for k, t in enumerate(texts)) for f in ("a", "b", "c")).encode()
+    fast = offline("cadvisor", {}, pods).process(payload)
+    monkeypatch.setattr(type(offline("cadvisor").transformer), "_repeat", lambda self, *a: False)
+    slow = offline("cadvisor", {}, pods).process(payload)
+    assert encode_text(fast.families) == encode_text(slow.families)
+    assert (fast.join_misses, fast.label_conflicts) == (slow.join_misses, slow.label_conflicts) != (0, 0)
+
+
 def test_batch_rewrites_follow_pod_changes():
     """Label texts a batch rewrote are evicted with their pod: after the pod's labels change,
     every series shows the new ones, as a fresh collector's do."""
