@@ -411,7 +411,7 @@ def test_batch_rewrites_that_collide_are_deduplicated():
 
 
 def test_the_batch_shape_check_looks_at_every_part():
-    from exporter.pipeline import _columns_start
+    from exporter.surgery import _columns_start
     prefixes = (b'a="', b'b="')
     assert _columns_start([[b'a="1', b'b="2'], [b'a="3', b'b="4'], [b'a="', b'b="']], prefixes)
     for rows in ([[b'x="1', b'b="2'], [b'a="3', b'b="4']], [[b'a="1', b'b="2'], [b'a="3', b'bb="4']],
