@@ -389,7 +389,7 @@ class Transformer(LabelSurgery):
         fam, todo = st.fam, lines[a:b]
         tails, lbs = like
         nm = self._own(st, todo[0])
-        if fam is None or not nm or self._by_name:
+        if not nm or fam is None or self._by_name:  # (_own found a family; the check is for types)
             return False
         heads = list(map(add, repeat(nm), tails))
         rests = list(map(bytes.removeprefix, todo, heads))
@@ -417,12 +417,13 @@ class Transformer(LabelSurgery):
         return True
 
     def _walk(self, st: _Scan, lines: list[bytes], todo: Sequence[bytes], heads: Any, prev_n: Any,
-              prev_l: Any, pos: _Pos, new: _New) -> None:
+              prev_l: Any, pos: _Pos, new: _New, batch: bool = True) -> None:
         """Emit `todo` (the next lines of `lines`) line by line, each predicted by what stood
-        at its position last time (heads, names, label bytes) when that is known."""
+        at its position last time (heads, names, label bytes) when that is known. New label
+        texts wait for a batch (_settle), or with batch=False go one by one (_cold)."""
         put, src = st.out.extend, st.srcs.append
         keep, colliding, nl = self.opt.keep_timestamps, self._colliding, b"\n"
-        batch = self._core is not None and not self._by_name
+        batch = batch and self._core is not None and not self._by_name
         hlens, names, labels = pos
         hput, nput, lput = hlens.append, names.append, labels.append
         owned = st.owned
@@ -486,59 +487,28 @@ class Transformer(LabelSurgery):
     def _settle(self, st: _Scan, lines: list[bytes], pos: _Pos, new: _New) -> None:
         """Rewrite the segment's new label texts together and fill in their lines (and take
         out those of dropped series). If one of them needs more than surgery (an unknown pod,
-        an odd label set...), the segment is emitted again line by line (_line), the way a
-        scan without batches does."""
-        lbs = self._fresh_batch(st.variant, new.texts)
+        an odd label set...), the segment is walked again without batches."""
+        texts, outs, at = new.texts, new.outs, new.at
+        new.texts, new.outs, new.at = [], [], []
+        lbs = self._fresh_batch(st.variant, texts)
         if None in lbs:
             del st.out[new.out:], st.srcs[new.srcs:]
             st.res.dropped = new.dropped
             todo = lines[new.line:len(pos[0])]
             for kept in pos:
                 del kept[new.line:]
-            for line in todo:
-                self._line(st, line, pos)
+            self._walk(st, lines, todo, repeat(b"\n"), repeat(None), repeat(None), pos, new, batch=False)
         else:
             out, labels = st.out, pos[2]
-            for i, k, lb in zip(new.outs, new.at, lbs):
+            for i, k, lb in zip(outs, at, lbs):
                 out[i] = labels[k] = lb
             if b"" in lbs:  # dropped series: their lines go again (from the end, so indexes hold)
-                gone = list(compress(new.outs, map(not_, lbs)))
+                gone = list(compress(outs, map(not_, lbs)))
                 for i in reversed(gone):
                     del out[i - 1:i + 3], st.srcs[i // 4]
                 st.res.dropped += len(gone)
             if self._colliding and not self._colliding.isdisjoint(lbs):
                 self._dupes.add(st.fam.name)  # type: ignore[union-attr]
-        new.texts, new.outs, new.at = [], [], []
-
-    def _line(self, st: _Scan, line: bytes, pos: _Pos) -> None:
-        """One line on its own: a sample whose label text's rewrite is known, or new and plain
-        (the common case), or anything else (_cold)."""
-        hlens, names, labels = pos
-        j = line.rfind(b"} ")
-        i = line.find(b"{")
-        if 0 < i < j and not self._by_name:
-            nm, text = line[:i], line[i + 1:j]
-            if st.owned.get(nm):
-                lb = self._plain_of(st.variant).get(text)
-                if lb is None and self._core is not None:
-                    lb = self._fresh(st.variant, text)
-                if lb is not None:
-                    if lb:
-                        e = -1 if self.opt.keep_timestamps else line.find(b" ", j + 2)
-                        self._emit(st, (0, nm, lb), line[j + 2:e] if e >= 0 else line[j + 2:], line)
-                        if lb in self._colliding:
-                            self._dupes.add(st.fam.name)  # type: ignore[union-attr]
-                    else:
-                        st.res.dropped += 1
-                    hlens.append(j + 2)
-                    names.append(nm)
-                    labels.append(lb)
-                    return
-        k, _, v = line.rpartition(b"} ")
-        n, nm, lb = self._cold(line, k, v, st)
-        hlens.append(n)
-        names.append(nm)
-        labels.append(lb)
 
     def _place(self, st: _Scan) -> int:
         """Put the emitted lines into their families (whole blocks at once when all values are
