@@ -236,8 +236,6 @@ class Transformer(LabelSurgery):
             gone.add(lb or b"")
             if lb and self._texts.get(lb) == text:
                 del self._texts[lb]
-        for sh in self._shapes.values():
-            sh.lanes.pop(c, None)
 
     def transform(self, payload: bytes, openmetrics: bool = False) -> Result:
         """Parse and rewrite one payload."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import compress, count, repeat
-from operator import add, and_, getitem, gt, is_, itemgetter, ne, not_
+from operator import add, and_, attrgetter, eq, getitem, is_, itemgetter, ne, not_, or_
 from typing import Any, Callable, Sequence
 
 from exporter.expfmt import LABEL_NAME_BYTES, format_labels
@@ -29,8 +29,7 @@ PodKey = tuple[str, str]
 Pairs = list[tuple[str, str]]
 _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
 _UNSEEN: Any = object()
-_BUT_LAST = slice(None, -1)
-_ODD = ((), b"", -1, False)  # a label text a batch leaves to _fresh (see LabelSurgery._lane)
+_CLOSE = attrgetter("close")
 
 
 @dataclass(eq=False)
@@ -49,6 +48,11 @@ class Core:
     missed: bool
     keys: list[Any] | None
     texts: list[bytes] = field(default_factory=list)
+    # For a batch: what closes the label bytes after the kept labels (b"": dropped)
+    close: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.close = b"" if self.tail is None else b'"' + (b"," + self.tail if self.tail else b"") + b"} "
 
 
 @dataclass(eq=False)
@@ -59,9 +63,21 @@ class Shape:
     names: tuple[bytes, ...]
     prefixes: tuple[bytes, ...]
     core: Callable[[Sequence[bytes]], tuple[bytes, ...]]  # parts -> the parts a hook reads
-    masks: dict[frozenset[bytes], tuple[bool, ...]] = field(default_factory=dict)
-    # Per core rewrite: how a batch applies it (see LabelSurgery._lane)
-    lanes: dict[Core | None, tuple[tuple[bool, ...], bytes, int, bool]] = field(default_factory=dict)
+    at: list[int]  # ...which are these (and the others)
+    rest: list[int]
+    # Per set of names a core rewrite cuts: which parts stay (None: none, the general path)
+    masks: dict[frozenset[bytes], tuple[bool, ...] | None] = field(default_factory=dict)
+    nameset: frozenset[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nameset = frozenset(self.names)
+
+    def mask(self, cut: frozenset[bytes]) -> tuple[bool, ...] | None:
+        keep = self.masks.get(cut, _UNSEEN)
+        if keep is _UNSEEN:
+            keep = tuple(n not in cut for n in self.names)
+            keep = self.masks[cut] = keep if any(keep) else None
+        return keep
 
 
 def _shape(parts: list[bytes], core: frozenset[bytes]) -> Shape | None:
@@ -73,15 +89,15 @@ def _shape(parts: list[bytes], core: frozenset[bytes]) -> Shape | None:
         return None
     at = [i for i, n in enumerate(names) if n in core]
     get: Any = itemgetter(*at) if len(at) > 1 else (lambda p: (p[at[0]],)) if at else (lambda p: ())
-    return Shape(names, prefixes, get)
+    return Shape(names, prefixes, get, at, [i for i in range(len(names)) if i not in at])
 
 
-def _columns_start(rows: list[list[bytes]], prefixes: tuple[bytes, ...]) -> bool:
-    """Whether part i of every row starts with prefixes[i]: per column, one join and one count
-    (no part holds a newline, so each can start one "\\n" + prefix at most)."""
-    for i, prefix in enumerate(prefixes):
-        column = b"\n".join(map(itemgetter(i), rows))
-        if not column.startswith(prefix) or column.count(b"\n" + prefix) != len(rows) - 1:
+def _columns_start(columns: list[list[bytes]], prefixes: tuple[bytes, ...]) -> bool:
+    """Whether every part of columns[i] starts with prefixes[i]: per column, one join and one
+    count (no part holds a newline, so each can start one "\\n" + prefix at most)."""
+    for column, prefix in zip(columns, prefixes):
+        joined = b"\n".join(column)
+        if not joined.startswith(prefix) or joined.count(b"\n" + prefix) != len(column) - 1:
             return False
     return True
 
@@ -136,12 +152,10 @@ class LabelSurgery:
             return None
         if c.tail is None:
             return (None, c.pk, c.missed, None, 0, c.keys)
-        keep = sh.masks.get(c.cut)
-        if keep is None:
-            keep = sh.masks[c.cut] = tuple(n not in c.cut for n in sh.names)
-        if text.count(b'=""') != c.empties:  # (values hold no quotes: `=""` is an empty value)
+        keep: Any = sh.mask(c.cut)
+        if keep is not None and text.count(b'=""') != c.empties:  # (values hold no quotes: `=""` is empty)
             keep = map(and_, keep, map(ne, parts, sh.prefixes))  # also drop empty other labels
-        kept = list(compress(parts, keep))
+        kept = list(compress(parts, keep)) if keep is not None else []
         own = b'",'.join(kept) + b'"' if kept else b""
         return (own + b"," + c.tail if own and c.tail else own or c.tail, c.pk, c.missed, None, 0, c.keys)
 
@@ -193,41 +207,51 @@ class LabelSurgery:
         if len(texts) < 4 or not self._surgical(variant, texts[0]) or not all(texts):
             return [self._fresh(variant, text) for text in texts]
         sh: Any = self._shape  # the first text's: all must have it, as _surgical checks one
-        joined = b"".join(texts)
-        partss = list(map(bytes.split, map(getitem, texts, repeat(_BUT_LAST)), repeat(b'",')))
-        if (b"\\" in joined or set(map(itemgetter(-1), texts)) != {34}  # (a quote closes each)
-                or joined.count(b'"') != 2 * len(sh.names) * len(texts)  # (none in a value)
-                or set(map(len, partss)) != {len(sh.names)} or not _columns_start(partss, sh.prefixes)):
+        k, n, first = len(sh.names), len(texts), sh.prefixes[0]
+        # All the texts' parts in one list (the join adds the `",` between two texts). Its
+        # rows are the texts: each part starts with its column's `name="` (_columns_start),
+        # so every text, starting with the first name, starts a row, and as rows are whole
+        # texts, n texts in n rows each hold one.
+        joined = b",".join(texts)
+        if (b"\\" in joined or set(map(itemgetter(-1), texts)) != {34}
+                or set(map(getitem, texts, repeat(slice(0, len(first))))) != {first}
+                or joined.count(b'"') != 2 * k * n):  # (no quote inside a value)
             return [self._fresh(variant, text) for text in texts]  # odd ones: one by one
-        cores = self._cores
-        found = list(map(cores.get, zip(repeat(variant), map(sh.core, partss)), repeat(_UNSEEN)))
-        for k in compress(count(), map(is_, found, repeat(_UNSEEN))):
-            key = (variant, sh.core(partss[k]))
-            c = cores.get(key, _UNSEEN)
+        parts = joined[:-1].split(b'",')
+        columns = [parts[i::k] for i in range(k)]
+        if len(parts) != k * n or not _columns_start(columns, sh.prefixes):
+            return [self._fresh(variant, text) for text in texts]
+        core = zip(*map(columns.__getitem__, sh.at)) if sh.at else repeat((), n)
+        cores, keys = self._cores, list(zip(repeat(variant), core))
+        found = list(map(cores.get, keys, repeat(_UNSEEN)))
+        for i in compress(count(), map(is_, found, repeat(_UNSEEN))):
+            c = cores.get(keys[i], _UNSEEN)
             if c is _UNSEEN:
-                c = cores[key] = self._core_rewrite(variant, key[1])
+                c = cores[keys[i]] = self._core_rewrite(variant, keys[i][1])
                 if c is not None and c.pk is not None:
-                    self._by_pod.setdefault(c.pk, []).append(key)
-            found[k] = c
-        lanes = list(map(sh.lanes.get, found, repeat(_UNSEEN)))
-        for k in compress(count(), map(is_, lanes, repeat(_UNSEEN))):
-            lane = sh.lanes.get(found[k], _UNSEEN)
-            if lane is _UNSEEN:
-                lane = sh.lanes[found[k]] = self._lane(sh, found[k])
-            lanes[k] = lane
-        # One the general path must rewrite, or a kept one with empty labels beyond its core's:
-        # one by one.
-        odd = list(map(gt, map(ne, map(bytes.count, texts, repeat(b'=""')), map(itemgetter(2), lanes)),
-                       map(itemgetter(3), lanes)))
-        if any(odd):
-            if all(odd):
-                return [self._fresh(variant, text) for text in texts]
-            rest = iter(self._fresh_batch(variant, list(compress(texts, map(not_, odd)))))
-            return [self._fresh(variant, t) if o else next(rest) for t, o in zip(texts, odd)]
-        kept = map(b'",'.join, map(compress, partss, map(itemgetter(0), lanes)))
-        lbs = list(map(add, map(add, repeat(b"{"), kept), map(itemgetter(1), lanes)))
-        for k in compress(count(), map(itemgetter(3), lanes)):
-            lbs[k] = b""  # dropped
+                    self._by_pod.setdefault(c.pk, []).append(keys[i])
+            found[i] = c
+        if None in found:  # (no core rewrite: the general path)
+            return self._fresh_some(variant, texts, list(map(is_, found, repeat(None))))
+        # One the general path must rewrite (an unknown pod, a clash with the join's names,
+        # nothing kept), or one with an empty label outside its core (which its core rewrite
+        # did not count): one by one. Per core rewrite, which parts stay.
+        masks, odd = {}, set()
+        for c in set(found):
+            masks[c] = keep = sh.mask(c.cut)
+            if c.missed or not c.reserved.isdisjoint(sh.nameset) or keep is None and c.tail is not None:
+                odd.add(c)
+        empty = [i for i in sh.rest if sh.prefixes[i] in columns[i]]  # (a bare `name="`)
+        if odd or empty:
+            bad = list(map(odd.__contains__, found))
+            for i in empty:
+                bad = list(map(or_, bad, map(eq, columns[i], repeat(sh.prefixes[i]))))
+            return self._fresh_some(variant, texts, bad)
+        closes = list(map(_CLOSE, found))
+        kept = map(b'",'.join, map(compress, zip(*columns), map(masks.__getitem__, found)))
+        lbs = list(map(add, map(add, repeat(b"{"), kept), closes))
+        for i in compress(count(), map(not_, closes)):
+            lbs[i] = b""  # dropped
         if self._collide:
             out, ins = list(compress(lbs, lbs)), list(compress(texts, lbs))  # (not the dropped)
             self._colliding.update(compress(out, map(ne, map(self._texts.setdefault, out, ins), ins)))
@@ -236,16 +260,9 @@ class LabelSurgery:
             c.texts.append(text)
         return lbs  # type: ignore[return-value]
 
-    def _lane(self, sh: Shape, c: Core | None) -> tuple[tuple[bool, ...], bytes, int, bool]:
-        """How a batch rewrites label texts of one shape with one core rewrite: which parts
-        stay, what closes the label bytes, how many empty labels the texts have, whether the
-        series is dropped. _ODD when that is not a plain cut and append (no core rewrite, an
-        unknown pod, a clash, nothing kept)."""
-        if c is None or c.missed or not c.reserved.isdisjoint(sh.names):
-            return _ODD
-        if c.tail is None:
-            return ((), b"", c.empties, True)
-        keep = tuple(n not in c.cut for n in sh.names)
-        if not any(keep):
-            return _ODD
-        return keep, b'"' + (b"," + c.tail if c.tail else b"") + b"} ", c.empties, False
+    def _fresh_some(self, variant: Any, texts: list[bytes], odd: list[bool]) -> list[bytes | None]:
+        """A batch of which the `odd` texts go one by one (_fresh)."""
+        if all(odd):
+            return [self._fresh(variant, text) for text in texts]
+        rest = iter(self._fresh_batch(variant, list(compress(texts, map(not_, odd)))))
+        return [self._fresh(variant, t) if o else next(rest) for t, o in zip(texts, odd)]

@@ -372,6 +372,57 @@ def test_label_surgery_in_batches_matches(odd: str, at: int):
             b.series_out, b.malformed, b.join_misses, b.label_conflicts, b.dropped)
 
 
+@pytest.mark.parametrize("at", [0, 3, 6])
+def test_a_batch_never_moves_labels_between_texts(at: int):
+    """A batch splits its texts' parts in one go. A text short of its last labels followed by
+    one that brings them first (and so starts with another name) must not be read as two
+    whole label sets: both come out as the general rewrite makes them."""
+    pods = {"kind": "PodList", "items": [{"metadata": {"name": "web-1", "namespace": "default", "uid": "u1"},
+                                          "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
+    usual = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="default",pod="web-1",'
+             f'state="s{i}"' for i in range(6)]
+    short = 'container="x",id="/p/x",image="i",name="nx",namespace="default"'
+    extra = ('pod="web-1",state="sx",container="y",id="/p/y",image="i",name="ny",namespace="default",'
+             'pod="web-1",state="s"')
+    payload = "# TYPE container_a gauge\n" + "".join(
+        f"container_a{{{t}}} {k}\n" for k, t in enumerate(usual[:at] + [short, extra] + usual[at:]))
+    fast, slow = offline("cadvisor", {}, pods), _general(offline("cadvisor", {}, pods))
+    a, b = fast.process(payload.encode()), slow.process(payload.encode())
+    assert encode_text(a.families) == encode_text(b.families)
+    assert b'container="x"' in encode_text(a.families)
+    assert (a.series_out, a.malformed) == (b.series_out, b.malformed)
+
+
+@pytest.mark.parametrize("extra, drop, series, conflicts", [
+    (',node="upstream"', ["id", "name"], 12, 12),  # a label the join adds too: upstream's wins, counted
+    (',cgroup_kind="x"', ["id", "name"], 12, 0),   # one the hook adds: kept as exported_cgroup_kind
+    # A join label of the pod of every text but the first (the batch starts as a plain one)
+    (',label_app="upstream"', ["id", "name"], 12, 10),
+    # System cgroups with nothing left but the additions: one series per family
+    ('', ["id", "name", "container", "image"], 2, 0),
+])
+def test_batches_of_label_sets_the_join_or_the_hook_must_look_at(
+        extra: str, drop: list[str], series: int, conflicts: int):
+    """Batches the surgery cannot take as a plain cut and append, wholly or in part (a clash
+    with the join's or the hook's label names, nothing kept) come out as the general rewrite
+    makes them."""
+    pods = {"kind": "PodList", "items": [
+        {"metadata": {"name": name, "namespace": "default", "uid": name, "labels": labels},
+         "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}
+        for name, labels in (("web-1", {"app": "web"}), ("web-2", {}))]}
+    texts = ([f'container="c{i}",id="/p/c{i}",image="i",{extra[1:]},name="n{i}",namespace="default",'
+              f'pod="web-{1 if i else 2}"' for i in range(6)] if extra
+             else [f'container="c{i}",image="i{i}"' for i in range(6)])
+    payload = "".join(f"# TYPE container_{f} gauge\n" + "".join(
+        f"container_{f}{{{t}}} {k}\n" for k, t in enumerate(texts)) for f in ("a", "b"))
+    doc = {"cluster": "c", "node_name": "n1", "collectors": {"cadvisor": {"drop_labels": drop}}}
+    fast, slow = offline("cadvisor", doc, pods), _general(offline("cadvisor", doc, pods))
+    for _ in range(2):
+        a, b = fast.process(payload.encode()), slow.process(payload.encode())
+        assert encode_text(a.families) == encode_text(b.families)
+        assert (a.series_out, a.label_conflicts) == (b.series_out, b.label_conflicts) == (series, conflicts)
+
+
 @pytest.mark.parametrize("host_network", [True, False])
 def test_a_changed_pod_with_dropped_series_is_scanned_again(host_network: bool):
     """A hostNetwork pod's network series are dropped. When such a pod changes (here it is
@@ -413,10 +464,10 @@ def test_batch_rewrites_that_collide_are_deduplicated():
 def test_the_batch_shape_check_looks_at_every_part():
     from exporter.surgery import _columns_start
     prefixes = (b'a="', b'b="')
-    assert _columns_start([[b'a="1', b'b="2'], [b'a="3', b'b="4'], [b'a="', b'b="']], prefixes)
-    for rows in ([[b'x="1', b'b="2'], [b'a="3', b'b="4']], [[b'a="1', b'b="2'], [b'a="3', b'bb="4']],
-                 [[b'a="1', b'b="2'], [b'a="3', b'b="4'], [b'b="5', b'a="6']]):
-        assert not _columns_start(rows, prefixes), rows
+    assert _columns_start([[b'a="1', b'a="3', b'a="'], [b'b="2', b'b="4', b'b="']], prefixes)
+    for columns in ([[b'x="1', b'a="3'], [b'b="2', b'b="4']], [[b'a="1', b'a="3'], [b'b="2', b'bb="4']],
+                    [[b'a="1', b'a="3', b'b="5'], [b'b="2', b'b="4', b'a="6']]):
+        assert not _columns_start(columns, prefixes), columns
 
 
 _USUAL = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="default",pod="web-{i % 2}"'
