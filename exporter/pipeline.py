@@ -99,9 +99,11 @@ class Options:
 # head the line starts with, output name, output label bytes "{...} "), label bytes b"" for a
 # dropped series. Output = name + label bytes + value. Comments and blank lines are (their
 # length, None, None). A name of b"" marks a position the next scan must look at again:
-# _AGAIN, or a series of a pod the index lacks (which a replay still replays). The heads are
-# sliced from the lines after the scan, in one go: laid out one after the other in memory,
-# they are faster to compare on every later scrape than heads allocated amid other objects.
+# _AGAIN, or a series of a pod the index lacks (which a replay still replays). A fourth list
+# holds the heads themselves where the scan has them as objects (a predicted line's old head,
+# a repeated block's), None where they are sliced from the lines after the scan, in one go:
+# laid out one after the other in memory, heads are faster to compare on every later scrape
+# than heads allocated amid other objects.
 _Ent = tuple
 _AGAIN: _Ent = (0, b"", b"")
 _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
@@ -111,7 +113,7 @@ _FIRST = itemgetter(0)
 _FIRST_BYTE = slice(0, 1)
 _NAME_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:"
 _PENDING = b"?"  # the label bytes of a line whose label text is being rewritten (see _scan)
-_Pos = tuple[list[int], list[bytes | None], list[bytes | None]]  # head lengths, names, label bytes
+_Pos = tuple[list[int], list[bytes | None], list[bytes | None], list[bytes | None]]  # see _Ent
 
 
 @dataclass
@@ -318,7 +320,7 @@ class Transformer(LabelSurgery):
         """Emit every line of a text-format payload; returns how many series went out."""
         # What each position held, as plain lists: no tuple per line for the collector to
         # track (see _Ent for the meaning of the entries).
-        pos: _Pos = ([], [], [])
+        pos: _Pos = ([], [], [], [])
         # New label texts are not rewritten one by one: their lines go out with a placeholder,
         # and the texts of a segment (the lines since the last comment or odd line) are
         # rewritten together when it ends (_settle).
@@ -336,17 +338,22 @@ class Transformer(LabelSurgery):
             self._blocks(st, lines, pos, new)
         if new.texts:
             self._settle(st, lines, pos, new)
-        hlens, self._names, self._lbs = pos
-        self._heads = list(map(getitem, lines, map(slice, repeat(None), hlens)))
+        hlens, self._names, self._lbs, heads = pos
+        missing = list(compress(count(), map(is_, heads, repeat(None))))
+        for i, head in zip(missing, list(map(getitem, map(lines.__getitem__, missing),
+                                             map(slice, repeat(None), map(hlens.__getitem__, missing))))):
+            heads[i] = head
+        self._heads = heads
         return self._place(st)
 
     def _blocks(self, st: _Scan, lines: list[bytes], pos: _Pos, new: _New) -> None:
         """A scan without positions to go by (cold), family block by family block. Upstreams
         repeat one sequence of label sets across families (cAdvisor: every memory family has
         one series per cgroup, in one order), so a block is first tried as a repeat of the
-        last block of its variant and size (_repeat): whole-block operations, no Python code
-        per line. Otherwise it goes line by line, and becomes the one later blocks try."""
-        hlens, names, labels = pos
+        last block of its variant and size (_repeat). Otherwise it is taken whole (_whole),
+        else line by line, and becomes the one later blocks try. _repeat and _whole run
+        whole-list operations: no Python code per line."""
+        hlens, names, labels, _ = pos
         seen: dict[tuple[Any, int], tuple[list[bytes], list[Any]]] = {}
         at = 0
         for stop in [*_comment_lines(lines), len(lines)]:
@@ -356,6 +363,11 @@ class Transformer(LabelSurgery):
             n, key = end - at, (st.variant, end - at)
             if n >= 2 and key in seen and self._repeat(st, lines, at, end, seen[key], pos):
                 at = end
+            elif n >= 2:
+                like = self._whole(st, lines, at, end, pos)
+                if like is not None:
+                    seen[key] = like
+                    at = end
             first, colds = len(hlens), st.colds
             if at < end:
                 self._own(st, lines[at])  # (so that the block's first line takes the fast lane too)
@@ -384,18 +396,59 @@ class Transformer(LabelSurgery):
         """Emit lines[a:b] if they are an earlier block's series under this block's name: the
         same label texts in the same order (`like`: that block's heads without the name, and
         its label bytes). One removeprefix per line checks it, as the replay does."""
-        fam, todo = st.fam, lines[a:b]
+        todo = lines[a:b]
         tails, lbs = like
         nm = self._own(st, todo[0])
-        if not nm or fam is None or self._by_name:  # (_own found a family; the check is for types)
+        if not nm or self._by_name:  # (_own found a family; the check is for types)
             return False
         heads = list(map(add, repeat(nm), tails))
         rests = list(map(bytes.removeprefix, todo, heads))
         if (sum(map(len, rests)) != sum(map(len, todo)) - sum(map(len, heads))
                 or b"} " in b"\n".join(rests)):  # (the head ends at the line's last "} ")
             return False
-        hlens, names, labels = pos
-        hlens += map(len, heads)
+        self._put_block(st, nm, todo, heads, list(map(len, heads)), rests, lbs, pos)
+        return True
+
+    def _whole(self, st: _Scan, lines: list[bytes], a: int, b: int,
+               pos: _Pos) -> tuple[list[bytes], list[Any]] | None:
+        """Emit lines[a:b] as one block if they are series of one name, each with a label set
+        of which the rewrite is known or can be made by surgery (new label texts go to
+        _fresh_batch together). Returns the block's heads without the name and its label
+        bytes (for _repeat), or None when the block must go line by line (another name, a
+        line without labels, an unknown pod, anything the general path must look at)."""
+        todo = lines[a:b]
+        nm = self._own(st, todo[0])
+        if not nm or self._by_name or self._core is None:
+            return None
+        lead = nm + b"{"
+        k = len(lead)
+        if set(map(getitem, todo, repeat(slice(0, k)))) != {lead}:
+            return None
+        ends = list(map(bytes.rfind, todo, repeat(b"} ")))
+        if min(ends) < k:  # (no "} ")
+            return None
+        texts = list(map(getitem, todo, map(slice, repeat(k), ends)))
+        lane = self._plain_of(st.variant)
+        lbs = list(map(lane.get, texts))
+        if None in lbs:
+            fresh = list(dict.fromkeys(compress(texts, map(is_, lbs, repeat(None)))))
+            got = dict(zip(fresh, self._fresh_batch(st.variant, fresh)))
+            if None in got.values():
+                return None
+            lbs = list(map(got.get, texts, lbs))
+        ends = list(map(add, ends, repeat(2)))
+        heads = list(map(getitem, todo, map(slice, repeat(None), ends)))
+        rests = list(map(getitem, todo, map(slice, ends, repeat(None))))
+        self._put_block(st, nm, todo, heads, ends, rests, lbs, pos)
+        return list(map(getitem, heads, repeat(slice(len(nm), None)))), lbs
+
+    def _put_block(self, st: _Scan, nm: bytes, todo: list[bytes], heads: list[bytes], hlens: list[int],
+                   rests: list[bytes], lbs: list[Any], pos: _Pos) -> None:
+        """Emit a block of series of one name: its lines, their heads (name and label text)
+        and head lengths, what follows the heads, and the output label bytes (b"": dropped)."""
+        lengths, names, labels, kept = pos
+        kept += heads
+        lengths += hlens
         names += repeat(nm, len(todo))
         labels += lbs
         vals: Any = rests
@@ -411,8 +464,7 @@ class Transformer(LabelSurgery):
         st.out += chunk
         st.srcs += src
         if self._colliding and not self._colliding.isdisjoint(lbs):
-            self._dupes.add(fam.name)
-        return True
+            self._dupes.add(st.fam.name)  # type: ignore[union-attr]
 
     def _walk(self, st: _Scan, lines: list[bytes], todo: Sequence[bytes], heads: Any, prev_n: Any,
               prev_l: Any, pos: _Pos, new: _New, batch: bool = True) -> None:
@@ -422,8 +474,8 @@ class Transformer(LabelSurgery):
         put, src = st.out.extend, st.srcs.append
         keep, colliding, nl = self.opt.keep_timestamps, self._colliding, b"\n"
         batch = batch and self._core is not None and not self._by_name
-        hlens, names, labels = pos
-        hput, nput, lput = hlens.append, names.append, labels.append
+        hlens, names, labels, kept = pos
+        hput, nput, lput, keep_head = hlens.append, names.append, labels.append, kept.append
         owned = st.owned
         plain: Any = self._plain_of(st.variant).get
         for line, head, nm, lb in zip(todo, heads, prev_n, prev_l):
@@ -438,6 +490,7 @@ class Transformer(LabelSurgery):
                 hput(n)
                 nput(nm)
                 lput(lb)
+                keep_head(head)
                 continue
             # Not at its old place (or cold): its label set's rewrite is most likely known.
             j = line.rfind(b"} ")
@@ -462,6 +515,7 @@ class Transformer(LabelSurgery):
                     hput(j + 2)
                     nput(nm)
                     lput(lb)
+                    keep_head(None)
                     continue
             if new.texts:
                 self._settle(st, lines, pos, new)
@@ -470,6 +524,7 @@ class Transformer(LabelSurgery):
             hput(n)
             nput(nm)
             lput(lb)
+            keep_head(None)
             new.line, new.out, new.srcs, new.dropped = len(hlens), len(st.out), len(st.srcs), st.res.dropped
             owned, plain = st.owned, self._plain_of(st.variant).get  # a comment may have started a family
 

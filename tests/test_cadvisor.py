@@ -474,6 +474,70 @@ _USUAL = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="defau
           for i in range(5)]
 
 
+def _line_by_line(monkeypatch) -> None:
+    """Cold scans without whole-block paths (Transformer._repeat, _whole): line by line."""
+    cls = type(offline("cadvisor").transformer)
+    monkeypatch.setattr(cls, "_repeat", lambda self, *a: False)
+    monkeypatch.setattr(cls, "_whole", lambda self, *a: None)
+
+
+@pytest.mark.parametrize("block, whole", [
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)], True),
+    ([f"container_a{{{t}}} {k} 17" for k, t in enumerate(_USUAL)], True),              # timestamps
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL + _USUAL[:1])], True),     # a duplicate
+    ([f"container_a{{{t}}} {k} }} 3" for k, t in enumerate(_USUAL)], False),           # "} " after it
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + ["container_a{} 1"], False),  # empty
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + ["container_a 9"], False),    # no labels
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + ['container_a{x="1" 9'], False),  # no "} "
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL[:2])] + [
+        f"container_aa{{{t}}} {k}" for k, t in enumerate(_USUAL[2:])], False),               # two names
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL[:2])] + [
+        f"container_a{{{t.replace('web-', 'gone-')}}} {k}" for k, t in enumerate(_USUAL[2:])], False),  # unknown
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + [
+        'container_a{container="c",id="/p/c",image="i\\q",name="n",namespace="default",pod="web-0"} 1'],
+     False),                                                                      # an escape
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + ["container_a{} 1 2 3"], False),
+    # A line without "} " that ends in a known text and one more byte
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + [f"container_a{{{_USUAL[0]}x"], False),
+    # A name one byte shorter, then one byte and a known text
+    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + [f"SHORT{{x{_USUAL[1]}}} 1"], False),
+])
+@pytest.mark.parametrize("host_network", [False, True])
+def test_a_block_taken_whole_matches_line_by_line(block: list[str], whole: bool, host_network: bool,
+                                                  monkeypatch):
+    """A family block of one name whose label sets are all known or made by surgery goes out
+    whole (Transformer._whole). Whatever is in it, the output must be what the line-by-line
+    scan makes, cold and replayed, and later blocks may repeat it."""
+    pods = {"kind": "PodList", "items": [
+        {"metadata": {"name": f"web-{i}", "namespace": "default", "uid": f"u{i}", "labels": {"app": "web"}},
+         "spec": {"nodeName": "n1", "hostNetwork": host_network and i == 1}, "status": {"phase": "Running"}}
+        for i in range(2)]}
+    family = "network_receive_bytes_total" if host_network else "memory_usage_bytes"
+    payload = "".join(f"# TYPE container_{family}{f} gauge\n" + "\n".join(block).replace(
+        "container_a", f"container_{family}{f}").replace("SHORT", f"container_{family}{f}"[:-1]) + "\n"
+        for f in ("", "_b")).encode()
+    taken: list[bool] = []
+    real = type(offline("cadvisor").transformer)._whole
+
+    def spy(self, *a):
+        like = real(self, *a)
+        taken.append(like is not None)
+        return like
+    monkeypatch.setattr(type(offline("cadvisor").transformer), "_whole", spy)
+    for keep in (False, True):
+        doc = {"collectors": {"cadvisor": {"keep_timestamps": keep}}}
+        fast = offline("cadvisor", doc, pods)
+        with monkeypatch.context() as m:
+            _line_by_line(m)
+            slow = offline("cadvisor", doc, pods)
+            want = [slow.process(payload) for _ in range(2)]
+        for got, ref in zip([fast.process(payload) for _ in range(2)], want):  # cold, then replayed
+            assert encode_text(got.families) == encode_text(ref.families)
+            assert (got.series_out, got.dropped, got.malformed, got.join_misses) == (
+                ref.series_out, ref.dropped, ref.malformed, ref.join_misses)
+    assert taken and taken[0] is whole
+
+
 @pytest.mark.parametrize("second", [
     [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL)],                      # a repeat
     [f"container_b{{{t}}} {k} 17" for k, t in enumerate(_USUAL)],                   # timestamps
@@ -508,10 +572,9 @@ def test_a_block_repeating_another_matches_line_by_line(second: list[str], host_
     for keep in (False, True):
         doc = {"collectors": {"cadvisor": {"keep_timestamps": keep}}}
         fast = offline("cadvisor", doc, pods).process(payload)
-        monkeypatch.setattr(type(offline("cadvisor").transformer), "_repeat", lambda self, *a: False)
-        slow = offline("cadvisor", doc, pods).process(payload)
-        monkeypatch.setattr(type(offline("cadvisor").transformer), "_repeat",
-                            lambda self, *a: repeats.append(real(self, *a)) or repeats[-1])
+        with monkeypatch.context() as m:
+            _line_by_line(m)
+            slow = offline("cadvisor", doc, pods).process(payload)
         assert encode_text(fast.families) == encode_text(slow.families)
         assert (fast.series_out, fast.dropped, fast.malformed, fast.join_misses) == (
             slow.series_out, slow.dropped, slow.malformed, slow.join_misses)
@@ -532,7 +595,7 @@ def test_a_block_with_odd_lines_is_not_repeated(odd: str, monkeypatch):
     payload = "".join(f"# TYPE container_{f} gauge\n" + "".join(
         f"container_{f}{{{t}}} {k}\n" for k, t in enumerate(texts)) for f in ("a", "b", "c")).encode()
     fast = offline("cadvisor", {}, pods).process(payload)
-    monkeypatch.setattr(type(offline("cadvisor").transformer), "_repeat", lambda self, *a: False)
+    _line_by_line(monkeypatch)
     slow = offline("cadvisor", {}, pods).process(payload)
     assert encode_text(fast.families) == encode_text(slow.families)
     assert (fast.join_misses, fast.label_conflicts) == (slow.join_misses, slow.label_conflicts) != (0, 0)
