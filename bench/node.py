@@ -2,7 +2,7 @@
 
 The node is the Kubernetes 1.35 cAdvisor + /pods capture cloned to N pods with fresh names and
 UIDs (`exporter.replay.synth.clone_pods`: every label shape is a captured one). Per size it
-measures, as the median of repeated runs (time.perf_counter):
+measures, as the median of repeated runs, interleaved (time.perf_counter):
 
 - baseline: prometheus_client's `text_string_to_metric_families` -> pod join from a dict ->
   `generate_latest` of a registry holding a custom collector (what a competent engineer writes
@@ -245,30 +245,34 @@ def measure(node: Node, repeat: int, cold_repeat: int, baseline_repeat: int,
     payloads, nv = node.payloads, len(node.payloads)
     rss_setup = peak_rss()
 
-    cold: list[tuple[float, float]] = []
-    cold_out: dict[int, bytes] = {}
-    for i in range(cold_repeat):
-        gc.collect()  # the previous fresh collector's garbage is not this one's cost
-        fresh = build_collector(node.podlist)
-        t, out = timed(kubebridge_scrape, fresh, payloads[i % nv])
-        cold.append(t)
-        cold_out.setdefault(i % nv, out)
-        del fresh, out
-    for v in range(nv):  # a cold reference for every variant, untimed
-        if v not in cold_out:
-            cold_out[v] = kubebridge_scrape(build_collector(node.podlist), payloads[v])
-
+    # A cold reference output for every variant, untimed: warm output must equal it.
+    cold_out = {v: kubebridge_scrape(build_collector(node.podlist), payloads[v]) for v in range(nv)}
     gc.collect()
     steady = build_collector(node.podlist)
     for i in range(nv + 1):  # fill the caches, then one unrecorded pass over every variant
         kubebridge_scrape(steady, payloads[i % nv])
-    # Warm and floor runs alternate, so that a burst of load from other processes on the machine
-    # hits both and their ratio stays meaningful.
+    # Cold, warm and floor runs are interleaved, so that a burst of load from other processes
+    # on the machine, or a slower phase of the machine itself, hits all three and their ratios
+    # stay meaningful. After each cold run one untimed warm scrape brings the steady
+    # collector's data back into the CPU caches the cold run went through.
     timed(floor_scrape, payloads[0])
+    cold: list[tuple[float, float]] = []
     warm: list[tuple[float, float]] = []
     floor: list[tuple[float, float]] = []
     matches = True
-    for i in range(repeat):
+    every = max(1, repeat // cold_repeat)
+    for i in range(max(repeat, cold_repeat * every)):
+        if i % every == 0 and len(cold) < cold_repeat:
+            gc.collect()  # the previous fresh collector's garbage is not this one's cost
+            fresh = build_collector(node.podlist)
+            t, out = timed(kubebridge_scrape, fresh, payloads[len(cold) % nv])
+            matches = matches and out == cold_out[len(cold) % nv]
+            cold.append(t)
+            del fresh, out
+            gc.collect()
+            kubebridge_scrape(steady, payloads[(i - 1) % nv])
+        if i >= repeat:
+            continue
         t, out = timed(kubebridge_scrape, steady, payloads[i % nv])
         warm.append(t)
         matches = matches and out == cold_out[i % nv]
