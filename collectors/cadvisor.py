@@ -24,7 +24,6 @@ cAdvisor's `container_label_*`/`container_env_*` pass through (no pod labels: `s
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 from exporter.expfmt import parse_labels
@@ -33,7 +32,7 @@ from exporter.pipeline import Pairs
 from exporter.pods import PodMeta
 from exporter.registry import Option, register
 
-_START = re.compile(rb"^container_start_time_seconds\{(.*)\} ([^ \n]+)", re.M)
+_START = b"container_start_time_seconds{"
 
 
 def _label_list(value: Any) -> str | None:
@@ -100,7 +99,7 @@ def classify(labels: dict[str, str]) -> str:
 
 def start_times(payload: bytes) -> bytes:
     """The `container_start_time_seconds` sample lines of a payload (b"" if none)."""
-    start = payload.find(b"container_start_time_seconds{")
+    start = payload.find(_START)
     if start < 0:
         return b""
     end = payload.find(b"\n#", start)
@@ -115,10 +114,13 @@ def stale_ids(payload: bytes) -> frozenset[str]:
 def _stale(block: bytes) -> frozenset[str]:
     newest: dict[tuple[str, str, str], tuple[float, str]] = {}
     every: list[tuple[tuple[str, str, str], str]] = []
-    for m in _START.finditer(block):
+    for line in block.split(b"\n"):
+        head, sep, rest = line.rpartition(b"} ")  # (a regex over the block cost 10 times more)
+        if not sep or not head.startswith(_START):
+            continue
         try:
-            labels = dict(parse_labels(m.group(1)))
-            started = float(m.group(2))
+            labels = dict(parse_labels(head[len(_START):]))
+            started = float(rest.partition(b" ")[0])
         except ValueError:
             continue
         labels.setdefault("pod", labels.get("pod_name", ""))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Iterable, Iterator, Sequence
 
 from exporter.errors import ParseError
@@ -136,19 +135,21 @@ def _simple_labels(text: bytes) -> tuple[tuple[str, str], ...] | None:
         body = text[:-1].decode()
     except UnicodeDecodeError:
         return None
-    parts = body.split('",')
-    if body.count('"') != 2 * len(parts) - 1:  # the closing quote was cut off
+    parts = body.count('",') + 1
+    if body.count('"') != 2 * parts - 1:  # the closing quote was cut off
         return None
-    try:
-        labels = dict(map(str.split, parts, repeat('="'), repeat(1)))
-    except ValueError:  # a part without `="`
+    # No value holds a quote, so the text alternates names and values between `="` and `",`
+    # (str.split per part, with its arguments, cost three times more).
+    tokens = body.replace('",', '="').split('="')
+    if len(tokens) != 2 * parts:  # a part without `="`, or with two
         return None
+    labels = dict(zip(tokens[0::2], tokens[1::2]))
     if not labels.keys() <= _GOOD_NAMES:
         if not all(map(LABEL_NAME.match, labels)):
             return None
         if len(_GOOD_NAMES) < 10000:
             _GOOD_NAMES.update(labels)
-    if len(labels) != len(parts):
+    if len(labels) != parts:
         raise ParseError("duplicate label name")
     return tuple(labels.items())
 

@@ -190,6 +190,7 @@ class Transformer(LabelSurgery):
     def _forget(self) -> None:
         """Drop what the last scan saw by position."""
         self._heads: list[bytes] = []                 # the last scan's lines: their heads...
+        self._head_bytes = 0                          # (their total length)
         self._names: list[bytes | None] = []          # ...output names and label bytes (_Ent)
         self._lbs: list[bytes | None] = []
         self._plan: fastpath.Plan | None = None       # the last clean scan, for replay
@@ -339,6 +340,7 @@ class Transformer(LabelSurgery):
         if new.texts:
             self._settle(st, lines, pos, new)
         hlens, self._names, self._lbs, heads = pos
+        self._head_bytes = sum(hlens)
         missing = list(compress(count(), map(is_, heads, repeat(None))))
         for i, head in zip(missing, list(map(getitem, map(lines.__getitem__, missing),
                                              map(slice, repeat(None), map(hlens.__getitem__, missing))))):
@@ -354,7 +356,7 @@ class Transformer(LabelSurgery):
         else line by line, and becomes the one later blocks try. _repeat and _whole run
         whole-list operations: no Python code per line."""
         hlens, names, labels, _ = pos
-        seen: dict[tuple[Any, int], tuple[list[bytes], list[Any]]] = {}
+        seen: dict[tuple[Any, int], tuple[list[bytes], list[Any], int]] = {}
         at = 0
         for stop in [*_comment_lines(lines), len(lines)]:
             end = stop
@@ -376,7 +378,7 @@ class Transformer(LabelSurgery):
             nm = names[first] if n >= 2 and at < end and stop < len(lines) else None
             if nm and st.colds - colds == stop + 1 - end and names[first:first + n].count(nm) == n:
                 tails = list(map(getitem, lines[at:end], map(slice, repeat(len(nm)), hlens[first:first + n])))
-                seen[key] = (tails, labels[first:first + n])
+                seen[key] = (tails, labels[first:first + n], sum(hlens[first:first + n]) - n * len(nm))
             at = stop + 1
 
     @staticmethod
@@ -391,26 +393,29 @@ class Transformer(LabelSurgery):
             ok = st.owned[nm] = _NAME.match(nm) is not None and st.fam.owns(nm.decode())
         return nm if ok else b""
 
-    def _repeat(self, st: _Scan, lines: list[bytes], a: int, b: int, like: tuple[list[bytes], list[Any]],
-                pos: _Pos) -> bool:
+    def _repeat(self, st: _Scan, lines: list[bytes], a: int, b: int,
+                like: tuple[list[bytes], list[Any], int], pos: _Pos) -> bool:
         """Emit lines[a:b] if they are an earlier block's series under this block's name: the
-        same label texts in the same order (`like`: that block's heads without the name, and
-        its label bytes). One removeprefix per line checks it, as the replay does."""
+        same label texts in the same order (`like`: that block's heads without the name, its
+        label bytes, the heads' total length without the names). One removeprefix per line
+        checks it, as the replay does: only if every line starts with its head do the rests
+        add up to the lines minus the heads."""
         todo = lines[a:b]
-        tails, lbs = like
+        tails, lbs, tail_bytes = like
         nm = self._own(st, todo[0])
         if not nm or self._by_name:  # (_own found a family; the check is for types)
             return False
         heads = list(map(add, repeat(nm), tails))
         rests = list(map(bytes.removeprefix, todo, heads))
-        if (sum(map(len, rests)) != sum(map(len, todo)) - sum(map(len, heads))
-                or b"} " in b"\n".join(rests)):  # (the head ends at the line's last "} ")
+        joined = b"\n".join(rests)
+        if (len(joined) + 1 - len(rests) != sum(map(len, todo)) - len(nm) * len(todo) - tail_bytes
+                or b"} " in joined):  # (the head ends at the line's last "} ")
             return False
         self._put_block(st, nm, todo, heads, list(map(len, heads)), rests, lbs, pos)
         return True
 
     def _whole(self, st: _Scan, lines: list[bytes], a: int, b: int,
-               pos: _Pos) -> tuple[list[bytes], list[Any]] | None:
+               pos: _Pos) -> tuple[list[bytes], list[Any], int] | None:
         """Emit lines[a:b] as one block if they are series of one name, each with a label set
         of which the rewrite is known or can be made by surgery (new label texts go to
         _fresh_batch together). Returns the block's heads without the name and its label
@@ -440,7 +445,7 @@ class Transformer(LabelSurgery):
         heads = list(map(getitem, todo, map(slice, repeat(None), ends)))
         rests = list(map(getitem, todo, map(slice, ends, repeat(None))))
         self._put_block(st, nm, todo, heads, ends, rests, lbs, pos)
-        return list(map(getitem, heads, repeat(slice(len(nm), None)))), lbs
+        return list(map(getitem, heads, repeat(slice(len(nm), None)))), lbs, sum(ends) - len(nm) * len(ends)
 
     def _put_block(self, st: _Scan, nm: bytes, todo: list[bytes], heads: list[bytes], hlens: list[int],
                    rests: list[bytes], lbs: list[Any], pos: _Pos) -> None:
@@ -588,7 +593,8 @@ class Transformer(LabelSurgery):
         direct = sum(len(f.lines) - placed.get(f.name, 0) for f in fams)
         self._plan = None
         if not (st.irregular or bad or direct):
-            self._plan = fastpath.build(self._heads, self._lbs, out, fams, ranges, vals, st.res)
+            self._plan = fastpath.build(self._heads, self._head_bytes, self._lbs, out, fams, ranges, vals,
+                                        st.res)
         return len(vals) - len(bad) + direct
 
     def _find_bad(self, st: _Scan, vals: list[bytes]) -> set[int]:

@@ -173,30 +173,37 @@ class LabelSurgery:
     def _core_rewrite(self, variant: Any, core: tuple[bytes, ...]) -> Core | None:
         """Join and hook for one combination of the labels the hook reads. None when the
         hook's result is not a plain removal plus additions (the general path then)."""
-        try:
-            pairs = [(n.decode(), v.decode()) for n, _, v in (p.partition(b'="') for p in core)]
+        try:  # (the parts hold valid names and values without quotes: split like parse_labels)
+            tokens = b'",'.join(core).decode().replace('",', '="').split('="')
         except UnicodeDecodeError:
             return None
+        pairs = list(zip(tokens[0::2], tokens[1::2]))
         pk, pod, missed, keys = self._join(pairs)
         suffix, joined, taken = self._suffix_for(pk, pod)
         new = self.hook.rewrite(variant, pairs, pod)
         if new is None:
             return Core(frozenset(), 0, None, frozenset(), pk, missed, keys)
-        empty = {k.encode() for k, v in pairs if not v}
-        given = set(pairs)
-        n = 0
-        while n < len(new) and new[n] in given:
-            n += 1
-        kept, added = list(new[:n]), list(new[n:])
-        names = {k for k, _ in pairs}
-        stay = set(kept)
-        if kept != [p for p in pairs if p in stay] or any(k in names or k in joined for k, _ in added):
-            return None  # not a removal plus additions, or an addition the join overrides
-        tail = format_labels(rename_pairs(added))
-        reserved = taken | {k.encode() for k, _ in added} if added else taken
-        drop = frozenset(n.encode() for n in names - {k for k, _ in kept})
-        return Core(drop | empty, len(empty), tail + b"," + suffix if tail and suffix else tail or suffix,
-                    reserved, pk, missed, keys)
+        # The hook kept a subsequence of the pairs, then added labels: what it did not keep,
+        # and the empty ones (absent labels to Prometheus), are cut.
+        cut: list[str] = []
+        empties = k = 0
+        for p in pairs:
+            if not p[1]:
+                empties += 1
+            if k < len(new) and new[k] == p:
+                k += 1
+                if p[1]:
+                    continue
+            cut.append(p[0])
+        added, tail, reserved = new[k:], b"", taken
+        if added:
+            names = {n for n, _ in pairs}
+            if any(n in names or n in joined for n, _ in added):
+                return None  # a kept label out of order, or an addition the join overrides
+            tail = format_labels(rename_pairs(added))
+            reserved = taken | frozenset(n.encode() for n, _ in added)
+        return Core(frozenset(map(str.encode, cut)), empties,
+                    tail + b"," + suffix if tail and suffix else tail or suffix, reserved, pk, missed, keys)
 
     def _fresh_batch(self, variant: Any, texts: list[bytes]) -> list[bytes | None]:
         """_fresh for the new label texts of one scan segment. They are mostly of one shape
