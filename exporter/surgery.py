@@ -32,7 +32,7 @@ _UNSEEN: Any = object()
 _CLOSE = attrgetter("close")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Core:
     """One rewrite of the labels a hook reads (see SeriesHook): the label names it cuts out
     (removed by the hook, or empty), how many of its labels are empty, what goes after the
@@ -228,15 +228,18 @@ class LabelSurgery:
         columns = [parts[i::k] for i in range(k)]
         if len(parts) != k * n or not _columns_start(columns, sh.prefixes):
             return [self._fresh(variant, text) for text in texts]
+        # The keys are looked up as zip makes them, not kept: a list of them would be two
+        # tuples per text for the garbage collector to count and traverse.
         core = zip(*map(columns.__getitem__, sh.at)) if sh.at else repeat((), n)
-        cores, keys = self._cores, list(zip(repeat(variant), core))
-        found = list(map(cores.get, keys, repeat(_UNSEEN)))
+        cores = self._cores
+        found = list(map(cores.get, zip(repeat(variant), core), repeat(_UNSEEN)))
         for i in compress(count(), map(is_, found, repeat(_UNSEEN))):
-            c = cores.get(keys[i], _UNSEEN)
+            key = (variant, tuple(columns[j][i] for j in sh.at))
+            c = cores.get(key, _UNSEEN)
             if c is _UNSEEN:
-                c = cores[keys[i]] = self._core_rewrite(variant, keys[i][1])
+                c = cores[key] = self._core_rewrite(variant, key[1])
                 if c is not None and c.pk is not None:
-                    self._by_pod.setdefault(c.pk, []).append(keys[i])
+                    self._by_pod.setdefault(c.pk, []).append(key)
             found[i] = c
         if None in found:  # (no core rewrite: the general path)
             return self._fresh_some(variant, texts, list(map(is_, found, repeat(None))))
