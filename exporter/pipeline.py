@@ -29,7 +29,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from exporter import fastpath, relabel
 from exporter.errors import ParseError
-from exporter.expfmt import (METRIC_NAME, OM_TYPES, TYPES, VALUES_TS, Family,
+from exporter.expfmt import (METRIC_NAME, OM_TYPES, TYPES, VALUE, VALUE_TS, Family,
                              format_labels, parse_labels, parse_line)
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
@@ -839,9 +839,7 @@ class Transformer(LabelSurgery):
         return gone
 
 
-# What Python's float() accepts but Go's ParseFloat (hence Prometheus) does not: digit
-# underscores, surrounding whitespace, and a sign before NaN.
-_FLOAT_ONLY = (b"_", b" ", b"\t", b"\r", b"\x0b", b"\x0c", b"+n", b"+N", b"-n", b"-N")
+_DIGITS_TO_0 = bytes.maketrans(b"123456789", b"000000000")
 
 
 def _comment_lines(lines: list[bytes]) -> list[int]:
@@ -851,19 +849,12 @@ def _comment_lines(lines: list[bytes]) -> list[int]:
 
 
 def _valid(vals: list[bytes], timestamps: bool) -> bool:
-    """Whether every value is one Prometheus accepts, checked in bulk at C speed: float() on
-    each, plus a scan of all of them at once for what float() alone would let through."""
-    joined = b"\n".join(vals)
-    if timestamps:
-        return VALUES_TS.match(joined) is not None
-    if any(bad in joined for bad in _FLOAT_ONLY) or b"\n\n" in joined or not all(vals):
-        return False
-    try:
-        for _ in map(float, vals):
-            pass
-    except ValueError:
-        return False
-    return True
+    """Whether every value (and timestamp, when kept) is one Prometheus accepts, checked in
+    bulk at C speed: with every digit made 0, a batch's values come in a few distinct shapes
+    (`0.00000000e+00`), and each shape is matched once (see expfmt.VALUE). float() on each
+    value cost about six times more, and accepts spellings Go does not."""
+    match = (VALUE_TS if timestamps else VALUE).match
+    return all(map(match, set(b"\n".join(vals).translate(_DIGITS_TO_0).split(b"\n"))))
 
 
 def _piece(lbytes: bytes) -> bytes:

@@ -130,15 +130,28 @@ def test_samples_before_any_type_and_stray_samples_get_own_family():
     (b"1", True), (b"-2.5e-3", True), (b"NaN", True), (b"+Inf", True), (b"-Inf", True),
     (b"infinity", True), (b".5", True), (b"5.", True),
     (b"1_000", False), (b"+nan", False), (b"-NaN", False), (b"0x1p-2", False), (b"", False),
-    (b"1\r", False), (b"1\t", False), (b"one", False), (b"1e", False), (b"--1", False)])
-def test_value_rules_match_prometheus(value, ok):
-    """Values Prometheus accepts pass, Python-only spellings do not, on both paths. Hex floats
-    (Go accepts them; no exporter writes them) are rejected as malformed, not passed on."""
+    (b"1\r", False), (b"1\t", False), (b"one", False), (b"1e", False), (b"--1", False),
+    (b"+nan 17", False), (b"1 +17", False), (b"1 1.5", False), (b"1 17 ", False), (b"nan -17", True)])
+@pytest.mark.parametrize("keep", [False, True])
+def test_value_rules_match_prometheus(value, ok, keep):
+    """Values Prometheus accepts pass, Python-only spellings do not, on every path (the batch
+    check, one by one, the general parser), with timestamps kept or not. Hex floats (Go
+    accepts them; no exporter writes them) are rejected as malformed, not passed on."""
+    from exporter.expfmt import parse_line
     payload = b'# TYPE g gauge\ng{a="1"} ' + value + b'\n'
-    t = Transformer(Options(collector="t"))
+    t = Transformer(Options(collector="t", keep_timestamps=keep))
     for _ in range(2):  # cold, then the cached hot loop
         res = t.transform(payload)
-        assert (res.malformed == 0) is ok, (value, res.errors)
+        # (a bad timestamp is only seen when timestamps are kept)
+        assert (res.malformed == 0) is (ok or (not keep and b" " in value and value.split()[0] != b"+nan")), (
+            value, res.errors)
+    if not (set(value) & set(b" \t\r")):  # (the general parser allows blanks around a value)
+        try:
+            parse_line(b'g{a="1"} ' + value)
+            parsed = True
+        except ValueError:
+            parsed = False
+        assert parsed is ok, value
 
 
 def test_steady_state_replay_equals_a_fresh_scan():
