@@ -418,9 +418,10 @@ class Transformer(LabelSurgery):
                pos: _Pos) -> tuple[list[bytes], list[Any], int] | None:
         """Emit lines[a:b] as one block if they are series of one name, each with a label set
         of which the rewrite is known or can be made by surgery (new label texts go to
-        _fresh_batch together). Returns the block's heads without the name and its label
-        bytes (for _repeat), or None when the block must go line by line (another name, a
-        line without labels, an unknown pod, anything the general path must look at)."""
+        _fresh_batch together). Returns what _repeat needs of it (the heads without the name,
+        the label bytes, the heads' total length without the names), or None when the block
+        must go line by line (another name, a line without labels, an unknown pod, anything
+        the general path must look at)."""
         todo = lines[a:b]
         nm = self._own(st, todo[0])
         if not nm or self._by_name or self._core is None:

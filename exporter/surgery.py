@@ -48,6 +48,8 @@ class Core:
     missed: bool
     keys: list[Any] | None
     texts: list[bytes] = field(default_factory=list)
+    # The `name="` each of its parts was checked to start with (see LabelSurgery._fresh_batch)
+    prefixes: tuple[bytes, ...] = ()
     # For a batch: what closes the label bytes after the kept labels (b"": dropped)
     close: bytes = field(init=False)
 
@@ -68,9 +70,11 @@ class Shape:
     # Per set of names a core rewrite cuts: which parts stay (None: none, the general path)
     masks: dict[frozenset[bytes], tuple[bool, ...] | None] = field(default_factory=dict)
     nameset: frozenset[bytes] = field(init=False)
+    core_prefixes: tuple[bytes, ...] = field(init=False)  # the `name="` of the parts a hook reads
 
     def __post_init__(self) -> None:
         self.nameset = frozenset(self.names)
+        self.core_prefixes = tuple(self.prefixes[i] for i in self.at)
 
     def mask(self, cut: frozenset[bytes]) -> tuple[bool, ...] | None:
         keep = self.masks.get(cut, _UNSEEN)
@@ -145,9 +149,7 @@ class LabelSurgery:
         key = (variant, sh.core(parts))
         c = self._cores.get(key, _UNSEEN)
         if c is _UNSEEN:
-            c = self._cores[key] = self._core_rewrite(variant, key[1])
-            if c is not None and c.pk is not None:
-                self._by_pod.setdefault(c.pk, []).append(key)
+            c = self._cores[key] = self._core_rewrite(variant, key[1], sh.core_prefixes)
         if c is None or not c.reserved.isdisjoint(sh.names):
             return None
         if c.tail is None:
@@ -170,9 +172,19 @@ class LabelSurgery:
             self._shapes[key] = sh
         return sh
 
-    def _core_rewrite(self, variant: Any, core: tuple[bytes, ...]) -> Core | None:
-        """Join and hook for one combination of the labels the hook reads. None when the
+    def _core_rewrite(self, variant: Any, core: tuple[bytes, ...],
+                      prefixes: tuple[bytes, ...]) -> Core | None:
+        """Join and hook for one combination of the labels the hook reads (its parts, checked
+        to start with `prefixes`), remembered for eviction with its pod. None when the
         hook's result is not a plain removal plus additions (the general path then)."""
+        c = self._core_of(variant, core)
+        if c is not None:
+            c.prefixes = prefixes
+            if c.pk is not None:
+                self._by_pod.setdefault(c.pk, []).append((variant, core))
+        return c
+
+    def _core_of(self, variant: Any, core: tuple[bytes, ...]) -> Core | None:
         try:  # (the parts hold valid names and values without quotes: split like parse_labels)
             tokens = b'",'.join(core).decode().replace('",', '="').split('="')
         except UnicodeDecodeError:
@@ -226,20 +238,24 @@ class LabelSurgery:
             return [self._fresh(variant, text) for text in texts]  # odd ones: one by one
         parts = joined[:-1].split(b'",')
         columns = [parts[i::k] for i in range(k)]
-        if len(parts) != k * n or not _columns_start(columns, sh.prefixes):
+        # The parts a hook reads are checked once per combination (when its core rewrite is
+        # made, and then per batch: the Core's prefixes), the others here.
+        rest = [columns[i] for i in sh.rest]
+        if len(parts) != k * n or not _columns_start(rest, [sh.prefixes[i] for i in sh.rest]):
             return [self._fresh(variant, text) for text in texts]
         # The keys are looked up as zip makes them, not kept: a list of them would be two
         # tuples per text for the garbage collector to count and traverse.
         core = zip(*map(columns.__getitem__, sh.at)) if sh.at else repeat((), n)
-        cores = self._cores
+        cores, cp = self._cores, sh.core_prefixes
         found = list(map(cores.get, zip(repeat(variant), core), repeat(_UNSEEN)))
         for i in compress(count(), map(is_, found, repeat(_UNSEEN))):
             key = (variant, tuple(columns[j][i] for j in sh.at))
             c = cores.get(key, _UNSEEN)
             if c is _UNSEEN:
-                c = cores[key] = self._core_rewrite(variant, key[1])
-                if c is not None and c.pk is not None:
-                    self._by_pod.setdefault(c.pk, []).append(key)
+                if not all(map(bytes.startswith, key[1], cp)):
+                    found[i] = None  # (not this shape's names: the general path decides)
+                    continue
+                c = cores[key] = self._core_rewrite(variant, key[1], cp)
             found[i] = c
         if None in found:  # (no core rewrite: the general path)
             return self._fresh_some(variant, texts, list(map(is_, found, repeat(None))))
@@ -249,7 +265,8 @@ class LabelSurgery:
         masks, odd = {}, set()
         for c in set(found):
             masks[c] = keep = sh.mask(c.cut)
-            if c.missed or not c.reserved.isdisjoint(sh.nameset) or keep is None and c.tail is not None:
+            if (c.missed or not c.reserved.isdisjoint(sh.nameset) or keep is None and c.tail is not None
+                    or c.prefixes is not cp and c.prefixes != cp):
                 odd.add(c)
         empty = [i for i in sh.rest if sh.prefixes[i] in columns[i]]  # (a bare `name="`)
         if odd or empty:

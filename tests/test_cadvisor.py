@@ -344,6 +344,7 @@ _EDGES = [
     'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="r",',  # comma
     'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="a\\q"',  # \\q
     'id="/system.slice/x.service",image="",name="",container="",namespace="",pod="",state="r"',
+    'container="app",idd="/a",image="i",name="n",namespace="default",pod="web-1",state="r"',  # a name
     '',
 ]
 
@@ -373,17 +374,27 @@ def test_label_surgery_in_batches_matches(odd: str, at: int):
 
 
 @pytest.mark.parametrize("at", [0, 3, 6])
-def test_a_batch_never_moves_labels_between_texts(at: int):
-    """A batch splits its texts' parts in one go. A text short of its last labels followed by
-    one that brings them first (and so starts with another name) must not be read as two
-    whole label sets: both come out as the general rewrite makes them."""
+@pytest.mark.parametrize("short, extra", [
+    # Short of its last labels, then one that brings them first (so starts with another name)
+    ('container="x",id="/p/x",image="i",name="nx",namespace="default"',
+     'pod="web-1",state="sx",container="y",id="/p/y",image="i",name="ny",namespace="default",pod="web-1",'
+     'state="s"'),
+    # Short of its last label, then one with a label too many (each starts with the first name)
+    ('container="x",id="/p/x",image="i",name="nx",namespace="default",pod="web-1"',
+     'container="y",id="/p/y",image="i",name="ny",namespace="default",pod="web-1",state="s",zz="1"'),
+])
+@pytest.mark.parametrize("state", [True, False])  # with a label outside the hook's, or none
+def test_a_batch_never_moves_labels_between_texts(at: int, short: str, extra: str, state: bool):
+    """A batch splits its texts' parts in one go. Texts with a label too few and too many
+    must not be read as whole label sets made of each other's labels: both come out as the
+    general rewrite makes them."""
     pods = {"kind": "PodList", "items": [{"metadata": {"name": "web-1", "namespace": "default", "uid": "u1"},
                                           "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
     usual = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="default",pod="web-1",'
              f'state="s{i}"' for i in range(6)]
-    short = 'container="x",id="/p/x",image="i",name="nx",namespace="default"'
-    extra = ('pod="web-1",state="sx",container="y",id="/p/y",image="i",name="ny",namespace="default",'
-             'pod="web-1",state="s"')
+    if not state:  # (every label is one the hook reads)
+        usual = [t.rpartition(",")[0] for t in usual]
+        short, extra = short.rpartition(",")[0], extra.rpartition(",")[0]
     payload = "# TYPE container_a gauge\n" + "".join(
         f"container_a{{{t}}} {k}\n" for k, t in enumerate(usual[:at] + [short, extra] + usual[at:]))
     fast, slow = offline("cadvisor", {}, pods), _general(offline("cadvisor", {}, pods))
@@ -421,6 +432,27 @@ def test_batches_of_label_sets_the_join_or_the_hook_must_look_at(
         a, b = fast.process(payload.encode()), slow.process(payload.encode())
         assert encode_text(a.families) == encode_text(b.families)
         assert (a.series_out, a.label_conflicts) == (b.series_out, b.label_conflicts) == (series, conflicts)
+
+
+def test_a_batch_checks_the_names_of_known_label_combinations():
+    """A batch checks the names of the labels its hook reads once per combination. A text
+    whose such labels are spelt as in another family (`pod_name` where this family has `pod`)
+    must not reuse that family's rewrite: it comes out as the general rewrite makes it."""
+    pods = {"kind": "PodList", "items": [{"metadata": {"name": "web-1", "namespace": "default", "uid": "u1"},
+                                          "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
+    legacy = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="default",pod_name="web-1"'
+              for i in range(5)]
+    modern = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="default",pod="web-1",'
+              f'state="s"' for i in range(5)]
+    odd = legacy[0] + ',state="s"'
+    payload = "".join(f"# TYPE container_{f} gauge\n" + "".join(
+        f"container_{f}{{{t}}} {k}\n" for k, t in enumerate(texts))
+        for f, texts in (("a", legacy), ("b", modern[:2] + [odd] + modern[2:])))
+    fast, slow = offline("cadvisor", {}, pods), _general(offline("cadvisor", {}, pods))
+    for _ in range(2):
+        a, b = fast.process(payload.encode()), slow.process(payload.encode())
+        assert encode_text(a.families) == encode_text(b.families)
+        assert (a.series_out, a.malformed) == (b.series_out, b.malformed)
 
 
 @pytest.mark.parametrize("host_network", [True, False])
@@ -492,7 +524,8 @@ def _line_by_line(monkeypatch) -> None:
     ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL[:2])] + [
         f"container_aa{{{t}}} {k}" for k, t in enumerate(_USUAL[2:])], False),               # two names
     ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL[:2])] + [
-        f"container_a{{{t.replace('web-', 'gone-')}}} {k}" for k, t in enumerate(_USUAL[2:])], False),  # unknown
+        f"container_a{{{t.replace('web-', 'gone-')}}} {k}" for k, t in enumerate(_USUAL[2:])],
+     False),                                                                      # an unknown pod
     ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + [
         'container_a{container="c",id="/p/c",image="i\\q",name="n",namespace="default",pod="web-0"} 1'],
      False),                                                                      # an escape
