@@ -19,6 +19,7 @@ fast lane through _plain_of), its join (_join, _suffix_for), its hook and its on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import compress, count, repeat
 from operator import add, and_, attrgetter, eq, getitem, is_, itemgetter, ne, not_, or_
 from typing import Any, Callable, Sequence
@@ -104,6 +105,19 @@ def _columns_start(columns: list[list[bytes]], prefixes: tuple[bytes, ...]) -> b
         if not joined.startswith(prefix) or joined.count(b"\n" + prefix) != len(column) - 1:
             return False
     return True
+
+
+# Core rewrites of one node share a few cut sets and additions (`cgroup_kind="container"`...):
+# made once, they are also one object each for the garbage collector and the mask caches.
+@lru_cache(maxsize=4096)
+def _names(names: tuple[str, ...]) -> frozenset[bytes]:
+    return frozenset(map(str.encode, names))
+
+
+@lru_cache(maxsize=4096)
+def _additions(added: tuple[tuple[str, str], ...], taken: frozenset[bytes]) -> tuple[bytes, frozenset[bytes]]:
+    """The label bytes of a hook's additions, and the names upstream must not bring then."""
+    return format_labels(rename_pairs(added)), taken | frozenset(n.encode() for n, _ in added)
 
 
 def rename_pairs(pairs: Sequence[tuple[str, str]]) -> Pairs:
@@ -207,14 +221,13 @@ class LabelSurgery:
                 if p[1]:
                     continue
             cut.append(p[0])
-        added, tail, reserved = new[k:], b"", taken
+        added, tail, reserved = tuple(new[k:]), b"", taken
         if added:
             names = {n for n, _ in pairs}
             if any(n in names or n in joined for n, _ in added):
                 return None  # a kept label out of order, or an addition the join overrides
-            tail = format_labels(rename_pairs(added))
-            reserved = taken | frozenset(n.encode() for n, _ in added)
-        return Core(frozenset(map(str.encode, cut)), empties,
+            tail, reserved = _additions(added, taken)
+        return Core(_names(tuple(cut)), empties,
                     tail + b"," + suffix if tail and suffix else tail or suffix, reserved, pk, missed, keys)
 
     def _fresh_batch(self, variant: Any, texts: list[bytes]) -> list[bytes | None]:
