@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import compress, count, repeat
-from operator import add, and_, attrgetter, eq, getitem, is_, itemgetter, ne, not_, or_
+from operator import add, and_, attrgetter, call, eq, getitem, is_, itemgetter, ne, not_, or_
 from typing import Any, Callable, Sequence
 
 from exporter.expfmt import LABEL_NAME_BYTES, format_labels
@@ -70,6 +70,7 @@ class Shape:
     rest: list[int]
     # Per set of names a core rewrite cuts: which parts stay (None: none, the general path)
     masks: dict[frozenset[bytes], tuple[bool, ...] | None] = field(default_factory=dict)
+    picks: dict[frozenset[bytes], Callable[[Sequence[bytes]], tuple[bytes, ...]]] = field(default_factory=dict)
     nameset: frozenset[bytes] = field(init=False)
     core_prefixes: tuple[bytes, ...] = field(init=False)  # the `name="` of the parts a hook reads
 
@@ -83,6 +84,14 @@ class Shape:
             keep = tuple(n not in cut for n in self.names)
             keep = self.masks[cut] = keep if any(keep) else None
         return keep
+
+    def pick(self, cut: frozenset[bytes]) -> Callable[[Sequence[bytes]], tuple[bytes, ...]]:
+        """The parts that stay when `cut` is cut, as a getter of a tuple (mask(cut) not None)."""
+        get = self.picks.get(cut)
+        if get is None:
+            at = list(compress(count(), self.mask(cut)))  # type: ignore[arg-type]
+            get = self.picks[cut] = itemgetter(*at) if len(at) > 1 else lambda parts: (parts[at[0]],)
+        return get
 
 
 def _shape(parts: list[bytes], core: frozenset[bytes]) -> Shape | None:
@@ -163,7 +172,7 @@ class LabelSurgery:
         key = (variant, sh.core(parts))
         c = self._cores.get(key, _UNSEEN)
         if c is _UNSEEN:
-            c = self._cores[key] = self._core_rewrite(variant, key[1], sh.core_prefixes)
+            c = self._core_rewrite(key, sh.core_prefixes)
         if c is None or not c.reserved.isdisjoint(sh.names):
             return None
         if c.tail is None:
@@ -186,16 +195,16 @@ class LabelSurgery:
             self._shapes[key] = sh
         return sh
 
-    def _core_rewrite(self, variant: Any, core: tuple[bytes, ...],
-                      prefixes: tuple[bytes, ...]) -> Core | None:
-        """Join and hook for one combination of the labels the hook reads (its parts, checked
-        to start with `prefixes`), remembered for eviction with its pod. None when the
+    def _core_rewrite(self, key: tuple[Any, tuple[bytes, ...]], prefixes: tuple[bytes, ...]) -> Core | None:
+        """Join and hook for one combination of the labels the hook reads (key: the variant and
+        those parts, checked to start with `prefixes`), remembered under `key` and tied to its
+        pod for eviction (by the same tuple: one object per combination). None when the
         hook's result is not a plain removal plus additions (the general path then)."""
-        c = self._core_of(variant, core)
+        c = self._cores[key] = self._core_of(*key)
         if c is not None:
             c.prefixes = prefixes
             if c.pk is not None:
-                self._by_pod.setdefault(c.pk, []).append((variant, core))
+                self._by_pod.setdefault(c.pk, []).append(key)
         return c
 
     def _core_of(self, variant: Any, core: tuple[bytes, ...]) -> Core | None:
@@ -249,27 +258,26 @@ class LabelSurgery:
                 or set(map(getitem, texts, repeat(slice(0, len(first))))) != {first}
                 or joined.count(b'"') != 2 * k * n):  # (no quote inside a value)
             return [self._fresh(variant, text) for text in texts]  # odd ones: one by one
-        parts = joined[:-1].split(b'",')
+        parts = joined.split(b'",')
+        parts[-1] = parts[-1][:-1]  # (its closing quote: cheaper than a copy of `joined` without it)
         columns = [parts[i::k] for i in range(k)]
         # The parts a hook reads are checked once per combination (when its core rewrite is
         # made, and then per batch: the Core's prefixes), the others here.
         rest = [columns[i] for i in sh.rest]
         if len(parts) != k * n or not _columns_start(rest, [sh.prefixes[i] for i in sh.rest]):
             return [self._fresh(variant, text) for text in texts]
-        # The keys are looked up as zip makes them, not kept: a list of them would be two
-        # tuples per text for the garbage collector to count and traverse.
-        core = zip(*map(columns.__getitem__, sh.at)) if sh.at else repeat((), n)
+        # The keys are looked up as zip makes them, not kept: a list of them would be a tuple
+        # per text for the garbage collector to count and traverse.
+        def core() -> Any:
+            return zip(*map(columns.__getitem__, sh.at)) if sh.at else repeat((), n)
         cores, cp = self._cores, sh.core_prefixes
-        found = list(map(cores.get, zip(repeat(variant), core), repeat(_UNSEEN)))
-        for i in compress(count(), map(is_, found, repeat(_UNSEEN))):
-            key = (variant, tuple(columns[j][i] for j in sh.at))
-            c = cores.get(key, _UNSEEN)
-            if c is _UNSEEN:
-                if not all(map(bytes.startswith, key[1], cp)):
-                    found[i] = None  # (not this shape's names: the general path decides)
-                    continue
-                c = cores[key] = self._core_rewrite(variant, key[1], cp)
-            found[i] = c
+        found = list(map(cores.get, zip(repeat(variant), core()), repeat(_UNSEEN)))
+        unseen = list(map(is_, found, repeat(_UNSEEN)))
+        if True in unseen:  # new combinations: each rewritten once (None: not this shape's names)
+            made = {key: self._core_rewrite((variant, key), cp) if all(map(bytes.startswith, key, cp)) else None
+                    for key in dict.fromkeys(compress(core(), unseen))}
+            for i, c in zip(compress(count(), unseen), map(made.__getitem__, compress(core(), unseen))):
+                found[i] = c
         if None in found:  # (no core rewrite: the general path)
             return self._fresh_some(variant, texts, list(map(is_, found, repeat(None))))
         # One the general path must rewrite (an unknown pod, a clash with the join's names,
@@ -288,8 +296,9 @@ class LabelSurgery:
                 bad = list(map(or_, bad, map(eq, columns[i], repeat(sh.prefixes[i]))))
             return self._fresh_some(variant, texts, bad)
         closes = list(map(_CLOSE, found))
-        kept = map(b'",'.join, map(compress, zip(*columns), map(masks.__getitem__, found)))
-        lbs = list(map(add, map(add, repeat(b"{"), kept), closes))
+        picks = {c: sh.pick(c.cut) for c in masks}
+        kept = map(b'",'.join, map(call, map(picks.__getitem__, found), zip(*columns)))
+        lbs = list(map(b"".join, zip(repeat(b"{"), kept, closes)))
         for i in compress(count(), map(not_, closes)):
             lbs[i] = b""  # dropped
         if self._collide:

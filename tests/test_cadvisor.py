@@ -13,7 +13,7 @@ from collections import defaultdict
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.cadvisor import CadvisorHook, classify
+from collectors.cadvisor import CadvisorHook, _label_dict, _stale, classify, start_times
 from exporter.expfmt import encode_text
 from exporter.pods import parse_podlist
 from tests.conftest import FIXTURES, offline
@@ -246,6 +246,33 @@ def test_a_restart_is_noticed_after_replays(newer_copy):
         assert encode_text(got.families) == encode_text(offline("cadvisor", pods=pods).process(after).families)
     back = collector.process(before)  # the old copy gone again: a scan, as fresh
     assert encode_text(back.families) == encode_text(offline("cadvisor", pods=pods).process(before).families)
+
+
+_S = b'container_start_time_seconds{container="a",id="/x",namespace="n",pod="p"} '
+
+
+@pytest.mark.parametrize("payload, block", [
+    (b"", b""),
+    (b"# TYPE x gauge\nx 1", b""),
+    (_S + b"1", _S + b"1"),  # the first line, no header
+    (b"a 1\n" + _S + b"1\n" + _S + b"2", _S + b"1\n" + _S + b"2"),  # no header, after another family
+    (b"# HELP container_start_time_seconds Start time\n# TYPE container_start_time_seconds gauge\n"
+     + _S + b"1\n" + _S + b"2\n# TYPE y gauge\ny 1", _S + b"1\n" + _S + b"2"),
+    (b"# TYPE c gauge\n" + _S + b"1\n\n# EOF\n", _S + b"1\n"),  # (blank lines are skipped later)
+    (b"# TYPE other gauge\nxcontainer_start_time_seconds{a=\"1\"} 1", b""),  # another name's suffix
+])
+def test_start_times_finds_the_family_block(payload, block):
+    assert start_times(payload) == block
+
+
+def test_stale_reads_label_sets_as_the_parser_does():
+    """_label_dict's split agrees with parse_labels, and what it cannot read is skipped."""
+    assert _label_dict(b'a="1",b="x=y,z"') == {"a": "1", "b": "x=y,z"}
+    assert _label_dict(b'a="1",b="say \\"hi\\""') == {"a": "1", "b": 'say "hi"'}  # (the parser's path)
+    assert _label_dict(b'a="1",a="2"') is None and _label_dict(b'a="1",b') is None
+    line = b'container_start_time_seconds{container="c",id="/%s",name="n",namespace="ns",pod="p"} %d'
+    block = b"\n".join([line % (b"old", 1), line % (b"new", 2), b'container_start_time_seconds{id="/bad} 3'])
+    assert _stale(block) == {"/old"}
 
 
 def test_system_cgroups_keep_distinct_ids():
