@@ -181,6 +181,7 @@ class Transformer(LabelSurgery):
         self._shape: Shape | None = None             # the last label set's shape
         self._shapes: dict[tuple[bytes, ...], Shape] = {}  # every shape seen, by `name="` prefixes
         self._by_pod: dict[PodKey, list[Any]] = {}    # pod -> label keys to evict with it
+        self._pks: dict[PodKey, PodKey] = {}          # pod -> the one key tuple that names it
         self._texts: dict[bytes, bytes] = {}          # output label bytes -> first label text
         self._colliding: set[bytes] = set()           # ...reached from two label texts
         self._dupes: set[str] = set()                 # families that may hold duplicates
@@ -205,8 +206,13 @@ class Transformer(LabelSurgery):
         gone: set[bytes] = set()  # label bytes of the changed pods' series (b"": dropped)
         for pk in changed:
             for key in self._by_pod.pop(pk, ()):
+                if type(key) is bytes:  # a label text a batch rewrote (see _fresh_batch)
+                    self._evict_text(key, gone)
+                    continue
                 if len(key) == 2:  # (variant, core label parts)
-                    self._evict_core(key, gone)
+                    c = self._cores.pop(key, None)
+                    if c is not None and c.tail is None:
+                        gone.add(b"")  # its series were dropped
                     continue
                 entry = self._labels.pop(key, None)
                 lb = self._plain.get(key[0], {}).pop(key[2], None) or (entry[0] if entry else None)
@@ -214,6 +220,7 @@ class Transformer(LabelSurgery):
                 if lb and self._texts.get(lb) == key[2]:
                     del self._texts[lb]
             self._suffix.pop(pk, None)
+            self._pks.pop(pk, None)
         self._gen = self.index.generation
         if not changed:
             return
@@ -225,20 +232,15 @@ class Transformer(LabelSurgery):
         for k in compress(count(), map(gone.__contains__, self._lbs)):
             names[k] = b""
 
-    def _evict_core(self, key: tuple, gone: set[bytes]) -> None:
-        """Forget a core rewrite and the label texts a batch rewrote with it (their label
-        bytes go into `gone`)."""
-        c = self._cores.pop(key, None)
-        if c is None:
-            return
-        if c.tail is None:
-            gone.add(b"")  # its series were dropped
-        lane = self._plain.get(key[0], {})
-        for text in c.texts:
+    def _evict_text(self, text: bytes, gone: set[bytes]) -> None:
+        """Forget a label text's rewrite in every lane (its label bytes go into `gone`). A text
+        names its pod, so in any lane it is that pod's."""
+        for lane in self._plain.values():
             lb = lane.pop(text, None)
-            gone.add(lb or b"")
-            if lb and self._texts.get(lb) == text:
-                del self._texts[lb]
+            if lb is not None:
+                gone.add(lb)
+                if lb and self._texts.get(lb) == text:
+                    del self._texts[lb]
 
     def transform(self, payload: bytes, openmetrics: bool = False) -> Result:
         """Parse and rewrite one payload."""
@@ -770,7 +772,7 @@ class Transformer(LabelSurgery):
             ns = labels.get("namespace")
             pod_name = labels.get("pod") or labels.get("pod_name")
             if ns and pod_name:
-                pk = (ns, pod_name)
+                pk = self._pks.setdefault((ns, pod_name), (ns, pod_name))  # (one tuple per pod, kept)
                 pod = self.index.get(ns, pod_name)
                 if pod is None:
                     missed = True

@@ -7,9 +7,10 @@ each label text is rewritten by cutting parts and appending the core's tail:
 
 - a Core is one core's rewrite: the label names it cuts, what goes after the kept labels
   (the hook's additions and the pod's join labels), the names upstream must not bring;
-- a Shape is one sequence of label names (a family's), checked once per run of label texts;
-- a lane is how a Shape's texts are rewritten with one Core, applied to many texts at once
-  when a scan segment's new texts share a shape (LabelSurgery._fresh_batch).
+- a Shape is one sequence of label names (a family's), checked once per run of label texts,
+  with which of its parts stay for each set of names a Core cuts;
+- the new texts of a scan segment that share a Shape are rewritten together, as whole-list
+  operations (LabelSurgery._fresh_batch).
 
 LabelSurgery is part of pipeline.Transformer (a base class, to keep that module readable): it
 uses the transformer's caches (_cores, _shapes, _shape, _by_pod, _texts, _colliding, the
@@ -31,6 +32,7 @@ Pairs = list[tuple[str, str]]
 _Entry = tuple  # (label bytes | None, pod key | None, missed, new name | None, conflicts, pod's key list)
 _UNSEEN: Any = object()
 _CLOSE = attrgetter("close")
+_NO_NAMES: frozenset[bytes] = frozenset()
 
 
 @dataclass(eq=False, slots=True)
@@ -38,17 +40,18 @@ class Core:
     """One rewrite of the labels a hook reads (see SeriesHook): the label names it cuts out
     (removed by the hook, or empty), how many of its labels are empty, what goes after the
     kept labels (its additions and the pod's join labels; None: the series is dropped), the
-    label names that must not come from upstream, the pod it joined, and the label texts a
-    batch rewrote with it (evicted with the pod; see LabelSurgery._fresh_batch)."""
+    label names that must not come from upstream (the join's, shared by a pod's rewrites, and
+    its additions', shared by rewrites that add the same), the pod it joined and that pod's
+    list of what to evict with it (keys)."""
 
     cut: frozenset[bytes]
     empties: int
     tail: bytes | None
     reserved: frozenset[bytes]
+    added: frozenset[bytes]
     pk: PodKey | None
     missed: bool
     keys: list[Any] | None
-    texts: list[bytes] = field(default_factory=list)
     # The `name="` each of its parts was checked to start with (see LabelSurgery._fresh_batch)
     prefixes: tuple[bytes, ...] = ()
     # For a batch: what closes the label bytes after the kept labels (b"": dropped)
@@ -56,6 +59,10 @@ class Core:
 
     def __post_init__(self) -> None:
         self.close = b"" if self.tail is None else b'"' + (b"," + self.tail if self.tail else b"") + b"} "
+
+    def clashes(self, names: frozenset[bytes] | tuple[bytes, ...]) -> bool:
+        """Whether upstream label names include one the rewrite must not take from upstream."""
+        return not (self.reserved.isdisjoint(names) and self.added.isdisjoint(names))
 
 
 @dataclass(eq=False)
@@ -124,9 +131,9 @@ def _names(names: tuple[str, ...]) -> frozenset[bytes]:
 
 
 @lru_cache(maxsize=4096)
-def _additions(added: tuple[tuple[str, str], ...], taken: frozenset[bytes]) -> tuple[bytes, frozenset[bytes]]:
+def _additions(added: tuple[tuple[str, str], ...]) -> tuple[bytes, frozenset[bytes]]:
     """The label bytes of a hook's additions, and the names upstream must not bring then."""
-    return format_labels(rename_pairs(added)), taken | frozenset(n.encode() for n, _ in added)
+    return format_labels(rename_pairs(added)), frozenset(n.encode() for n, _ in added)
 
 
 def rename_pairs(pairs: Sequence[tuple[str, str]]) -> Pairs:
@@ -173,7 +180,7 @@ class LabelSurgery:
         c = self._cores.get(key, _UNSEEN)
         if c is _UNSEEN:
             c = self._core_rewrite(key, sh.core_prefixes)
-        if c is None or not c.reserved.isdisjoint(sh.names):
+        if c is None or c.clashes(sh.names):
             return None
         if c.tail is None:
             return (None, c.pk, c.missed, None, 0, c.keys)
@@ -217,7 +224,7 @@ class LabelSurgery:
         suffix, joined, taken = self._suffix_for(pk, pod)
         new = self.hook.rewrite(variant, pairs, pod)
         if new is None:
-            return Core(frozenset(), 0, None, frozenset(), pk, missed, keys)
+            return Core(_NO_NAMES, 0, None, _NO_NAMES, _NO_NAMES, pk, missed, keys)
         # The hook kept a subsequence of the pairs, then added labels: what it did not keep,
         # and the empty ones (absent labels to Prometheus), are cut.
         cut: list[str] = []
@@ -230,21 +237,21 @@ class LabelSurgery:
                 if p[1]:
                     continue
             cut.append(p[0])
-        added, tail, reserved = tuple(new[k:]), b"", taken
+        added, tail, own = tuple(new[k:]), b"", _NO_NAMES
         if added:
             names = {n for n, _ in pairs}
             if any(n in names or n in joined for n, _ in added):
                 return None  # a kept label out of order, or an addition the join overrides
-            tail, reserved = _additions(added, taken)
+            tail, own = _additions(added)
         return Core(_names(tuple(cut)), empties,
-                    tail + b"," + suffix if tail and suffix else tail or suffix, reserved, pk, missed, keys)
+                    tail + b"," + suffix if tail and suffix else tail or suffix, taken, own, pk, missed, keys)
 
     def _fresh_batch(self, variant: Any, texts: list[bytes]) -> list[bytes | None]:
         """_fresh for the new label texts of one scan segment. They are mostly of one shape
         (one family's label names): then the surgery runs as whole-list operations, and only
         each new combination of the labels the hook reads costs Python code (_core_rewrite).
-        Results are remembered in the scan's fast lane; each text is tied to its core rewrite
-        for eviction with the pod."""
+        Results are remembered in the scan's fast lane; each text of a pod's series goes on
+        that pod's eviction list."""
         if len(texts) < 4 or not self._surgical(variant, texts[0]) or not all(texts):
             return [self._fresh(variant, text) for text in texts]
         sh: Any = self._shape  # the first text's: all must have it, as _surgical checks one
@@ -286,7 +293,7 @@ class LabelSurgery:
         masks, odd = {}, set()
         for c in set(found):
             masks[c] = keep = sh.mask(c.cut)
-            if (c.missed or not c.reserved.isdisjoint(sh.nameset) or keep is None and c.tail is not None
+            if (c.missed or c.clashes(sh.nameset) or keep is None and c.tail is not None
                     or c.prefixes is not cp and c.prefixes != cp):
                 odd.add(c)
         empty = [i for i in sh.rest if sh.prefixes[i] in columns[i]]  # (a bare `name="`)
@@ -306,7 +313,8 @@ class LabelSurgery:
             self._colliding.update(compress(out, map(ne, map(self._texts.setdefault, out, ins), ins)))
         self._plain_of(variant).update(zip(texts, lbs))
         for c, text in zip(found, texts):
-            c.texts.append(text)
+            if c.keys is not None:  # (a pod's: evicted with it)
+                c.keys.append(text)
         return lbs  # type: ignore[return-value]
 
     def _fresh_some(self, variant: Any, texts: list[bytes], odd: list[bool]) -> list[bytes | None]:
