@@ -358,7 +358,7 @@ class Transformer(LabelSurgery):
         else line by line, and becomes the one later blocks try. _repeat and _whole run
         whole-list operations: no Python code per line."""
         hlens, names, labels, _ = pos
-        seen: dict[tuple[Any, int], tuple[list[bytes], list[Any], int]] = {}
+        seen: dict[tuple[Any, int], tuple[list[bytes], list[Any]]] = {}
         at = 0
         for stop in [*_comment_lines(lines), len(lines)]:
             end = stop
@@ -380,7 +380,7 @@ class Transformer(LabelSurgery):
             nm = names[first] if n >= 2 and at < end and stop < len(lines) else None
             if nm and st.colds - colds == stop + 1 - end and names[first:first + n].count(nm) == n:
                 tails = list(map(getitem, lines[at:end], map(slice, repeat(len(nm)), hlens[first:first + n])))
-                seen[key] = (tails, labels[first:first + n], sum(hlens[first:first + n]) - n * len(nm))
+                seen[key] = (tails, labels[first:first + n])
             at = stop + 1
 
     @staticmethod
@@ -396,32 +396,30 @@ class Transformer(LabelSurgery):
         return nm if ok else b""
 
     def _repeat(self, st: _Scan, lines: list[bytes], a: int, b: int,
-                like: tuple[list[bytes], list[Any], int], pos: _Pos) -> bool:
+                like: tuple[list[bytes], list[Any]], pos: _Pos) -> bool:
         """Emit lines[a:b] if they are an earlier block's series under this block's name: the
         same label texts in the same order (`like`: that block's heads without the name, its
-        label bytes, the heads' total length without the names). One removeprefix per line
-        checks it, as the replay does: only if every line starts with its head do the rests
-        add up to the lines minus the heads."""
+        label bytes). One removeprefix per line checks it: a line that does not start with
+        its head comes back as the same object, so one identity check per line finds it
+        without reading the lines again."""
         todo = lines[a:b]
-        tails, lbs, tail_bytes = like
+        tails, lbs = like
         nm = self._own(st, todo[0])
         if not nm or self._by_name:  # (_own found a family; the check is for types)
             return False
         heads = list(map(add, repeat(nm), tails))
         rests = list(map(bytes.removeprefix, todo, heads))
-        joined = b"\n".join(rests)
-        if (len(joined) + 1 - len(rests) != sum(map(len, todo)) - len(nm) * len(todo) - tail_bytes
-                or b"} " in joined):  # (the head ends at the line's last "} ")
+        if any(map(is_, rests, todo)) or b"} " in b"\n".join(rests):  # (a head ends at the last "} ")
             return False
         self._put_block(st, nm, todo, heads, list(map(len, heads)), rests, lbs, pos)
         return True
 
     def _whole(self, st: _Scan, lines: list[bytes], a: int, b: int,
-               pos: _Pos) -> tuple[list[bytes], list[Any], int] | None:
+               pos: _Pos) -> tuple[list[bytes], list[Any]] | None:
         """Emit lines[a:b] as one block if they are series of one name, each with a label set
         of which the rewrite is known or can be made by surgery (new label texts go to
         _fresh_batch together). Returns what _repeat needs of it (the heads without the name,
-        the label bytes, the heads' total length without the names), or None when the block
+        the label bytes), or None when the block
         must go line by line (another name, a line without labels, an unknown pod, anything
         the general path must look at)."""
         todo = lines[a:b]
@@ -448,7 +446,7 @@ class Transformer(LabelSurgery):
         heads = list(map(getitem, todo, map(slice, repeat(None), ends)))
         rests = list(map(getitem, todo, map(slice, ends, repeat(None))))
         self._put_block(st, nm, todo, heads, ends, rests, lbs, pos)
-        return list(map(getitem, heads, repeat(slice(len(nm), None)))), lbs, sum(ends) - len(nm) * len(ends)
+        return list(map(getitem, heads, repeat(slice(len(nm), None)))), lbs
 
     def _put_block(self, st: _Scan, nm: bytes, todo: list[bytes], heads: list[bytes], hlens: list[int],
                    rests: list[bytes], lbs: list[Any], pos: _Pos) -> None:
