@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 DEFAULT_ALLOWLIST = (
@@ -54,6 +55,7 @@ class PodMeta:
         return (self.namespace, self.name)
 
 
+@lru_cache(maxsize=4096)  # a node's pods share a few label keys; two regex passes each
 def label_name(key: str) -> str:
     """Kubernetes label key -> Prometheus label name, as kube-state-metrics does it: invalid
     characters become `_`, then camelCase becomes snake_case (`appVersion` -> `app_version`)."""
