@@ -809,7 +809,7 @@ class Transformer(LabelSurgery):
         key = pk if pod is not None else None
         got = self._suffix.get(key)
         if got is None:
-            joined = dict(self.index.join_labels(pod)) if pod is not None and self.index else {}
+            joined = dict(self.index.join_pairs(pod)) if pod is not None and self.index else {}
             if self.opt.node and "node" not in joined:
                 joined["node"] = self.opt.node
             if self.opt.cluster:

@@ -45,14 +45,20 @@ class PodIndex:
         return [self._pods[k] for k in sorted(self._pods)]
 
     def join_labels(self, meta: PodMeta) -> tuple[tuple[str, str], ...]:
-        """What a series of this pod gains (cluster is added by the caller)."""
+        """What a series of this pod gains (cluster is added by the caller), remembered."""
         pairs = self._join.get(meta.key)
         if pairs is None:
-            pairs = tuple(pod_labels(meta.labels, self.policy)) + (
-                ("workload", meta.workload), ("workload_kind", meta.workload_kind))
-            if meta.node:
-                pairs += (("node", meta.node),)
-            self._join[meta.key] = pairs
+            pairs = self._join[meta.key] = tuple(self.join_pairs(meta))
+        return pairs
+
+    def join_pairs(self, meta: PodMeta) -> list[tuple[str, str]]:
+        """join_labels, made afresh: for a caller that keeps its own form of them (the
+        transformer formats them once per pod), so that they are not kept twice (a tuple per
+        label for the garbage collector to count, on every pod of a node)."""
+        pairs = pod_labels(meta.labels, self.policy)
+        pairs += (("workload", meta.workload), ("workload_kind", meta.workload_kind))
+        if meta.node:
+            pairs.append(("node", meta.node))
         return pairs
 
     def replace(self, pods: Mapping[tuple[str, str], PodMeta]) -> int:
