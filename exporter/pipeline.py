@@ -101,7 +101,8 @@ class Options:
 # length, None, None). A name of b"" marks a position the next scan must look at again:
 # _AGAIN, or a series of a pod the index lacks (which a replay still replays). A fourth list
 # holds the heads themselves where the scan has them as objects (a predicted line's old head,
-# a repeated block's), None where they are sliced from the lines after the scan, in one go:
+# a repeated block's), None where they are sliced from the lines after the scan, in one go
+# (_Scan.missing lists those positions):
 # laid out one after the other in memory, heads are faster to compare on every later scrape
 # than heads allocated amid other objects.
 _Ent = tuple
@@ -146,6 +147,7 @@ class _Scan:
     variant: Any = None
     owned: dict[bytes, bool] = field(default_factory=dict)
     irregular: bool = False  # something the fast path cannot replay (misses, odd lines, ...)
+    missing: list[int] = field(default_factory=list)  # positions whose head is sliced at the end
     colds: int = 0  # lines that went through Transformer._cold
 
 
@@ -343,7 +345,7 @@ class Transformer(LabelSurgery):
             self._settle(st, lines, pos, new)
         hlens, self._names, self._lbs, heads = pos
         self._head_bytes = sum(hlens)
-        missing = list(compress(count(), map(is_, heads, repeat(None))))
+        missing = st.missing  # (recorded as they come: a pass over the heads would touch each)
         for i, head in zip(missing, list(map(getitem, map(lines.__getitem__, missing),
                                              map(slice, repeat(None), map(hlens.__getitem__, missing))))):
             heads[i] = head
@@ -482,6 +484,7 @@ class Transformer(LabelSurgery):
         batch = batch and self._core is not None and not self._by_name
         hlens, names, labels, kept = pos
         hput, nput, lput, keep_head = hlens.append, names.append, labels.append, kept.append
+        miss = st.missing.append
         owned = st.owned
         plain: Any = self._plain_of(st.variant).get
         for line, head, nm, lb in zip(todo, heads, prev_n, prev_l):
@@ -518,6 +521,7 @@ class Transformer(LabelSurgery):
                             self._dupes.add(st.fam.name)  # type: ignore[union-attr]
                     else:
                         st.res.dropped += 1
+                    miss(len(hlens))
                     hput(j + 2)
                     nput(nm)
                     lput(lb)
@@ -527,6 +531,7 @@ class Transformer(LabelSurgery):
                 self._settle(st, lines, pos, new)
             k, _, v = line.rpartition(b"} ")
             n, nm, lb = self._cold(line, k, v, st)
+            miss(len(hlens))
             hput(n)
             nput(nm)
             lput(lb)
@@ -556,6 +561,8 @@ class Transformer(LabelSurgery):
             todo = lines[new.line:len(pos[0])]
             for kept in pos:
                 del kept[new.line:]
+            while st.missing and st.missing[-1] >= new.line:
+                st.missing.pop()
             self._walk(st, lines, todo, repeat(b"\n"), repeat(None), repeat(None), pos, new, batch=False)
         else:
             out, labels = st.out, pos[2]
