@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import compress, count, repeat
 from operator import add, eq, getitem, is_, itemgetter, not_
@@ -141,7 +142,11 @@ class _Scan:
     fams: dict[str, Family]
     res: Result
     out: list[bytes] = field(default_factory=list)
-    srcs: list[bytes] = field(default_factory=list)   # the input line of each (to name a bad one)
+    # The input line of each (to name a bad one); None for a block's, whose lines are found
+    # through `blocks`: (first series, first position, which of its lines went out | None: all).
+    # Holding every line would cost a pass over them all when the scan's state goes.
+    srcs: list[bytes | None] = field(default_factory=list)
+    blocks: list[tuple[int, int, list[bool] | None]] = field(default_factory=list)
     spans: list[tuple[Family | None, int]] = field(default_factory=list)
     fam: Family | None = None
     variant: Any = None
@@ -350,7 +355,7 @@ class Transformer(LabelSurgery):
                                              map(slice, repeat(None), map(hlens.__getitem__, missing))))):
             heads[i] = head
         self._heads = heads
-        return self._place(st)
+        return self._place(st, lines)
 
     def _blocks(self, st: _Scan, lines: list[bytes], pos: _Pos, new: _New) -> None:
         """A scan without positions to go by (cold), family block by family block. Upstreams
@@ -455,6 +460,7 @@ class Transformer(LabelSurgery):
         """Emit a block of series of one name: its lines, their heads (name and label text)
         and head lengths, what follows the heads, and the output label bytes (b"": dropped)."""
         lengths, names, labels, kept = pos
+        block, sel = (len(st.srcs), len(lengths)), None
         kept += heads
         lengths += hlens
         names += repeat(nm, len(todo))
@@ -462,15 +468,15 @@ class Transformer(LabelSurgery):
         vals: Any = rests
         if not self.opt.keep_timestamps:
             vals = map(_FIRST, map(bytes.partition, rests, repeat(b" ")))
-        src: Any = todo
         if b"" in lbs:  # dropped series
             sel = list(map(bool, lbs))
             st.res.dropped += len(lbs) - sum(sel)
-            lbs, vals, src = list(compress(lbs, sel)), compress(vals, sel), compress(src, sel)
+            lbs, vals = list(compress(lbs, sel)), compress(vals, sel)
         chunk = [b"\n"] * (4 * len(lbs))
         chunk[0::4], chunk[1::4], chunk[2::4] = repeat(nm, len(lbs)), lbs, list(vals)
         st.out += chunk
-        st.srcs += src
+        st.blocks.append((*block, sel))
+        st.srcs += repeat(None, len(lbs))
         if self._colliding and not self._colliding.isdisjoint(lbs):
             self._dupes.add(st.fam.name)  # type: ignore[union-attr]
 
@@ -576,13 +582,13 @@ class Transformer(LabelSurgery):
             if self._colliding and not self._colliding.isdisjoint(lbs):
                 self._dupes.add(st.fam.name)  # type: ignore[union-attr]
 
-    def _place(self, st: _Scan) -> int:
+    def _place(self, st: _Scan, lines: list[bytes]) -> int:
         """Put the emitted lines into their families (whole blocks at once when all values are
         good) and keep the plan for the next payload if the scan was clean. Returns how many
         series the families hold (counted, not by scanning the blocks for newlines)."""
         out = st.out
         vals = out[2::4]
-        bad = set() if not vals or _valid(vals, self.opt.keep_timestamps) else self._find_bad(st, vals)
+        bad = set() if not vals or _valid(vals, self.opt.keep_timestamps) else self._find_bad(st, vals, lines)
         st.spans.append((None, len(vals)))
         placed: dict[str, int] = {}  # per family: span lines placed so far (they go first)
         ranges = []
@@ -605,12 +611,17 @@ class Transformer(LabelSurgery):
                                         st.res)
         return len(vals) - len(bad) + direct
 
-    def _find_bad(self, st: _Scan, vals: list[bytes]) -> set[int]:
+    def _find_bad(self, st: _Scan, vals: list[bytes], lines: list[bytes]) -> set[int]:
         """The batch check failed: find the bad values one by one and name their lines."""
         bad = set()
+        starts = [b[0] for b in st.blocks]
         for i, (val, line) in enumerate(zip(vals, st.srcs)):
             if not _valid([val], self.opt.keep_timestamps):
                 bad.add(i)
+                if line is None:  # a block's: its position among the block's emitted lines
+                    first, at, sel = st.blocks[bisect_right(starts, i) - 1]
+                    k = i - first
+                    line = lines[at + (k if sel is None else list(compress(count(), sel))[k])]
                 self._bad(st.res, line, f"bad value {val[:40]!r}")
         return bad
 

@@ -642,6 +642,27 @@ def test_a_block_repeating_another_matches_line_by_line(second: list[str], host_
     assert repeats and repeats[0] is (second in same)  # tried; taken only when it is one
 
 
+@pytest.mark.parametrize("bad", [(0, 1), (0, 4), (1, 2), (1, 4), (2, 0), (2, 4), (2, 3)])
+def test_a_bad_value_in_a_block_names_its_own_line(bad: tuple[int, int], monkeypatch):
+    """Blocks taken whole or as repeats do not keep their lines: a bad value found at the end
+    must still name its input line, also after dropped series (a hostNetwork pod's network)."""
+    pods = {"kind": "PodList", "items": [
+        {"metadata": {"name": f"web-{i}", "namespace": "default", "uid": f"u{i}"},
+         "spec": {"nodeName": "n1", "hostNetwork": i == 1}, "status": {"phase": "Running"}} for i in range(2)]}
+    families = ["memory_usage_bytes", "network_receive_bytes_total", "network_transmit_bytes_total"]
+    lines = {f: [f"container_{f}{{{t}}} {k}" for k, t in enumerate(_USUAL)] for f in families}
+    fam, row = bad
+    lines[families[fam]][row] = lines[families[fam]][row].rsplit(" ", 1)[0] + " 12x"
+    payload = "".join(f"# TYPE container_{f} gauge\n" + "\n".join(lines[f]) + "\n" for f in families).encode()
+    fast = offline("cadvisor", {}, pods).process(payload)
+    _line_by_line(monkeypatch)
+    slow = offline("cadvisor", {}, pods).process(payload)
+    dropped = fam > 0 and row % 2  # (a series of web-1 in a network family)
+    want = [] if dropped else [(lines[families[fam]][row].encode(), "bad value b'12x'")]
+    assert fast.errors == slow.errors == want
+    assert encode_text(fast.families) == encode_text(slow.families) and fast.malformed == slow.malformed
+
+
 @pytest.mark.parametrize("odd", [
     'container="c9",id="/p/c9",image="i",name="n9",namespace="default",pod="gone-1"',  # unknown pod
     'container="c9",id="/p/c9",image="i",name="n9",namespace="default",pod="web-0",workload="x"',  # clash
