@@ -861,10 +861,45 @@ class Transformer(LabelSurgery):
 _DIGITS_TO_0 = bytes.maketrans(b"123456789", b"000000000")
 
 
+_RUN = 64  # lines: a run of one name at least this long is measured, not read line by line
+
+
 def _comment_lines(lines: list[bytes]) -> list[int]:
-    """The indexes of the lines that start with '#' (one-byte slices are shared objects: no
-    allocation per line)."""
-    return list(compress(count(), map(eq, map(getitem, lines, repeat(_FIRST_BYTE)), repeat(b"#"))))
+    """The indexes of the lines that start with '#', where family blocks end. Reading a line
+    costs a cache miss per line object (a fifth of a cold cAdvisor scan went to the 25,000
+    of a 110-pod node), and a block is mostly long runs of lines of one name: such a run is
+    measured by galloping (probing doubling distances, then bisecting), the rest is read 64
+    lines at a time (one-byte slices are shared objects: no allocation per line).
+    In valid exposition this is exact: a family's samples are contiguous. A comment between
+    two lines of one name (a repeated family) can be missed: its block then goes line by line,
+    as _whole and _repeat check every line of a block."""
+    out: list[int] = []
+    i, n = 0, len(lines)
+    while i < n:
+        line = lines[i]
+        lead = line[:len(line) - len(line.lstrip(_NAME_CHARS)) + 1]  # `name{` (or `name `)
+        if lead == b"#":
+            out.append(i)
+            i += 1
+            continue
+        far = i + _RUN
+        if len(lead) > 1 and far < n and lines[far].startswith(lead):
+            low, step = far, _RUN  # lines[low] is in the run; lines[low + step] may not be
+            while low + step < n and lines[low + step].startswith(lead):
+                low, step = low + step, 2 * step
+            high = min(low + step, n)
+            while high - low > 1:
+                mid = (low + high) // 2
+                if lines[mid].startswith(lead):
+                    low = mid
+                else:
+                    high = mid
+            i = high
+            continue
+        far = min(far, n)
+        out += compress(range(i, far), map(eq, map(getitem, lines[i:far], repeat(_FIRST_BYTE)), repeat(b"#")))
+        i = far
+    return out
 
 
 def _valid(vals: list[bytes], timestamps: bool) -> bool:

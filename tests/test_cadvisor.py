@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.cadvisor import CadvisorHook, _label_dict, _stale, classify, start_times
 from exporter.expfmt import encode_text
+from exporter.pipeline import _comment_lines
 from exporter.pods import parse_podlist
 from tests.conftest import FIXTURES, offline
 
@@ -640,6 +641,31 @@ def test_a_block_repeating_another_matches_line_by_line(second: list[str], host_
             slow.series_out, slow.dropped, slow.malformed, slow.join_misses)
     same = [[f"container_b{{{t}}} {k}{ts}" for k, t in enumerate(_USUAL)] for ts in ("", " 17")]
     assert repeats and repeats[0] is (second in same)  # tried; taken only when it is one
+
+
+def test_comment_lines_are_found_without_reading_every_line():
+    """_comment_lines measures long runs of one name instead of reading each line: on every
+    capture it finds exactly the comment lines."""
+    captures = sorted(FIXTURES.glob("**/*.txt"))
+    assert len(captures) >= 10
+    for path in captures:
+        lines = path.read_bytes().split(b"\n")
+        assert _comment_lines(lines) == [i for i, line in enumerate(lines) if line.startswith(b"#")], path
+
+
+@pytest.mark.parametrize("middle", ["# a stray comment", "# TYPE container_a gauge", "", "container_a 7",
+                                    "container_b{x=\"1\"} 2"])
+def test_a_line_inside_a_long_run_of_one_name_is_not_lost(middle: str, monkeypatch):
+    """A comment (or any other line) between two long runs of one name may go unseen by
+    _comment_lines; the block then goes line by line, with the same output."""
+    text = _USUAL[0].replace('id="/p/c0"', 'id="/p/%d"')
+    run = [f"container_a{{{text % k}}} {k}" for k in range(150)]
+    payload = ("# TYPE container_a gauge\n" + "\n".join(run[:100] + [middle] + run[100:]) + "\n").encode()
+    fast = offline("cadvisor").process(payload)
+    _line_by_line(monkeypatch)
+    slow = offline("cadvisor").process(payload)
+    assert encode_text(fast.families) == encode_text(slow.families)
+    assert (fast.series_out, fast.malformed, fast.errors) == (slow.series_out, slow.malformed, slow.errors)
 
 
 @pytest.mark.parametrize("bad", [(0, 1), (0, 4), (1, 2), (1, 4), (2, 0), (2, 4), (2, 3)])
