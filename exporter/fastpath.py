@@ -45,21 +45,23 @@ class Plan:
     dupes: set[str] = field(default_factory=set)  # families the scan had to deduplicate
 
 
-def build(heads: list[bytes], head_bytes: int, lbs: list[bytes | None], template: list[bytes],
-          families: Sequence[Family], spans: Sequence[tuple[Family, int, int]], values: list[bytes],
-          scan: Any) -> Plan:
+def build(heads: list[bytes], head_bytes: int, names: list[bytes | None], lbs: list[bytes | None],
+          template: list[bytes], families: Sequence[Family], spans: Sequence[tuple[Family, int, int]],
+          values: list[bytes], scan: Any) -> Plan:
     """A plan from a clean scan: per line the head it starts with (the whole line for comments
-    and blank lines; then their total length) and its output label bytes (None for comments and
-    blank lines, b"" for a dropped series), the scan's output template (4 pieces per emitted
-    line), the output ranges of each family block, the validated values and the scan's counts
-    (a pipeline.Result)."""
+    and blank lines; then their total length), its output name and label bytes (both None for
+    comments and blank lines, label bytes b"" for a dropped series), the scan's output template
+    (4 pieces per emitted line), the output ranges of each family block, the validated values
+    and the scan's counts (a pipeline.Result: its dropped series are the b"" label bytes).
+    Comment lines are found by name: a handful of objects, where the label bytes are
+    thousands, each touched by a pass."""
     blocks: dict[str, list[int]] = {f.name: [] for f in families}
     for i, (fam, _, _) in enumerate(spans):
         blocks[fam.name].append(i)
-    return Plan(heads, head_bytes, list(map(is_, lbs, repeat(None))), list(map(bool, lbs)),
+    return Plan(heads, head_bytes, list(map(is_, names, repeat(None))), list(map(bool, lbs)),
                 template, [(4 * start, 4 * end - 1) for _, start, end in spans],
                 [(f.name, f.type, f.help, blocks[f.name]) for f in families], values, scan.series_in,
-                lbs.count(b""), scan.join_misses, scan.label_conflicts)
+                scan.dropped, scan.join_misses, scan.label_conflicts)
 
 
 def run(plan: Plan, payload: bytes, lines: list[bytes], timestamps: bool,

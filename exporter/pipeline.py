@@ -607,8 +607,8 @@ class Transformer(LabelSurgery):
         direct = sum(len(f.lines) - placed.get(f.name, 0) for f in fams)
         self._plan = None
         if not (st.irregular or bad or direct):
-            self._plan = fastpath.build(self._heads, self._head_bytes, self._lbs, out, fams, ranges, vals,
-                                        st.res)
+            self._plan = fastpath.build(self._heads, self._head_bytes, self._names, self._lbs, out, fams, ranges,
+                                        vals, st.res)
         return len(vals) - len(bad) + direct
 
     def _find_bad(self, st: _Scan, vals: list[bytes], lines: list[bytes]) -> set[int]:
