@@ -19,6 +19,7 @@ fast lane through _plain_of), its join (_join, _suffix_for), its hook and its on
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import compress, count, repeat
@@ -312,9 +313,9 @@ class LabelSurgery:
             out, ins = list(compress(lbs, lbs)), list(compress(texts, lbs))  # (not the dropped)
             self._colliding.update(compress(out, map(ne, map(self._texts.setdefault, out, ins), ins)))
         self._plain_of(variant).update(zip(texts, lbs))
-        for c, text in zip(found, texts):
-            if c.keys is not None:  # (a pod's: evicted with it)
-                c.keys.append(text)
+        # Each text goes on its pod's eviction list (a system cgroup's on none: a list dropped here).
+        lists = {c: [] if c.keys is None else c.keys for c in masks}
+        deque(map(list.append, map(lists.__getitem__, found), texts), maxlen=0)
         return lbs  # type: ignore[return-value]
 
     def _fresh_some(self, variant: Any, texts: list[bytes], odd: list[bool]) -> list[bytes | None]:
