@@ -184,7 +184,7 @@ class Transformer(LabelSurgery):
         self._suffix: dict[PodKey | None, tuple] = {}  # join labels (see _suffix_for)
         self._labels: dict[tuple, tuple] = {}         # (variant, name | None, label text) -> see _remember
         self._plain: dict[Any, dict[bytes, bytes]] = {}  # variant -> label text -> b"{...} " | b"" dropped
-        self._cores: dict[tuple, Core | None] = {}   # (variant, core label parts) -> rewrite
+        self._cores: dict[Any, dict[tuple, Core | None]] = {}  # variant -> core label parts -> rewrite
         self._shape: Shape | None = None             # the last label set's shape
         self._shapes: dict[tuple[bytes, ...], Shape] = {}  # every shape seen, by `name="` prefixes
         self._by_pod: dict[PodKey, list[Any]] = {}    # pod -> label keys to evict with it
@@ -217,7 +217,7 @@ class Transformer(LabelSurgery):
                     self._evict_text(key, gone)
                     continue
                 if len(key) == 2:  # (variant, core label parts)
-                    c = self._cores.pop(key, None)
+                    c = self._cores.get(key[0], {}).pop(key[1], None)
                     if c is not None and c.tail is None:
                         gone.add(b"")  # its series were dropped
                     continue

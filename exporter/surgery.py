@@ -148,7 +148,7 @@ class LabelSurgery:
 
     # Provided by pipeline.Transformer:
     _core: frozenset[bytes] | None
-    _cores: dict[tuple, Core | None]
+    _cores: dict[Any, dict[tuple, Core | None]]
     _shape: Shape | None
     _shapes: dict[tuple[bytes, ...], Shape]
     _by_pod: dict[PodKey, list[Any]]
@@ -177,10 +177,10 @@ class LabelSurgery:
                 return None
         if text.count(b'"') != 2 * len(parts):
             return None  # a quote inside a value (each part holds its own opening one)
-        key = (variant, sh.core(parts))
-        c = self._cores.get(key, _UNSEEN)
+        core = sh.core(parts)
+        c = self._cores_of(variant).get(core, _UNSEEN)
         if c is _UNSEEN:
-            c = self._core_rewrite(key, sh.core_prefixes)
+            c = self._core_rewrite((variant, core), sh.core_prefixes)
         if c is None or c.clashes(sh.names):
             return None
         if c.tail is None:
@@ -203,12 +203,19 @@ class LabelSurgery:
             self._shapes[key] = sh
         return sh
 
+    def _cores_of(self, variant: Any) -> dict[tuple, Core | None]:
+        """The core rewrites of one variant, by core label parts."""
+        cores = self._cores.get(variant)
+        if cores is None:
+            cores = self._cores[variant] = {}
+        return cores
+
     def _core_rewrite(self, key: tuple[Any, tuple[bytes, ...]], prefixes: tuple[bytes, ...]) -> Core | None:
         """Join and hook for one combination of the labels the hook reads (key: the variant and
         those parts, checked to start with `prefixes`), remembered under `key` and tied to its
         pod for eviction (by the same tuple: one object per combination). None when the
         hook's result is not a plain removal plus additions (the general path then)."""
-        c = self._cores[key] = self._core_of(*key)
+        c = self._cores_of(key[0])[key[1]] = self._core_of(*key)
         if c is not None:
             c.prefixes = prefixes
             if c.pk is not None:
@@ -278,8 +285,8 @@ class LabelSurgery:
         # per text for the garbage collector to count and traverse.
         def core() -> Any:
             return zip(*map(columns.__getitem__, sh.at)) if sh.at else repeat((), n)
-        cores, cp = self._cores, sh.core_prefixes
-        found = list(map(cores.get, zip(repeat(variant), core()), repeat(_UNSEEN)))
+        cores, cp = self._cores_of(variant), sh.core_prefixes
+        found = list(map(cores.get, core(), repeat(_UNSEEN)))
         unseen = list(map(is_, found, repeat(_UNSEEN)))
         if True in unseen:  # new combinations: each rewritten once (None: not this shape's names)
             made = {key: self._core_rewrite((variant, key), cp) if all(map(bytes.startswith, key, cp)) else None
