@@ -386,8 +386,9 @@ class Transformer(LabelSurgery):
             # A block that went line by line all in the fast lane is what the next one tries.
             nm = names[first] if n >= 2 and at < end and stop < len(lines) else None
             if nm and st.colds - colds == stop + 1 - end and names[first:first + n].count(nm) == n:
-                tails = list(map(getitem, lines[at:end], map(slice, repeat(len(nm)), hlens[first:first + n])))
-                seen[key] = (tails, labels[first:first + n])
+                texts = list(map(getitem, lines[at:end],
+                                 map(slice, repeat(len(nm) + 1), map(add, hlens[first:first + n], repeat(-2)))))
+                seen[key] = (texts, labels[first:first + n])
             at = stop + 1
 
     @staticmethod
@@ -405,16 +406,17 @@ class Transformer(LabelSurgery):
     def _repeat(self, st: _Scan, lines: list[bytes], a: int, b: int,
                 like: tuple[list[bytes], list[Any]], pos: _Pos) -> bool:
         """Emit lines[a:b] if they are an earlier block's series under this block's name: the
-        same label texts in the same order (`like`: that block's heads without the name, its
-        label bytes). One removeprefix per line checks it: a line that does not start with
+        same label texts in the same order (`like`: that block's label texts and label bytes).
+        A head is made with one join per line (the text joins the name's `name{` and `} `).
+        One removeprefix per line checks it: a line that does not start with
         its head comes back as the same object, so one identity check per line finds it
         without reading the lines again."""
         todo = lines[a:b]
-        tails, lbs = like
+        texts, lbs = like
         nm = self._own(st, todo[0])
         if not nm or self._by_name:  # (_own found a family; the check is for types)
             return False
-        heads = list(map(add, repeat(nm), tails))
+        heads = list(map(bytes.join, texts, repeat((nm + b"{", b"} "))))
         rests = list(map(bytes.removeprefix, todo, heads))
         if any(map(is_, rests, todo)) or b"} " in b"\n".join(rests):  # (a head ends at the last "} ")
             return False
@@ -425,8 +427,8 @@ class Transformer(LabelSurgery):
                pos: _Pos) -> tuple[list[bytes], list[Any]] | None:
         """Emit lines[a:b] as one block if they are series of one name, each with a label set
         of which the rewrite is known or can be made by surgery (new label texts go to
-        _fresh_batch together). Returns what _repeat needs of it (the heads without the name,
-        the label bytes), or None when the block
+        _fresh_batch together). Returns what _repeat needs of it (the label texts and label
+        bytes), or None when the block
         must go line by line (another name, a line without labels, an unknown pod, anything
         the general path must look at)."""
         todo = lines[a:b]
@@ -453,7 +455,7 @@ class Transformer(LabelSurgery):
         heads = list(map(getitem, todo, map(slice, repeat(None), ends)))
         rests = list(map(getitem, todo, map(slice, ends, repeat(None))))
         self._put_block(st, nm, todo, heads, ends, rests, lbs, pos)
-        return list(map(getitem, heads, repeat(slice(len(nm), None)))), lbs
+        return texts, lbs
 
     def _put_block(self, st: _Scan, nm: bytes, todo: list[bytes], heads: list[bytes], hlens: list[int],
                    rests: list[bytes], lbs: list[Any], pos: _Pos) -> None:
