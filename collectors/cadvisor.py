@@ -105,7 +105,10 @@ def start_times(payload: bytes) -> bytes:
     if not last and not payload.startswith(_START):
         return b""
     header = payload.rfind(b"\n#", 0, last)  # the block's first line follows its header
-    start = 0 if header < 0 and payload.startswith(_START) else payload.find(b"\n" + _START, max(header, 0)) + 1
+    if header < 0 and payload.startswith(_START):
+        start = 0
+    else:
+        start = payload.find(b"\n" + _START, max(header, 0)) + 1
     end = payload.find(b"\n#", last)
     return payload[start:end if end >= 0 else len(payload)]
 
@@ -202,4 +205,3 @@ class CadvisorCollector(Passthrough):
         if stale != self._hook.stale:
             self._hook.stale = stale
             self.transformer.reset()
-

@@ -386,8 +386,8 @@ class Transformer(LabelSurgery):
             # A block that went line by line all in the fast lane is what the next one tries.
             nm = names[first] if n >= 2 and at < end and stop < len(lines) else None
             if nm and st.colds - colds == stop + 1 - end and names[first:first + n].count(nm) == n:
-                texts = list(map(getitem, lines[at:end],
-                                 map(slice, repeat(len(nm) + 1), map(add, hlens[first:first + n], repeat(-2)))))
+                ends = map(add, hlens[first:first + n], repeat(-2))  # (before the `} `)
+                texts = list(map(getitem, lines[at:end], map(slice, repeat(len(nm) + 1), ends)))
                 seen[key] = (texts, labels[first:first + n])
             at = stop + 1
 
@@ -609,8 +609,8 @@ class Transformer(LabelSurgery):
         direct = sum(len(f.lines) - placed.get(f.name, 0) for f in fams)
         self._plan = None
         if not (st.irregular or bad or direct):
-            self._plan = fastpath.build(self._heads, self._head_bytes, self._names, self._lbs, out, fams, ranges,
-                                        vals, st.res)
+            self._plan = fastpath.build(self._heads, self._head_bytes, self._names, self._lbs, out, fams,
+                                        ranges, vals, st.res)
         return len(vals) - len(bad) + direct
 
     def _find_bad(self, st: _Scan, vals: list[bytes], lines: list[bytes]) -> set[int]:

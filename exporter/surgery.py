@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import compress, count, repeat
-from operator import add, and_, attrgetter, call, eq, getitem, is_, itemgetter, ne, not_, or_
+from operator import and_, attrgetter, call, eq, getitem, is_, itemgetter, ne, not_, or_
 from typing import Any, Callable, Sequence
 
 from exporter.expfmt import LABEL_NAME_BYTES, format_labels
@@ -78,7 +78,8 @@ class Shape:
     rest: list[int]
     # Per set of names a core rewrite cuts: which parts stay (None: none, the general path)
     masks: dict[frozenset[bytes], tuple[bool, ...] | None] = field(default_factory=dict)
-    picks: dict[frozenset[bytes], Callable[[Sequence[bytes]], tuple[bytes, ...]]] = field(default_factory=dict)
+    picks: dict[frozenset[bytes], Callable[[Sequence[bytes]], tuple[bytes, ...]]] = field(
+        default_factory=dict)  # ...and as getters of those parts
     nameset: frozenset[bytes] = field(init=False)
     core_prefixes: tuple[bytes, ...] = field(init=False)  # the `name="` of the parts a hook reads
 
@@ -94,11 +95,12 @@ class Shape:
         return keep
 
     def pick(self, cut: frozenset[bytes]) -> Callable[[Sequence[bytes]], tuple[bytes, ...]]:
-        """The parts that stay when `cut` is cut, as a getter of a tuple (mask(cut) not None)."""
+        """The parts that stay when `cut` is cut, as a getter of a tuple."""
         get = self.picks.get(cut)
         if get is None:
-            at = list(compress(count(), self.mask(cut)))  # type: ignore[arg-type]
-            get = self.picks[cut] = itemgetter(*at) if len(at) > 1 else lambda parts: (parts[at[0]],)
+            at = list(compress(count(), self.mask(cut) or ()))
+            get = self.picks[cut] = (itemgetter(*at) if len(at) > 1 else
+                                     (lambda parts: (parts[at[0]],)) if at else (lambda parts: ()))
         return get
 
 
@@ -283,14 +285,15 @@ class LabelSurgery:
             return [self._fresh(variant, text) for text in texts]
         # The keys are looked up as zip makes them, not kept: a list of them would be a tuple
         # per text for the garbage collector to count and traverse.
+
         def core() -> Any:
             return zip(*map(columns.__getitem__, sh.at)) if sh.at else repeat((), n)
         cores, cp = self._cores_of(variant), sh.core_prefixes
         found = list(map(cores.get, core(), repeat(_UNSEEN)))
         unseen = list(map(is_, found, repeat(_UNSEEN)))
         if True in unseen:  # new combinations: each rewritten once (None: not this shape's names)
-            made = {key: self._core_rewrite((variant, key), cp) if all(map(bytes.startswith, key, cp)) else None
-                    for key in dict.fromkeys(compress(core(), unseen))}
+            made = {key: self._core_rewrite((variant, key), cp) if all(map(bytes.startswith, key, cp))
+                    else None for key in dict.fromkeys(compress(core(), unseen))}
             for i, c in zip(compress(count(), unseen), map(made.__getitem__, compress(core(), unseen))):
                 found[i] = c
         if None in found:  # (no core rewrite: the general path)
