@@ -445,7 +445,11 @@ class Transformer(LabelSurgery):
         texts = list(map(getitem, todo, map(slice, repeat(k), ends)))
         lane = self._plain_of(st.variant)
         lbs = list(map(lane.get, texts))
-        if None in lbs:
+        if lbs.count(None) == len(lbs):  # (a new family's first block: all new, and distinct)
+            lbs = self._fresh_batch(st.variant, texts)
+            if None in lbs:
+                return None
+        elif None in lbs:
             fresh = list(dict.fromkeys(compress(texts, map(is_, lbs, repeat(None)))))
             got = dict(zip(fresh, self._fresh_batch(st.variant, fresh)))
             if None in got.values():
