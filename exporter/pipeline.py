@@ -143,10 +143,11 @@ class _Scan:
     res: Result
     out: list[bytes] = field(default_factory=list)
     # The input line of each (to name a bad one); None for a block's, whose lines are found
-    # through `blocks`: (first series, first position, which of its lines went out | None: all).
-    # Holding every line would cost a pass over them all when the scan's state goes.
+    # through `blocks`: (first series, first position, which of its lines went out | None: all,
+    # the length of its heads that its positions do not hold). Holding every line would cost
+    # a pass over them all when the scan's state goes.
     srcs: list[bytes | None] = field(default_factory=list)
-    blocks: list[tuple[int, int, list[bool] | None]] = field(default_factory=list)
+    blocks: list[tuple[int, int, list[bool] | None, int]] = field(default_factory=list)
     spans: list[tuple[Family | None, int]] = field(default_factory=list)
     fam: Family | None = None
     variant: Any = None
@@ -349,7 +350,7 @@ class Transformer(LabelSurgery):
         if new.texts:
             self._settle(st, lines, pos, new)
         hlens, self._names, self._lbs, heads = pos
-        self._head_bytes = sum(hlens)
+        self._head_bytes = sum(hlens) + sum(b[3] for b in st.blocks)
         missing = st.missing  # (recorded as they come: a pass over the heads would touch each)
         for i, head in zip(missing, list(map(getitem, map(lines.__getitem__, missing),
                                              map(slice, repeat(None), map(hlens.__getitem__, missing))))):
@@ -420,7 +421,7 @@ class Transformer(LabelSurgery):
         rests = list(map(bytes.removeprefix, todo, heads))
         if any(map(is_, rests, todo)) or b"} " in b"\n".join(rests):  # (a head ends at the last "} ")
             return False
-        self._put_block(st, nm, todo, heads, list(map(len, heads)), rests, lbs, pos)
+        self._put_block(st, nm, todo, heads, sum(map(len, heads)), rests, lbs, pos)
         return True
 
     def _whole(self, st: _Scan, lines: list[bytes], a: int, b: int,
@@ -461,14 +462,19 @@ class Transformer(LabelSurgery):
         self._put_block(st, nm, todo, heads, ends, rests, lbs, pos)
         return texts, lbs
 
-    def _put_block(self, st: _Scan, nm: bytes, todo: list[bytes], heads: list[bytes], hlens: list[int],
+    def _put_block(self, st: _Scan, nm: bytes, todo: list[bytes], heads: list[bytes], hlens: list[int] | int,
                    rests: list[bytes], lbs: list[Any], pos: _Pos) -> None:
         """Emit a block of series of one name: its lines, their heads (name and label text)
-        and head lengths, what follows the heads, and the output label bytes (b"": dropped)."""
+        and head lengths (or their total: the positions then hold 0, as only the sum of the
+        lengths of heads kept as objects is needed), what follows the heads, and the output
+        label bytes (b"": dropped)."""
         lengths, names, labels, kept = pos
         block, sel = (len(st.srcs), len(lengths)), None
         kept += heads
-        lengths += hlens
+        if isinstance(hlens, int):
+            lengths += repeat(0, len(heads))
+        else:
+            lengths += hlens
         names += repeat(nm, len(todo))
         labels += lbs
         vals: Any = rests
@@ -481,7 +487,7 @@ class Transformer(LabelSurgery):
         chunk = [b"\n"] * (4 * len(lbs))
         chunk[0::4], chunk[1::4], chunk[2::4] = repeat(nm, len(lbs)), lbs, list(vals)
         st.out += chunk
-        st.blocks.append((*block, sel))
+        st.blocks.append((*block, sel, hlens if isinstance(hlens, int) else 0))
         st.srcs += repeat(None, len(lbs))
         if self._colliding and not self._colliding.isdisjoint(lbs):
             self._dupes.add(st.fam.name)  # type: ignore[union-attr]
@@ -573,6 +579,8 @@ class Transformer(LabelSurgery):
             todo = lines[new.line:len(pos[0])]
             for kept in pos:
                 del kept[new.line:]
+            while st.blocks and st.blocks[-1][1] >= new.line:
+                st.blocks.pop()
             while st.missing and st.missing[-1] >= new.line:
                 st.missing.pop()
             self._walk(st, lines, todo, repeat(b"\n"), repeat(None), repeat(None), pos, new, batch=False)
@@ -625,7 +633,7 @@ class Transformer(LabelSurgery):
             if not _valid([val], self.opt.keep_timestamps):
                 bad.add(i)
                 if line is None:  # a block's: its position among the block's emitted lines
-                    first, at, sel = st.blocks[bisect_right(starts, i) - 1]
+                    first, at, sel, _ = st.blocks[bisect_right(starts, i) - 1]
                     k = i - first
                     line = lines[at + (k if sel is None else list(compress(count(), sel))[k])]
                 self._bad(st.res, line, f"bad value {val[:40]!r}")
