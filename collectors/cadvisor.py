@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from exporter.expfmt import parse_labels
+from exporter.expfmt import label_dict, parse_labels
 from exporter.passthrough import Passthrough, options_table
 from exporter.pipeline import Pairs
 from exporter.pods import PodMeta
@@ -119,17 +119,10 @@ def stale_ids(payload: bytes) -> frozenset[str]:
 
 
 def _label_dict(text: bytes) -> dict[str, str] | None:
-    """A label text as a dict (None if it does not parse). Without escapes every quote is a
-    delimiter, so one split gives names and values (as expfmt's fast path does)."""
-    if b"\\" not in text and text.endswith(b'"'):
-        try:
-            body = text[:-1].decode()
-        except UnicodeDecodeError:
-            return None
-        tokens = body.replace('",', '="').split('="')
-        if len(tokens) % 2 == 0 and body.count('"') == len(tokens) - 1:
-            labels = dict(zip(tokens[0::2], tokens[1::2]))
-            return labels if 2 * len(labels) == len(tokens) else None  # (a repeated name)
+    """A label text as a dict (None if it does not parse)."""
+    labels = label_dict(text)
+    if labels is not None:
+        return labels
     try:
         return dict(parse_labels(text))
     except ValueError:

@@ -101,10 +101,9 @@ def escape(value: str) -> str:
 
 def parse_labels(text: bytes) -> tuple[tuple[str, str], ...]:
     """`a="1",b="x\\"y"` -> pairs. Raises ParseError on bad syntax or a repeated name."""
-    if b"\\" not in text and text.endswith(b'"'):
-        simple = _simple_labels(text)
-        if simple is not None:
-            return simple
+    simple = _simple_labels(text)
+    if simple is not None:
+        return simple
     pairs = []
     pos, end = 0, len(text)
     if not text.strip(b" \t"):
@@ -126,14 +125,14 @@ def parse_labels(text: bytes) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-_GOOD_NAMES: set[str] = set()
-
-
-def _simple_labels(text: bytes) -> tuple[tuple[str, str], ...] | None:
-    """The common case, no escapes and no blanks: every '"' is a delimiter, so the text splits
-    on '",' exactly (each part then holds exactly two quotes: the count proves it). None when
-    anything is unusual (the precise parser decides). Runs once per new label set, so it is
-    written for speed: C-level splits and one dict."""
+def label_dict(text: bytes) -> dict[str, str] | None:
+    """A label text's common case as names -> values, or None when anything is unusual (the
+    precise parser, parse_labels, decides then; label names are not checked here). Without
+    escapes and blanks every '"' is a delimiter, so the text splits on '",' exactly (each part
+    then holds exactly two quotes: the count proves it). Written for speed: C-level splits and
+    one dict."""
+    if b"\\" in text or not text.endswith(b'"'):
+        return None
     try:
         body = text[:-1].decode()
     except UnicodeDecodeError:
@@ -147,13 +146,23 @@ def _simple_labels(text: bytes) -> tuple[tuple[str, str], ...] | None:
     if len(tokens) != 2 * parts:  # a part without `="`, or with two
         return None
     labels = dict(zip(tokens[0::2], tokens[1::2]))
+    return labels if len(labels) == parts else None  # (a repeated name: the parser says so)
+
+
+_GOOD_NAMES: set[str] = set()
+
+
+def _simple_labels(text: bytes) -> tuple[tuple[str, str], ...] | None:
+    """parse_labels' common case (label_dict, with the names checked). Runs once per new
+    label set."""
+    labels = label_dict(text)
+    if labels is None:
+        return None
     if not labels.keys() <= _GOOD_NAMES:
         if not all(map(LABEL_NAME.match, labels)):
             return None
         if len(_GOOD_NAMES) < 10000:
             _GOOD_NAMES.update(labels)
-    if len(labels) != parts:
-        raise ParseError("duplicate label name")
     return tuple(labels.items())
 
 

@@ -408,10 +408,10 @@ class Transformer(LabelSurgery):
                 like: tuple[list[bytes], list[Any]], pos: _Pos) -> bool:
         """Emit lines[a:b] if they are an earlier block's series under this block's name: the
         same label texts in the same order (`like`: that block's label texts and label bytes).
-        A head is made with one join per line (the text joins the name's `name{` and `} `).
-        One removeprefix per line checks it: a line that does not start with
-        its head comes back as the same object, so one identity check per line finds it
-        without reading the lines again."""
+        A head is made with one join per line (the text joins `name{` and `} `). One
+        removeprefix per line checks it: a line that does not start with its head comes back
+        as the same object, so one identity check per line finds it without reading the lines
+        again."""
         todo = lines[a:b]
         texts, lbs = like
         nm = self._own(st, todo[0])
@@ -429,9 +429,8 @@ class Transformer(LabelSurgery):
         """Emit lines[a:b] as one block if they are series of one name, each with a label set
         of which the rewrite is known or can be made by surgery (new label texts go to
         _fresh_batch together). Returns what _repeat needs of it (the label texts and label
-        bytes), or None when the block
-        must go line by line (another name, a line without labels, an unknown pod, anything
-        the general path must look at)."""
+        bytes), or None when the block must go line by line (another name, a line without
+        labels, an unknown pod, anything the general path must look at)."""
         todo = lines[a:b]
         nm = self._own(st, todo[0])
         if not nm or self._by_name or self._core is None:
@@ -446,7 +445,7 @@ class Transformer(LabelSurgery):
         texts = list(map(getitem, todo, map(slice, repeat(k), ends)))
         lane = self._plain_of(st.variant)
         lbs = list(map(lane.get, texts))
-        if lbs.count(None) == len(lbs):  # (a new family's first block: all new, and distinct)
+        if lbs.count(None) == len(lbs):  # (a new family's first block: every text new; a batch takes repeats)
             lbs = self._fresh_batch(st.variant, texts)
             if None in lbs:
                 return None
