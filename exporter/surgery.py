@@ -134,9 +134,11 @@ def _names(names: tuple[str, ...]) -> frozenset[bytes]:
 
 
 @lru_cache(maxsize=4096)
-def _additions(added: tuple[tuple[str, str], ...]) -> tuple[bytes, frozenset[bytes]]:
-    """The label bytes of a hook's additions, and the names upstream must not bring then."""
-    return format_labels(rename_pairs(added)), frozenset(n.encode() for n, _ in added)
+def _additions(added: tuple[tuple[str, str], ...]) -> tuple[bytes, frozenset[bytes], frozenset[str]]:
+    """The label bytes of a hook's additions, and their names (upstream must not bring them),
+    as bytes and as str."""
+    names = frozenset(n for n, _ in added)
+    return format_labels(rename_pairs(added)), frozenset(n.encode() for n in names), names
 
 
 def rename_pairs(pairs: Sequence[tuple[str, str]]) -> Pairs:
@@ -238,22 +240,21 @@ class LabelSurgery:
         # The hook kept a subsequence of the pairs, then added labels: what it did not keep,
         # and the empty ones (absent labels to Prometheus), are cut.
         cut: list[str] = []
-        empties = k = 0
+        k, last = 0, len(new)
         for p in pairs:
-            if not p[1]:
-                empties += 1
-            if k < len(new) and new[k] == p:
+            if k < last and new[k] == p:
                 k += 1
                 if p[1]:
                     continue
             cut.append(p[0])
-        added, tail, own = tuple(new[k:]), b"", _NO_NAMES
-        if added:
-            names = {n for n, _ in pairs}
-            if any(n in names or n in joined for n, _ in added):
-                return None  # a kept label out of order, or an addition the join overrides
-            tail, own = _additions(added)
-        return Core(_names(tuple(cut)), empties,
+        tail, own = b"", _NO_NAMES
+        if k < last:
+            tail, own, names = _additions(tuple(new[k:]))
+            if not names.isdisjoint(joined):
+                return None  # the join makes it too: the general path merges (the hook's wins)
+            # (An addition named like an upstream label, such as a kept one moved to the end, is
+            # seen per label text: Core.clashes.)
+        return Core(_names(tuple(cut)), tokens[1::2].count(""),
                     tail + b"," + suffix if tail and suffix else tail or suffix, taken, own, pk, missed, keys)
 
     def _fresh_batch(self, variant: Any, texts: list[bytes]) -> list[bytes | None]:

@@ -210,3 +210,41 @@ async def test_refresh_asked_from_a_worker_thread_wakes_the_index():
         assert len(calls) >= 2
     finally:
         task.cancel()
+
+
+class _Adding:
+    """A hook that declares what it reads and adds labels after the upstream ones."""
+
+    reads = frozenset({"a"})
+
+    def __init__(self, added):
+        self.added = added
+
+    def variant(self, family):
+        return "v"
+
+    def rewrite(self, variant, pairs, pod):
+        return list(pairs) + self.added
+
+
+class _AddingUnread(_Adding):
+    reads = None  # (no promise: every label set goes the general way)
+
+
+@pytest.mark.parametrize("added", [
+    [("kind", "x")],                     # a plain addition: surgery
+    [("b", "y")],                        # named like an upstream label: the general path
+    [("cluster", "mine")],               # an addition the join overrides: the general path
+    [("kind", "x"), ("cluster", "mine")],
+])
+def test_surgery_defers_when_additions_clash(added):
+    """A hook's additions that name an upstream label or a join label are merged by the
+    general path (the hook's value wins over the join's); the surgery, which only appends,
+    must leave those label sets to it. Both hooks must give the same exposition."""
+    payload = b"# TYPE m gauge\n" + b"".join(b'm{a="%d",b="x%d"} %d\n' % (i, i, i) for i in range(6))
+    outs = []
+    for hook in (_Adding(added), _AddingUnread(added)):
+        t = Transformer(Options(collector="t", cluster="prod"), None, hook)
+        outs.append([encode_text(t.transform(payload).families) for _ in range(2)])
+    assert outs[0] == outs[1]
+    assert outs[0][0].count(b"cluster=") == 6
