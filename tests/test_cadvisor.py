@@ -674,7 +674,8 @@ def test_a_bad_value_in_a_block_names_its_own_line(bad: tuple[int, int], monkeyp
     must still name its input line, also after dropped series (a hostNetwork pod's network)."""
     pods = {"kind": "PodList", "items": [
         {"metadata": {"name": f"web-{i}", "namespace": "default", "uid": f"u{i}"},
-         "spec": {"nodeName": "n1", "hostNetwork": i == 1}, "status": {"phase": "Running"}} for i in range(2)]}
+         "spec": {"nodeName": "n1", "hostNetwork": i == 1}, "status": {"phase": "Running"}}
+        for i in range(2)]}
     families = ["memory_usage_bytes", "network_receive_bytes_total", "network_transmit_bytes_total"]
     lines = {f: [f"container_{f}{{{t}}} {k}" for k, t in enumerate(_USUAL)] for f in families}
     fam, row = bad
