@@ -227,7 +227,9 @@ class LabelSurgery:
         return c
 
     def _core_of(self, variant: Any, core: tuple[bytes, ...]) -> Core | None:
-        try:  # (the parts hold valid names and values without quotes: split like parse_labels)
+        # The split of expfmt.label_dict without its checks: these parts were checked to hold
+        # valid names and values without quotes (label_dict here cost 2% of a cold scrape).
+        try:
             tokens = b'",'.join(core).decode().replace('",', '="').split('="')
         except UnicodeDecodeError:
             return None
