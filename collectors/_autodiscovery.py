@@ -18,7 +18,7 @@ from exporter.deps import Deps
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.merge import merge
-from exporter.pipeline import Result
+from exporter.transform import Result
 from exporter.pods import PodMeta
 from exporter.registry import Option
 
@@ -147,10 +147,8 @@ class Engine:
 
     def self_metrics(self, errors: Mapping[str, int], stores: Sequence[Any] = ()) -> list[Family]:
         """Per-target and per-store families (collector and cluster labels added)."""
-        extra = {"collector": self.cfg.name}
-        if self.deps.config.cluster:
-            extra["cluster"] = self.deps.config.cluster
-        b = Builder(TABLE)
+        extra: dict[str, str] = {}
+        b = Builder(TABLE, self.deps.labels(self.cfg, node=False))
         triggers: Counter[str] = Counter()
         for key, t in self.targets.items():
             ids = dict(zip(_T, key), **extra)

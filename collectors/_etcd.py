@@ -19,9 +19,7 @@ from urllib.parse import urlsplit
 from exporter.config import CollectorConfig, Endpoint
 from exporter.deps import Deps
 from exporter.errors import ConfigError, NoDataError
-from exporter.expfmt import encode_text
-from exporter.families import Builder
-from exporter.pipeline import Options, Result, SeriesHook, Transformer
+from exporter.transform import Options, Result, SeriesHook, Transformer
 from exporter.registry import Option
 from exporter.upstream import Upstream
 
@@ -155,17 +153,11 @@ def timestamp(text: Any) -> float:
 
 
 def transformer(deps: Deps, cfg: CollectorConfig, hook: SeriesHook | None = None) -> Transformer:
-    """A non-pod-scoped transformer with the collector's cluster, relabel rules and label."""
-    return Transformer(Options(collector=cfg.name, cluster=deps.config.cluster,
-                               rules=deps.config.relabel_configs + cfg.relabel_configs,
+    """A non-pod-scoped transformer with the collector's common labels and relabel rules."""
+    labels = deps.labels(cfg, node=False)
+    return Transformer(Options(collector=labels.collector, cluster=labels.cluster, rules=labels.rules,
                                keep_timestamps=bool(cfg.options.get("keep_timestamps", False)),
                                pod_labels=False), None, hook)
-
-
-def finish(builder: Builder, tf: Transformer) -> Result:
-    """Derived families through the same transform as passthrough series, so they get
-    `cluster`, `collector` and the user's relabel_configs exactly like those do."""
-    return tf.transform(encode_text(builder.families()))
 
 
 def report(passthrough: Sequence[Result], derived: Result, response_bytes: int) -> dict[str, float]:

@@ -26,7 +26,8 @@ from exporter import __version__, relabel
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.expfmt import Family
-from exporter.pipeline import Options, Pairs, Result, Transformer
+from exporter.podindex import PodIndex
+from exporter.transform import EVERYTHING, NOTHING, Changes, Options, Pairs, Result, Transformer
 from exporter.pods import PodMeta
 from exporter.templates import Endpoint
 from exporter.upstream import METRICS_ACCEPT, is_openmetrics
@@ -78,6 +79,13 @@ class TargetHook:
         self.limits = limits
         self.violation = ""
 
+    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+        """After a violation, the offending label sets were cached as dropped: forget them."""
+        if not self.violation:
+            return NOTHING
+        self.violation = ""
+        return EVERYTHING
+
     def variant(self, family: str) -> Any:
         return None
 
@@ -97,9 +105,9 @@ class TargetHook:
         return out + self.tail
 
 
-def guard_rules(spec: TargetSpec, cluster: str) -> tuple[relabel.Rule, ...]:
+def guard_rules(spec: TargetSpec, cluster: str, collector: str) -> tuple[relabel.Rule, ...]:
     """After a template's own rules: drop whatever it did to the identity labels, set them again."""
-    pins = [*spec.identity, *([("cluster", cluster)] if cluster else [])]
+    pins = [*spec.identity, *([("cluster", cluster)] if cluster else []), ("collector", collector)]
     names = "|".join(sorted({k for k, _ in pins} | {"collector"}))
     raw = [{"action": "labeldrop", "regex": names}]
     raw += [{"target_label": k, "replacement": v.replace("$", "$$")} for k, v in pins]
@@ -116,7 +124,7 @@ class Target:
         self.hook = TargetHook(spec, limits)
         rules = spec.endpoint.rules
         if rules:
-            rules += guard_rules(spec, deps.config.cluster)
+            rules += guard_rules(spec, deps.config.cluster, cfg.name)
         self.transformer = Transformer(
             Options(collector=cfg.name, cluster=deps.config.cluster, pod_labels=False,
                     rules=rules + deps.config.relabel_configs + cfg.relabel_configs), None, self.hook)
@@ -173,11 +181,9 @@ class Target:
 
     def ingest(self, body: bytes, openmetrics: bool) -> Result:
         """Transform one response and apply the series and label limits (raises Cut)."""
-        self.hook.violation = ""
         res = self.transformer.transform(body, openmetrics)
         self.size = len(body)
         if self.hook.violation:
-            self.transformer.reset()  # the offending label sets were cached as dropped
             raise Cut("label_limit", self.hook.violation)
         if res.series_in > self.limits.series:
             raise Cut("too_many_series", f"{res.series_in} series > {self.limits.series}")

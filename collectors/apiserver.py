@@ -24,10 +24,9 @@ from exporter import NAMESPACE, kube
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import NoDataError, NotPermittedError
-from exporter.expfmt import Family, encode_text
+from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.passthrough import Passthrough, options_table
-from exporter.pipeline import Options, Transformer
 from exporter.registry import Option, register
 from exporter.upstream import Response, Upstream
 
@@ -66,9 +65,6 @@ class ApiserverCollector(Passthrough):
         super().__init__(deps, cfg)
         self.target = kube.KubeTarget.from_options(cfg.options)
         self._upstream: Upstream | None = None
-        self._derived = Transformer(Options(collector=cfg.name, cluster=deps.config.cluster,
-                                            rules=deps.config.relabel_configs + cfg.relabel_configs,
-                                            pod_labels=False))
 
     async def collect(self, budget: float) -> Sequence[Family]:
         if self._upstream is None:
@@ -82,7 +78,7 @@ class ApiserverCollector(Passthrough):
             if isinstance(res, BaseException) and not (i and _quiet(res)):
                 raise res
         families = list(await self._transform(results[0]))
-        b = Builder([CHECK, HEALTHY, COMPONENT])
+        b = Builder([CHECK, HEALTHY, COMPONENT], self.deps.labels(self.cfg, node=False))
         for ep, res in zip(endpoints, results[1:-1]):
             if isinstance(res, Response):
                 b.add(HEALTHY, 1 if res.status == 200 else 0, {"endpoint": ep})
@@ -91,7 +87,7 @@ class ApiserverCollector(Passthrough):
         if isinstance(results[-1], dict):
             for name, ok in sorted(results[-1].items()):
                 b.add(COMPONENT, 1 if ok else 0, {"component": name})
-        return families + self._derived.transform(encode_text(b.families())).families
+        return [*families, *b.families()]
 
     async def _health(self, up: Upstream, endpoint: str) -> Response:
         # 500 is an answer (a check failed), not an error.

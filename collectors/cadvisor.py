@@ -28,8 +28,9 @@ from typing import Any, Sequence
 
 from exporter.expfmt import label_dict, parse_labels
 from exporter.passthrough import Passthrough, options_table
-from exporter.pipeline import Pairs
+from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
+from exporter.transform import NOTHING, Changes, Pairs, PodKey
 from exporter.registry import Option, register
 
 _START = b"container_start_time_seconds{"
@@ -50,8 +51,28 @@ class CadvisorHook:
     def __init__(self, drop_labels: Sequence[str]) -> None:
         self.drop = frozenset(drop_labels)
         self._drop_system = self.drop - {"id", "name"}
-        self.may_collide = bool(self.drop)  # e.g. two containers of one name after a restart
-        self.stale: frozenset[str] = frozenset()
+        self.stale: frozenset[str] = frozenset()  # cgroup ids of containers that are not the newest
+        self._stale_pods: dict[str, PodKey] = {}  # ...and the pod each names
+        self._block = b""
+
+    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+        """A restart changes which container ids are stale: the pods whose stale set changed
+        must be rewritten. Start times never change, so an unchanged block (the usual case,
+        byte for byte) changes nothing."""
+        if "id" not in self.drop:
+            return NOTHING
+        block = start_times(payload)
+        if block == self._block:
+            return NOTHING
+        self._block = block
+        stale = _stale(block)
+        if stale.keys() == self._stale_pods.keys():
+            return NOTHING
+        changed = stale.keys() ^ self._stale_pods.keys()
+        pods = frozenset(stale.get(cid) or self._stale_pods[cid] for cid in changed)
+        self._stale_pods = stale
+        self.stale = frozenset(stale)
+        return Changes(pods=pods)
 
     def variant(self, family: str) -> Any:
         if family.startswith("container_network_"):
@@ -115,7 +136,7 @@ def start_times(payload: bytes) -> bytes:
 
 def stale_ids(payload: bytes) -> frozenset[str]:
     """cgroup ids of containers that are not the newest for their (namespace, pod, container)."""
-    return _stale(start_times(payload))
+    return frozenset(_stale(start_times(payload)))
 
 
 def _label_dict(text: bytes) -> dict[str, str] | None:
@@ -129,7 +150,8 @@ def _label_dict(text: bytes) -> dict[str, str] | None:
         return None
 
 
-def _stale(block: bytes) -> frozenset[str]:
+def _stale(block: bytes) -> dict[str, PodKey]:
+    """Stale cgroup id -> the pod it belongs to (see stale_ids)."""
     newest: dict[tuple[str, str, str], tuple[float, str]] = {}
     every: list[tuple[tuple[str, str, str], str]] = []
     for line in block.split(b"\n"):
@@ -153,7 +175,7 @@ def _stale(block: bytes) -> frozenset[str]:
         every.append((key, labels["id"]))
         if key not in newest or started > newest[key][0]:
             newest[key] = (started, labels["id"])
-    return frozenset(cid for key, cid in every if newest[key][1] != cid)
+    return {cid: (key[0], key[1]) for key, cid in every if newest[key][1] != cid}
 
 
 OPTIONS = options_table(
@@ -167,34 +189,5 @@ class CadvisorCollector(Passthrough):
 
     path = "/metrics/cadvisor"
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.transformer.before_scan = self._prepare
-
     def hook(self, cfg: Any) -> CadvisorHook:
-        self._hook = CadvisorHook(cfg.options["drop_labels"])
-        self._series: list[bytes] = []
-        self._block = b""
-        return self._hook
-
-    def _prepare(self, payload: bytes) -> None:
-        # A restart changes which ids are stale: cached rewrites must be recomputed then. A
-        # restart brings a new cgroup id, hence new series, so a payload the transformer
-        # replays (same series as its last scan) cannot change the stale set: it is looked at
-        # only before a scan (Transformer.before_scan), not on every scrape.
-        if "id" not in self._hook.drop:
-            return
-        block = start_times(payload)
-        if block == self._block:  # the usual case: byte for byte the last scrape's
-            return
-        self._block = block
-        # A container's start time never changes, so the stale set depends only on which
-        # series exist: re-derive it only when that set changes (sample timestamps do not count).
-        series = [ln.partition(b"} ")[0] for ln in block.split(b"\n")]
-        if series == self._series:
-            return
-        self._series = series
-        stale = _stale(block)
-        if stale != self._hook.stale:
-            self._hook.stale = stale
-            self.transformer.reset()
+        return CadvisorHook(cfg.options["drop_labels"])

@@ -29,8 +29,8 @@ from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import NoDataError
 from exporter.expfmt import Family
-from exporter.families import Builder
-from exporter.pipeline import Result
+from exporter.families import Builder, PodLabels
+from exporter.transform import Result
 from exporter.registry import Option, register
 from exporter.upstream import UpstreamError
 
@@ -55,8 +55,7 @@ class DockerCollector:
         self.path = Path(self.url.removeprefix("unix://"))
         self.stats_timeout = float(cfg.options["stats_timeout"])
         self.limit = asyncio.Semaphore(cfg.options["max_concurrency"])
-        cluster = {"cluster": deps.config.cluster} if deps.config.cluster else {}
-        self.tail = {**cluster, "collector": cfg.name}
+        self.labels = deps.labels(cfg, node=False)
         self.events: Counter[tuple[str, str]] | None = None  # None until subscribed once
         self.subscribed = asyncio.Event()  # set while the events stream is open
         self.stats: dict[str, float] = {}
@@ -123,12 +122,12 @@ class DockerCollector:
                 stats: Mapping[str, Any] | None, events: Counter[tuple[str, str]] | None) -> list[Family]:
         """The families for one set of answers; `stats` maps container id -> stats answer or
         the reason it could not be read (None: no stats asked for)."""
-        b = Builder(dp.TABLE)
+        b = Builder(dp.TABLE, self.labels)
         if version is not None or info is not None:
-            b.add(dp.UP, 1, self.tail)
-            b.add(dp.INFO, 1, {**dp.info_labels(version, info), **self.tail})
+            b.add(dp.UP, 1)
+            b.add(dp.INFO, 1, dp.info_labels(version, info))
         for (state, ns, image), n in sorted(dp.state_counts(containers).items()):
-            b.add(dp.CONTAINERS, n, {"state": state, "namespace": ns, "image": image, **self.tail})
+            b.add(dp.CONTAINERS, n, {"state": state, "namespace": ns, "image": image})
         misses = 0
         if stats is not None:
             os_type = str((info or {}).get("OSType") or (version or {}).get("Os") or "linux")
@@ -141,17 +140,16 @@ class DockerCollector:
                 labels, missed = self._labels(by_id.get(cid) or {"Names": [st.get("name") or ""]})
                 misses += missed
                 for metric, value, extra in dp.stats_samples(st, os_type):
-                    b.add(metric, value, {**labels, **extra, **self.tail})
+                    b.add(metric, value, PodLabels({**labels.own, **extra}, labels.joined))
             for reason in ("gone", "timeout", "error"):
-                b.add(dp.STATS_FAILURES, failures[reason], {"reason": reason, **self.tail})
+                b.add(dp.STATS_FAILURES, failures[reason], {"reason": reason})
         if events is not None:
             for key in dp.ZERO_EVENTS:
                 events.setdefault(key, 0)
             for (kind, action), n in sorted(events.items()):
-                b.add(dp.EVENTS, n, {"type": kind, "action": action, **self.tail})
-        fams = b.families()
-        self.stats = {"series_out": sum(f.count() for f in fams), "join_misses": misses}
-        return fams
+                b.add(dp.EVENTS, n, {"type": kind, "action": action})
+        self.stats = {"series_out": b.samples, "join_misses": misses}
+        return b.families()
 
     async def _stats(self, docker: aiodocker.Docker, c: Mapping[str, Any], one_shot: bool) -> Any:
         params = {"stream": "0", "one-shot": "1"} if one_shot else {"stream": "0"}
@@ -166,19 +164,20 @@ class DockerCollector:
             except UpstreamError as exc:  # 404/409: stopped or removed since the listing
                 return "gone" if exc.status in (404, 409) else "error"
 
-    def _labels(self, c: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
+    def _labels(self, c: Mapping[str, Any]) -> tuple[PodLabels, bool]:
+        """A container's labels and its pod's join; True when the index lacks its pod."""
         name = dp.name_of(c)
         ns, pod, ctr, kind = dp.pod_of(name, c.get("Labels") or {})
         labels = {"name": name, "namespace": ns, "pod": pod, "container": ctr,
                   "image": dp.short_image(str(c.get("Image") or "")), "cgroup_kind": kind}
         index = self.deps.index
         if not (ns and pod) or index is None:
-            return labels, False
+            return PodLabels(labels, []), False
         meta = index.get(ns, pod)
         if meta is None:
             index.request_refresh()
-            return labels, True
-        return {**labels, **dict(index.join_labels(meta))}, False
+            return PodLabels(labels, []), True
+        return PodLabels(labels, list(index.join_labels(meta))), False
 
     async def run(self) -> None:
         """Follow /events forever; reconnect with exponential backoff."""

@@ -39,14 +39,12 @@ from exporter.errors import NoDataError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.merge import merge
-from exporter.passthrough import options_table
-from exporter.pipeline import Pairs, Result, Transformer
+from exporter.passthrough import SerialTransform, options_table
+from exporter.podindex import PodIndex
+from exporter.transform import NOTHING, Changes, Pairs, Result, Transformer
 from exporter.pods import PodMeta
 from exporter.registry import register
 from exporter.upstream import Upstream, is_openmetrics
-
-# As in exporter.passthrough: bigger payloads are transformed in a thread, off the event loop.
-_INLINE_BYTES = 256 << 10
 
 
 def _m(name: str, kind: str, help: str, *labels: str) -> Metric:
@@ -105,6 +103,9 @@ class MemberHook:
     def __init__(self, member: str) -> None:
         self.member = member
 
+    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+        return NOTHING
+
     def variant(self, family: str) -> Any:
         return None
 
@@ -142,8 +143,7 @@ class EtcdCollector:
         self.ups = _etcd.upstreams(deps, cfg)
         # One transformer per member: its series cache is keyed by upstream lines, which
         # members share, while the output (the `member` label) differs.
-        self.transformers = {name: self._transformer(name) for name in self.ups}
-        self.derived = _etcd.transformer(deps, cfg)
+        self.transformers = {name: SerialTransform(self._transformer(name)) for name in self.ups}
 
     def _transformer(self, member: str) -> Transformer:
         return _etcd.transformer(self.deps, self.cfg, MemberHook(member))
@@ -154,7 +154,7 @@ class EtcdCollector:
         outcomes = await _etcd.each_member(self.ups, self._member, timeout)
         _etcd.raise_if_all_failed(outcomes)
         alive: list[tuple[str, Member]] = [(n, r) for n, r in outcomes if not _etcd.failed(r)]
-        b = Builder(TABLE)
+        b = Builder(TABLE, self.deps.labels(self.cfg, node=False))
         for name, result in outcomes:
             b.add(UP, 0.0 if _etcd.failed(result) else 1.0, {"member": name})
         for name, m in alive:
@@ -163,7 +163,7 @@ class EtcdCollector:
         if views:
             b.add(HAS_LEADER, float(cluster_has_leader(views, len(outcomes))))
         b.add(MEMBERS_UP, float(len(alive)))
-        derived = _etcd.finish(b, self.derived)
+        derived = b.result()
         self.stats = _etcd.report([m.passthrough for _, m in alive], derived,
                                   sum(m.size for _, m in alive))
         families, _ = merge([*((n, m.passthrough.families) for n, m in alive),
@@ -176,11 +176,7 @@ class EtcdCollector:
             healthy = tg.create_task(_etcd.health(up))
             status = tg.create_task(self._status(up))
         resp = metrics.result()
-        tf, om = self.transformers[name], is_openmetrics(resp.content_type)
-        if len(resp.body) > _INLINE_BYTES:
-            res = await asyncio.to_thread(tf.transform, resp.body, om)
-        else:
-            res = tf.transform(resp.body, om)
+        res = await self.transformers[name].run(resp.body, is_openmetrics(resp.content_type))
         return Member(res, len(resp.body), healthy.result(), status.result())
 
     @staticmethod

@@ -30,7 +30,7 @@ from exporter.deps import Deps
 from exporter.errors import NotPermittedError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
-from exporter.pipeline import Result
+from exporter.transform import Result
 from exporter.registry import register
 from exporter.upstream import Response, Upstream
 
@@ -145,13 +145,12 @@ class EtcdV2Collector:
         self.cfg = cfg
         self.stats: dict[str, float] = {}
         self.ups = _etcd.upstreams(deps, cfg)
-        self.derived = _etcd.transformer(deps, cfg)
 
     async def collect(self, budget: float) -> Sequence[Family]:
         """Fetch every member; raise only if all of them failed (404 everywhere: no data)."""
         outcomes = await _etcd.each_member(self.ups, self._member, _etcd.member_timeout(self.cfg, budget))
         _etcd.raise_if_all_failed(outcomes)
-        b = Builder(TABLE)
+        b = Builder(TABLE, self.deps.labels(self.cfg, node=False))
         size = 0
         for name, docs in outcomes:
             if not _etcd.failed(docs):
@@ -196,11 +195,11 @@ class EtcdV2Collector:
         names = ("self", "store", "leader", "health")
         docs = [_etcd.json_object(p, what) for p, what in zip(payloads, names)]
         healthy = docs[3].get("health") in _etcd.TRUE if len(docs) == 4 else None
-        b = Builder(TABLE)
+        b = Builder(TABLE, self.deps.labels(self.cfg, node=False))
         fill(b, self.deps.config.node_name or "etcd", docs[0], docs[1], docs[2], healthy)
         return self._finish(b, sum(len(p) for p in payloads))
 
     def _finish(self, b: Builder, size: int) -> Result:
-        res = _etcd.finish(b, self.derived)
+        res = b.result()
         self.stats = _etcd.report([], res, size)
         return res

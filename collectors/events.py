@@ -27,11 +27,11 @@ from collectors._events import DEFAULT_REASONS, EventCounter, PodOwners, Rules, 
 from exporter import NAMESPACE, kube
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
-from exporter.expfmt import Family, encode_text
+from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.kubewatch import Reflector
 from exporter.leader import LeaseElector
-from exporter.pipeline import Options, Result, Transformer
+from exporter.transform import Result
 from exporter.registry import Option, register
 
 EVENTS = Metric(f"{NAMESPACE}_kube_events_total", "counter",
@@ -78,9 +78,6 @@ class EventsCollector:
         self.stats: dict[str, float] = {}
         self.backoff = (1.0, 30.0)
         self.watch_timeout = 300.0
-        self._tf = Transformer(Options(collector=cfg.name, cluster=deps.config.cluster,
-                                       rules=deps.config.relabel_configs + cfg.relabel_configs,
-                                       pod_labels=False))
 
     def _resolve(self, namespace: str, pod: str) -> tuple[str, str] | None:
         found = self.pods.get(namespace, pod)
@@ -158,13 +155,13 @@ class EventsCollector:
         return self._families()
 
     def _families(self) -> Result:
-        b = Builder([EVENTS, LAST_SEEN, LEADER])
+        b = Builder([EVENTS, LAST_SEEN, LEADER], self.deps.labels(self.cfg, node=False))
         for labels, n in sorted(self.counter.totals.items()):
             b.add(EVENTS, n, dict(zip(EVENTS.labels, labels)))
         for key, ts in sorted(self.counter.last_seen.items()):
             b.add(LAST_SEEN, ts, dict(zip(LAST_SEEN.labels, key)))
         b.add(LEADER, 1.0 if self.leader else 0.0)
-        res = self._tf.transform(encode_text(b.families()))
+        res = b.result()
         self.stats = {"series_out": res.series_out}
         return res
 

@@ -33,7 +33,7 @@ from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
-from exporter.pipeline import Result
+from exporter.transform import Result
 from exporter.registry import register
 
 PATH = "/healthz?verbose"
@@ -57,17 +57,17 @@ def checks(body: str) -> dict[str, bool]:
     return {m.group(2): m.group(1) == "+" for m in _CHECK.finditer(body)}
 
 
-def fill(b: Builder, body: str, status: int | None, labels: dict[str, str]) -> None:
+def fill(b: Builder, body: str, status: int | None) -> None:
     """One answer -> samples; `status` None offline (health is then read from the body)."""
     found = checks(body)
-    b.add(UP, 1.0, labels)
+    b.add(UP, 1.0)
     failed = "healthz check failed" in body or not all(found.values())
-    b.add(HEALTHY, 1.0 if (status == 200 if status is not None else not failed) else 0.0, labels)
+    b.add(HEALTHY, 1.0 if (status == 200 if status is not None else not failed) else 0.0)
     for name in sorted(found):
-        b.add(CHECK, 1.0 if found[name] else 0.0, {"check": name, **labels})
+        b.add(CHECK, 1.0 if found[name] else 0.0, {"check": name})
     runtime = [found[c] for c in RUNTIME_CHECKS if c in found]
     if runtime:
-        b.add(RUNTIME, 1.0 if all(runtime) else 0.0, labels)
+        b.add(RUNTIME, 1.0 if all(runtime) else 0.0)
 
 
 @register("healthz", default_enabled=True)
@@ -78,9 +78,7 @@ class HealthzCollector:
         self.deps = deps
         self.cfg = cfg
         self.stats: dict[str, float] = {}
-        self.labels = {k: v for k, v in (("node", deps.config.node_name),
-                                         ("cluster", deps.config.cluster),
-                                         ("collector", cfg.name)) if v}
+        self.labels = deps.labels(cfg)
 
     async def collect(self, budget: float) -> Sequence[Family]:
         """Ask the kubelet; an unreachable kubelet is reported as healthz_up 0."""
@@ -92,9 +90,9 @@ class HealthzCollector:
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError, ssl.SSLError):
             raise  # our trust configuration, not the kubelet's health
         except (aiohttp.ClientConnectionError, OSError, TimeoutError):
-            b = Builder(TABLE)
-            b.add(UP, 0.0, self.labels)
-            self.stats = {"series_out": 1}
+            b = Builder(TABLE, self.labels)
+            b.add(UP, 0.0)
+            self.stats = {"series_out": b.samples}
             return b.families()
         return self._convert(resp.body, resp.status).families
 
@@ -103,9 +101,7 @@ class HealthzCollector:
         return self._convert(payload, None)
 
     def _convert(self, payload: bytes, status: int | None) -> Result:
-        b = Builder(TABLE)
-        fill(b, payload.decode("utf-8", "replace"), status, self.labels)
-        fams = b.families()
-        out = sum(f.count() for f in fams)
-        self.stats = {"response_bytes": len(payload), "series_out": out}
-        return Result(families=fams, series_out=out)
+        b = Builder(TABLE, self.labels)
+        fill(b, payload.decode("utf-8", "replace"), status)
+        self.stats = {"response_bytes": len(payload), "series_out": b.samples}
+        return b.result()

@@ -24,10 +24,10 @@ from exporter import NAMESPACE, kube
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import ConfigError, NoDataError
-from exporter.expfmt import Family, encode_text
+from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.kubewatch import Reflector
-from exporter.pipeline import Options, Result, Transformer
+from exporter.transform import Result
 from exporter.pods import pod_labels, pod_meta
 from exporter.registry import Option, register
 
@@ -90,9 +90,6 @@ class KubeSystemCollector:
         self.reflectors: list[tuple[Reflector, PodStore]] = []
         self.backoff, self.watch_timeout = (1.0, 30.0), 300.0
         self.stats: dict[str, float] = {}
-        self._tf = Transformer(Options(collector=cfg.name, cluster=deps.config.cluster,
-                                       rules=deps.config.relabel_configs + cfg.relabel_configs,
-                                       pod_labels=False))
 
     async def run(self) -> None:
         async with self.target.client() as api:
@@ -124,7 +121,7 @@ class KubeSystemCollector:
         return self._families(p for p in pods if wanted is None or _key(p)[0] in wanted)
 
     def _families(self, pods: Iterable[Mapping[str, Any]]) -> Result:
-        b = Builder([CONTAINERS, RESTARTS, WAITING, LAST_TERMINATED, POD_READY])
+        b = Builder([CONTAINERS, RESTARTS, WAITING, LAST_TERMINATED, POD_READY], self.deps.labels(self.cfg, node=False))
         states: dict[tuple[str, str, str], dict[str, int]] = {}
         policy = self.deps.config.label_policy
         for pod in sorted(pods, key=_key):
@@ -156,7 +153,7 @@ class KubeSystemCollector:
             for state, n in counts.items():
                 b.add(CONTAINERS, n, {"namespace": ns, "state": state, "workload": workload,
                                       "workload_kind": kind})
-        res = self._tf.transform(encode_text(b.families()))
+        res = b.result()
         self.stats = {"series_out": res.series_out}
         return res
 

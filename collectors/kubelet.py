@@ -10,12 +10,11 @@ ReadWriteMany volume): then `pod` is left out and only the labels those pods agr
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from collectors.stats_summary import claims_of
-from exporter.expfmt import Family
 from exporter.passthrough import Passthrough, options_table
-from exporter.pipeline import Pairs, Result
+from exporter.transform import EVERYTHING, NOTHING, Changes, Pairs
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
 from exporter.registry import register
@@ -40,12 +39,25 @@ def claim_joins(index: PodIndex) -> dict[ClaimKey, Join]:
 
 
 class VolumeStatsHook:
-    """Adds the mounting pod's join to `kubelet_volume_stats_*`; identity elsewhere. Its cached
-    rewrites depend on `claims`, so the collector resets the transformer when that map changes."""
+    """Adds the mounting pod's join to `kubelet_volume_stats_*`; identity elsewhere."""
 
     def __init__(self) -> None:
         self.claims: Mapping[ClaimKey, Join] = {}
         self.index: PodIndex | None = None
+        self._generation = -1
+
+    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+        """The claims map follows the pod index; volume series name no pod, so a changed map
+        makes every cached rewrite stale."""
+        self.index = index
+        if index is None or index.generation == self._generation:
+            return NOTHING
+        self._generation = index.generation
+        claims = claim_joins(index)
+        if claims == self.claims:
+            return NOTHING
+        self.claims = claims
+        return EVERYTHING
 
     def variant(self, family: str) -> Any:
         return "pvc" if family.startswith("kubelet_volume_stats_") else None
@@ -55,7 +67,7 @@ class VolumeStatsHook:
             return pairs
         labels = dict(pairs)
         if labels.get("pod"):
-            return pairs  # already names its pod: the pipeline joined it
+            return pairs  # already names its pod: the engine joined it
         join = self.claims.get((labels.get("namespace", ""), labels.get("persistentvolumeclaim", "")))
         if join is None:
             if self.index is not None:
@@ -71,26 +83,4 @@ class KubeletCollector(Passthrough):
     path = "/metrics"
 
     def hook(self, cfg: Any) -> VolumeStatsHook:
-        self._hook = VolumeStatsHook()
-        self._hook.index = self.deps.index
-        self._gen = -1
-        return self._hook
-
-    def _prepare(self) -> None:
-        index = self.deps.index
-        if index is None or index.generation == self._gen:
-            return
-        self._gen = index.generation
-        claims = claim_joins(index)
-        if claims != self._hook.claims:
-            self._hook.claims = claims
-            self.transformer.reset()  # cached volume-stats rewrites carry the old mapping
-
-    def process(self, payload: bytes, openmetrics: bool = False) -> Result:
-        self._prepare()
-        return super().process(payload, openmetrics)
-
-    async def collect(self, budget: float) -> Sequence[Family]:
-        resp = await self.upstream().request(self.path)
-        self._prepare()
-        return await self._transform(resp)
+        return VolumeStatsHook()

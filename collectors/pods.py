@@ -27,15 +27,14 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from collectors._podjoin import Joiner
 from collectors._quantity import parse_quantity, resource_label
 from exporter import NAMESPACE
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import NoDataError
 from exporter.expfmt import Family
-from exporter.families import Builder, Metric
-from exporter.pipeline import Result
+from exporter.families import Builder, Metric, PodLabels
+from exporter.transform import Result
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta, parse_podlist
 from exporter.registry import register
@@ -79,7 +78,7 @@ def timestamp(text: Any) -> float | None:
         return None
 
 
-Labels = Callable[..., dict[str, str]]  # extra labels -> the container's full label set
+Labels = Callable[..., PodLabels]  # extra labels -> the container's labels
 
 
 def _status(b: Builder, cs: Mapping[str, Any], lab: Labels) -> None:
@@ -127,31 +126,32 @@ def _resources(b: Builder, ctr: Mapping[str, Any], lab: Labels) -> int:
     return bad
 
 
-def _labeller(join: Joiner, meta: PodMeta, container: str) -> Labels:
-    def lab(**extra: str) -> dict[str, str]:
-        return join.pod_labels(meta.namespace, meta.name, {"container": container, **extra}, meta)
+def _labeller(b: Builder, meta: PodMeta, container: str) -> Labels:
+    def lab(**extra: str) -> PodLabels:
+        return b.pod(meta.namespace, meta.name, {"container": container, **extra}, meta)
     return lab
 
 
-def fill(b: Builder, pods: Iterable[PodMeta], join: Joiner) -> int:
+def fill(b: Builder, pods: Iterable[PodMeta]) -> int:
     """Pods -> samples; returns how many quantities could not be parsed."""
     bad = 0
     for meta in pods:
-        item, pl = meta.raw, join.pod_labels(meta.namespace, meta.name, meta=meta)
+        item = meta.raw
         status, spec = item.get("status") or {}, item.get("spec") or {}
         if status.get("phase"):
             for phase in PHASES:
-                b.add(PHASE, 1.0 if phase == status["phase"] else 0.0, {**pl, "phase": phase})
+                b.add(PHASE, 1.0 if phase == status["phase"] else 0.0,
+                      b.pod(meta.namespace, meta.name, {"phase": phase}, meta))
         ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), None)
         if ready is not None:
-            b.add(READY, 1.0 if ready.get("status") == "True" else 0.0, pl)
+            b.add(READY, 1.0 if ready.get("status") == "True" else 0.0, b.pod(meta.namespace, meta.name, meta=meta))
         for cs in [*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())]:
             if cs.get("name"):
-                _status(b, cs, _labeller(join, meta, cs["name"]))
+                _status(b, cs, _labeller(b, meta, cs["name"]))
         sidecars = [c for c in spec.get("initContainers") or () if c.get("restartPolicy") == "Always"]
         for ctr in [*sidecars, *(spec.get("containers") or ())]:
             if ctr.get("name"):
-                bad += _resources(b, ctr, _labeller(join, meta, ctr["name"]))
+                bad += _resources(b, ctr, _labeller(b, meta, ctr["name"]))
     return bad
 
 
@@ -187,10 +187,9 @@ class PodsCollector:
         return self._convert(index, len(payload))
 
     def _convert(self, index: PodIndex, size: int) -> Result:
-        b = Builder(TABLE)
-        join = Joiner(self.cfg.name, self.deps.config.cluster, self.deps.config.node_name, index)
-        bad = fill(b, index.pods(), join)
-        fams = b.families()
-        out = sum(f.count() for f in fams)
-        self.stats = {"series_out": out, "malformed": bad, **({"response_bytes": size} if size else {})}
-        return Result(families=fams, series_out=out, malformed=bad)
+        b = Builder(TABLE, self.deps.labels(self.cfg), index)
+        bad = fill(b, index.pods())
+        res = b.result()
+        res.malformed = bad
+        self.stats = {"series_out": res.series_out, "malformed": bad, **({"response_bytes": size} if size else {})}
+        return res

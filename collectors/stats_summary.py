@@ -20,13 +20,13 @@ import asyncio
 import json
 from typing import Any, Mapping, Sequence
 
-from collectors._podjoin import Joiner
 from exporter import NAMESPACE
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.expfmt import Family
-from exporter.families import Builder, Metric
-from exporter.pipeline import Result
+from exporter.families import Builder, Labels, Metric
+from exporter.transform import Result
+from exporter.transform.labels import CommonLabels
 from exporter.podindex import PodIndex
 from exporter.registry import register
 
@@ -75,7 +75,7 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _fill_fs(b: Builder, table: Mapping[str, Metric], fs: Any, labels: Mapping[str, str]) -> None:
+def _fill_fs(b: Builder, table: Mapping[str, Metric], fs: Any, labels: Labels) -> None:
     if not isinstance(fs, Mapping):
         return
     for key, metric in table.items():
@@ -98,35 +98,32 @@ def claims_of(pod: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
-def fill(b: Builder, doc: Mapping[str, Any], join: Joiner) -> None:
+def fill(b: Builder, doc: Mapping[str, Any]) -> None:
     """One summary document -> samples. Pure but for the index lookups."""
     node = doc.get("node") or {}
-    if not join.node and node.get("nodeName"):
-        join.node = str(node["nodeName"])
-    nl = join.node_labels()
-    _fill_fs(b, NODE_FS, node.get("fs"), nl)
+    _fill_fs(b, NODE_FS, node.get("fs"), {})
     runtime = node.get("runtime") or {}
-    _fill_fs(b, NODE_IMAGEFS, runtime.get("imageFs"), nl)
-    _fill_fs(b, NODE_CONTAINERFS, runtime.get("containerFs"), nl)
+    _fill_fs(b, NODE_IMAGEFS, runtime.get("imageFs"), {})
+    _fill_fs(b, NODE_CONTAINERFS, runtime.get("containerFs"), {})
     rlimit = node.get("rlimit") or {}
     for key, metric in (("curproc", NODE_PROCESSES), ("maxpid", NODE_PROCESSES_MAX)):
         if _number(rlimit.get(key)) is not None:
-            b.add(metric, float(rlimit[key]), nl)
+            b.add(metric, float(rlimit[key]))
     for pod in doc.get("pods") or ():
         ref = pod.get("podRef") or {}
         ns, name = ref.get("namespace", ""), ref.get("name", "")
         if not name:
             continue
-        meta = join.meta(ns, name)
-        pl = join.pod_labels(ns, name, meta=meta)
+        meta = b.meta(ns, name)
+        pl = b.pod(ns, name, meta=meta)
         _fill_fs(b, POD_EPHEMERAL, pod.get("ephemeral-storage"), pl)
         count = _number((pod.get("process_stats") or {}).get("process_count"))
         if count is not None:
             b.add(POD_PROCESSES, count, pl)
         for ctr in pod.get("containers") or ():
-            cl = join.pod_labels(ns, name, {"container": ctr.get("name", "")}, meta)
-            if "container" not in cl:
+            if not ctr.get("name"):
                 continue
+            cl = b.pod(ns, name, {"container": ctr["name"]}, meta)
             rootfs, logs = ctr.get("rootfs"), ctr.get("logs")
             _fill_fs(b, CONTAINER_ROOTFS, rootfs, cl)
             _fill_fs(b, CONTAINER_LOGS, logs, cl)
@@ -136,10 +133,10 @@ def fill(b: Builder, doc: Mapping[str, Any], join: Joiner) -> None:
         claims = claims_of(meta.raw if meta is not None else None)
         for vol in pod.get("volume") or ():
             vname = vol.get("name", "")
+            if not vname:
+                continue
             claim = (vol.get("pvcRef") or {}).get("name") or claims.get(vname, "")
-            vl = join.pod_labels(ns, name, {"volume": vname, "persistentvolumeclaim": claim}, meta)
-            if "volume" in vl:
-                _fill_fs(b, VOLUMES, vol, vl)
+            _fill_fs(b, VOLUMES, vol, b.pod(ns, name, {"volume": vname, "persistentvolumeclaim": claim}, meta))
 
 
 @register("stats_summary", default_enabled=True)
@@ -168,10 +165,12 @@ class StatsSummaryCollector:
         doc = json.loads(payload)
         if not isinstance(doc, Mapping):
             raise ValueError(f"{PATH}: not a JSON object")
-        b = Builder(TABLE)
-        join = Joiner(self.cfg.name, self.deps.config.cluster, self.deps.config.node_name, index)
-        fill(b, doc, join)
-        fams = b.families()
-        out = sum(f.count() for f in fams)
-        self.stats = {"response_bytes": len(payload), "series_out": out, "join_misses": join.misses}
-        return Result(families=fams, series_out=out, join_misses=join.misses)
+        labels = self.deps.labels(self.cfg)
+        node = (doc.get("node") or {}).get("nodeName")
+        if not labels.node and isinstance(node, str):
+            labels = CommonLabels(labels.collector, labels.cluster, node, labels.rules)
+        b = Builder(TABLE, labels, index)
+        fill(b, doc)
+        res = b.result()
+        self.stats = {"response_bytes": len(payload), "series_out": res.series_out, "join_misses": res.join_misses}
+        return res

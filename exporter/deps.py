@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import aiohttp
 
-from exporter.config import Config, Endpoint
+from exporter.config import CollectorConfig, Config, Endpoint
 from exporter.podindex import PodIndex
+from exporter.transform.labels import CommonLabels
 from exporter.upstream import TLS, TokenSource, Upstream
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass
@@ -22,6 +18,12 @@ class Deps:
     session: aiohttp.ClientSession | None
     index: PodIndex | None
     kubelet: Upstream | None = None
+
+    def labels(self, cfg: CollectorConfig, node: bool = True) -> CommonLabels:
+        """The common labels and relabel rules (global, then the collector's) of a collector's
+        series; `node`: series that name no pod get this node's name (node agent)."""
+        return CommonLabels(cfg.name, self.config.cluster, self.config.node_name if node else "",
+                            self.config.relabel_configs + cfg.relabel_configs)
 
     def upstream(self, ep: Endpoint, max_bytes: int = 256 << 20) -> Upstream:
         """An Upstream for an endpoint (tokens are per endpoint: never shared across hosts)."""

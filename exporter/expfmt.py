@@ -34,7 +34,7 @@ VALUE_TS = re.compile(_VALUE + rb"(?: -?[0-9]+)?\Z")  # a value and its timestam
 _LABELS_BODY = rb'(?:[^"}]|"(?:[^"\\]|\\.)*")*'
 _LINE = re.compile(
     rb"[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(?:\{(" + _LABELS_BODY + rb")\})?[ \t]*[ \t]([^ \t#]+)"
-    rb"(?:[ \t]+([^ \t#]+))?[ \t]*(?:(#)(.*))?\Z", re.S)
+    rb"(?:[ \t]+([^ \t#]+))?(?:[ \t]*(#)(.*))?\Z", re.S)
 _PAIR = re.compile(rb'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*(,|\Z)', re.S)
 LABEL_NAME_BYTES = re.compile(rb"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _TS_MS = re.compile(rb"-?[0-9]+\Z")
@@ -55,6 +55,7 @@ class Family:
     type: str = "untyped"
     help: str | None = None
     lines: list[bytes] = field(default_factory=list)
+    stamped: bool = False  # its lines may carry timestamps (milliseconds)
 
     def samples(self) -> Iterator[bytes]:
         """Each sample line on its own."""
@@ -112,7 +113,11 @@ def parse_labels(text: bytes) -> tuple[tuple[str, str], ...]:
         m = _PAIR.match(text, pos)
         if m is None:
             raise ParseError(f"bad label set near {text[pos:pos + 40]!r}")
-        pairs.append((m.group(1).decode(), unescape(m.group(2).decode("utf-8", "replace"))))
+        try:
+            value = m.group(2).decode()
+        except UnicodeDecodeError:
+            raise ParseError("label value is not valid UTF-8") from None
+        pairs.append((m.group(1).decode(), unescape(value)))
         pos = m.end()
         if m.group(3) == b",":
             if not text[pos:].strip(b" \t"):

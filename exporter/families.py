@@ -1,11 +1,22 @@
-"""Building families for derived series (self-metrics, JSON sources) declared as tables."""
+"""Families of derived series (self-metrics, JSON sources), declared as tables.
+
+A collector that builds its series itself declares them as `Metric`s and adds samples to a
+`Builder`, which finishes every label set through the collector's CommonLabels: the same
+common labels, pod join and relabel rules as the series the transform engine rewrites, with
+no text encoded and parsed again.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple, Union
 
-from exporter.expfmt import Family, escape_help, format_labels
+from exporter.expfmt import Family, escape_help
+from exporter.podindex import PodIndex
+from exporter.pods import PodMeta
+from exporter.transform.hooks import Pairs, PodKey
+from exporter.transform.labels import CommonLabels
+from exporter.transform.result import Result
 
 
 def format_value(value: float) -> bytes:
@@ -33,11 +44,30 @@ class Metric:
         return Family(self.name, self.type, escape_help(self.help))
 
 
-class Builder:
-    """Collects samples for declared metrics; `families()` returns them in declaration order."""
+class PodLabels(NamedTuple):
+    """A pod-scoped series' own labels (namespace and pod first) and its pod's join labels
+    (none when the pod index lacks the pod)."""
 
-    def __init__(self, metrics: Iterable[Metric] = ()) -> None:
+    own: Mapping[str, str]
+    joined: Pairs
+
+
+Labels = Union[Mapping[str, object], PodLabels, None]
+
+
+class Builder:
+    """Collects samples of declared metrics, finished through `labels`; `families()` returns
+    them in declaration order (families a rule renamed into come after)."""
+
+    def __init__(self, metrics: Iterable[Metric], labels: CommonLabels, index: PodIndex | None = None) -> None:
+        self.labels = labels
+        self.index = index
+        self.misses = 0    # pod-scoped samples whose pod the index did not know
+        self.dropped = 0   # samples a relabel rule dropped
+        self.samples = 0
         self._fams: dict[str, tuple[Metric, Family]] = {}
+        self._moved: dict[str, Family] = {}
+        self._joins: dict[PodKey, Pairs | None] = {}
         for m in metrics:
             self.declare(m)
 
@@ -45,23 +75,55 @@ class Builder:
         """Add a declaration (idempotent)."""
         self._fams.setdefault(metric.name, (metric, metric.family()))
 
-    def add(self, metric: Metric | str, value: float, labels: Mapping[str, str] | None = None,
-            suffix: str = "") -> None:
-        """One sample; labels must be the declared ones (extra labels are allowed at the end)."""
+    def meta(self, namespace: str, pod: str) -> PodMeta | None:
+        """The pod's metadata, or None (then the index is asked to refresh early)."""
+        meta = self.index.get(namespace, pod) if self.index is not None else None
+        if meta is None and self.index is not None:
+            self.index.request_refresh()
+        return meta
+
+    def pod(self, namespace: str, pod: str, own: Mapping[str, str] | None = None,
+            meta: PodMeta | None = None) -> PodLabels:
+        """Labels of a series of this pod: namespace, pod and `own`, plus the pod's join. A pod
+        the index does not know counts as a join miss, as in the engine."""
+        key = (namespace, pod)
+        if key not in self._joins:
+            meta = meta or self.meta(namespace, pod)
+            self._joins[key] = list(self.index.join_labels(meta)) if meta and self.index else None
+        joined = self._joins[key]
+        if joined is None and self.index is not None:
+            self.misses += 1
+        return PodLabels({"namespace": namespace, "pod": pod, **(own or {})}, joined or [])
+
+    def add(self, metric: Metric | str, value: float, labels: Labels = None, suffix: str = "") -> None:
+        """One sample. The declared labels must be given (empty values are left out); extra
+        labels follow them."""
         name = metric if isinstance(metric, str) else metric.name
         if not isinstance(metric, str):
             self.declare(metric)
         decl, fam = self._fams[name]
-        labels = labels or {}
-        missing = [n for n in decl.labels if n not in labels]
+        own, joined = (labels.own, labels.joined) if isinstance(labels, PodLabels) else (labels or {}, [])
+        missing = [n for n in decl.labels if n not in own]
         if missing:
             raise ValueError(f"{name}: missing labels {missing}")
-        pairs = [(n, str(labels[n])) for n in decl.labels]
-        pairs += [(n, str(v)) for n, v in labels.items() if n not in decl.labels]
-        text = format_labels(pairs)
-        head = (name + suffix).encode()
-        fam.lines.append(head + (b"{" + text + b"} " if text else b" ") + format_value(value))
+        pairs = [(n, str(own[n])) for n in decl.labels]
+        pairs += [(n, str(v)) for n, v in own.items() if n not in decl.labels and v is not None]
+        done = self.labels.finish(name + suffix, pairs, joined)
+        if done is None:
+            self.dropped += 1
+            return
+        if done.name != name + suffix:
+            fam = self._moved.get(done.name) or self._moved.setdefault(done.name, Family(
+                done.name, decl.type if decl.type in ("counter", "gauge") else "untyped", fam.help))
+        self.samples += 1
+        fam.lines.append(done.name.encode() + (b"{" + done.labels + b"} " if done.labels else b" ")
+                         + format_value(float(value)))
 
     def families(self) -> list[Family]:
-        """Declared families with at least one sample."""
-        return [f for _, f in self._fams.values() if f.lines]
+        """Declared families with at least one sample, then families rules renamed into."""
+        return [f for _, f in self._fams.values() if f.lines] + [f for f in self._moved.values() if f.lines]
+
+    def result(self) -> Result:
+        """The families and counts, as a transform reports them."""
+        return Result(families=self.families(), series_out=self.samples, dropped=self.dropped,
+                      join_misses=self.misses)

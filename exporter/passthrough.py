@@ -2,17 +2,43 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Sequence
 
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.expfmt import Family
-from exporter.pipeline import Options, Result, SeriesHook, Transformer
+from exporter.transform import Options, Result, SeriesHook, Transformer
 from exporter.upstream import Response, Upstream, is_openmetrics
 
 # Payloads smaller than this are transformed on the event loop; larger ones in a thread so
 # /healthz and other scrapes stay responsive during a cold multi-megabyte transform.
 _INLINE_BYTES = 256 << 10
+
+
+class SerialTransform:
+    """A transformer run off the event loop for large payloads, one transform at a time.
+
+    Invariant: a transform that outlives its scrape (the scrape's deadline cancelled the
+    wait, not the thread) finishes before the next one starts on the same transformer, and
+    its result is discarded. A waiting scrape waits within its own deadline."""
+
+    def __init__(self, transformer: Transformer) -> None:
+        self.transformer = transformer
+        self._running: asyncio.Future[Result] | None = None
+
+    async def run(self, payload: bytes, openmetrics: bool) -> Result:
+        """Transform one payload."""
+        running = self._running
+        if running is not None and not running.done():
+            with contextlib.suppress(Exception):  # a transform an earlier scrape gave up on
+                await asyncio.shield(running)
+        if len(payload) <= _INLINE_BYTES:
+            return self.transformer.transform(payload, openmetrics)
+        loop = asyncio.get_running_loop()
+        running = self._running = loop.run_in_executor(None, self.transformer.transform, payload, openmetrics)
+        running.add_done_callback(_retrieve)
+        return await asyncio.shield(running)
 
 
 class Passthrough:
@@ -25,13 +51,13 @@ class Passthrough:
         self.deps = deps
         self.cfg = cfg
         self.stats: dict[str, float] = {}
+        labels = deps.labels(cfg, node=self.pod_scoped)
         self.transformer = Transformer(
-            Options(collector=cfg.name, cluster=deps.config.cluster,
-                    rules=deps.config.relabel_configs + cfg.relabel_configs,
+            Options(collector=labels.collector, cluster=labels.cluster, rules=labels.rules,
                     keep_timestamps=bool(cfg.options.get("keep_timestamps", False)),
-                    pod_labels=self.pod_scoped,
-                    node=deps.config.node_name if self.pod_scoped else ""),
+                    pod_labels=self.pod_scoped, node=labels.node),
             deps.index if self.pod_scoped else None, self.hook(cfg))
+        self._serial = SerialTransform(self.transformer)
 
     def hook(self, cfg: CollectorConfig) -> SeriesHook | None:
         """The source's series hook (None: identity)."""
@@ -48,11 +74,7 @@ class Passthrough:
         return await self._transform(await self.upstream().request(self.path))
 
     async def _transform(self, resp: Response) -> Sequence[Family]:
-        om = is_openmetrics(resp.content_type)
-        if len(resp.body) > _INLINE_BYTES:
-            res = await asyncio.to_thread(self.transformer.transform, resp.body, om)
-        else:
-            res = self.transformer.transform(resp.body, om)
+        res = await self._serial.run(resp.body, is_openmetrics(resp.content_type))
         self._report(res, len(resp.body))
         return res.families
 
@@ -66,6 +88,12 @@ class Passthrough:
         self.stats = {"response_bytes": size, "series_in": res.series_in,
                       "series_out": res.series_out, "join_misses": res.join_misses,
                       "malformed": res.malformed, "dropped": res.dropped}
+
+
+def _retrieve(done: asyncio.Future[Result]) -> None:
+    """Mark an abandoned transform's exception as seen (its scrape reported its own error)."""
+    if not done.cancelled():
+        done.exception()
 
 
 def options_table(**extra: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from exporter.errors import NoDataError, NotPermittedError, ParseError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.registry import Collector
+from exporter.transform.labels import CommonLabels
 from exporter.upstream import UpstreamError
 
 log = logging.getLogger("kubebridge.runner")
@@ -121,9 +122,9 @@ STATS = {
 SELF_METRICS = (UP, STATUS, DURATION, ERRORS, *STATS.values())
 
 
-def self_metrics(sources: Sequence[Source], outcomes: Sequence[Outcome]) -> list[Family]:
-    """The kubebridge_* families about each source."""
-    b = Builder(SELF_METRICS)
+def self_metrics(sources: Sequence[Source], outcomes: Sequence[Outcome], labels: CommonLabels) -> list[Family]:
+    """The kubebridge_* families about each source (`collector` names the source described)."""
+    b = Builder(SELF_METRICS, labels)
     for src, o in zip(sources, outcomes):
         c = {"collector": o.name}
         b.add(UP, 1.0 if o.status == "ok" else 0.0, c)

@@ -11,7 +11,6 @@ from typing import AsyncIterator, Mapping, Sequence
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import generate_latest
 
 from exporter import NAMESPACE, __version__
 from exporter.config import Config
@@ -20,7 +19,7 @@ from exporter.expfmt import (OPENMETRICS_TYPE, TEXT_TYPE, Family, encode_openmet
                              wants_openmetrics)
 from exporter.families import Builder, Metric
 from exporter.merge import merge
-from exporter.pipeline import Options, Transformer
+from exporter.transform.labels import CommonLabels
 from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import Background, get
@@ -50,21 +49,41 @@ class State:
         self.index = index
         self.sources: list[Source] = []
         self.background: list[tuple[str, Background]] = []
+        # kubebridge's own series: no `collector` of their own (theirs names the source they
+        # describe), the cluster, and the global relabel rules.
+        self.labels = CommonLabels("", config.cluster, "", config.relabel_configs)
         self.process = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.process)
         PlatformCollector(registry=self.process)
         GCCollector(registry=self.process)
-        self._process_tf = Transformer(Options(collector=""))
 
     def exporter_metrics(self) -> list[Family]:
         """Build info, pod index state and process metrics."""
-        b = Builder([BUILD, *POD_METRICS])
+        b = Builder([BUILD, *POD_METRICS], self.labels)
         b.add(BUILD, 1, {"version": __version__})
         if self.index is not None:
             for metric, value in zip(POD_METRICS, (len(self.index), self.index.last_sync,
                                                    self.index.syncs, self.index.errors)):
                 b.add(metric, value)
-        return b.families() + self._process_tf.transform(generate_latest(self.process)).families
+        add_registry(b, self.process)
+        return b.families()
+
+
+_CLIENT_TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary"}
+
+
+def add_registry(b: Builder, registry: CollectorRegistry) -> None:
+    """prometheus_client's process, platform and GC collectors, read as samples (no text
+    encoded and parsed again). A counter's family is named with its `_total`, as the text
+    format names it; `_created` samples are left out."""
+    for mf in registry.collect():
+        kind = _CLIENT_TYPES.get(mf.type, "untyped")
+        name = mf.name + "_total" if kind == "counter" else mf.name
+        metric = Metric(name, kind, mf.documentation)
+        for s in mf.samples:
+            if s.name.endswith("_created") and s.name != name:
+                continue
+            b.add(metric, s.value, s.labels, suffix=s.name[len(name):] if s.name.startswith(name) else "")
 
 
 def budget(headers: Mapping[str, str], default: float) -> float:
@@ -81,8 +100,8 @@ async def metrics(request: web.Request) -> web.Response:
     state: State = request.app[STATE]
     outcomes = await collect_all(state.sources, budget(request.headers, state.config.scrape_timeout))
     families, conflicts = merge((o.name, o.families) for o in outcomes)
-    own = self_metrics(state.sources, outcomes)
-    b = Builder([MERGE_CONFLICTS])
+    own = self_metrics(state.sources, outcomes, state.labels)
+    b = Builder([MERGE_CONFLICTS], state.labels)
     for src in state.sources:
         b.add(MERGE_CONFLICTS, conflicts.get(src.name, 0), {"collector": src.name})
     extra = own + b.families() + state.exporter_metrics()

@@ -175,17 +175,17 @@ async def test_discovered_through_each_trigger_with_the_full_join(kubelet, apps,
     assert "# HELP esc_info Label values with escapes: a \\\\ backslash and a \\n newline." in text
     for key, cont, trigger in ((a, "web", "annotation"), (b, "jobs", "prometheus_io"), (c, "esc", "image")):
         assert (f'kubebridge_autodiscovery_target_up{{namespace="scraper",pod="{key[1]}",container="{cont}",'
-                'collector="autodiscovery",cluster="e2e"} 1') in text
-        assert (f'kubebridge_autodiscovery_targets{{trigger="{trigger}",collector="autodiscovery",'
-                'cluster="e2e"} 1') in text
-    assert 'kubebridge_up{collector="autodiscovery"} 1' in text
+                'cluster="e2e",collector="autodiscovery"} 1') in text
+        assert (f'kubebridge_autodiscovery_targets{{trigger="{trigger}",cluster="e2e",'
+                'collector="autodiscovery"} 1') in text
+    assert 'kubebridge_up{collector="autodiscovery",cluster="e2e"} 1' in text
     assert len(esc_app.requests) >= 1 and len(text_app.requests) >= 1
 
 
 async def test_churn_adds_and_removes_targets(kubelet, apps, aiohttp_client):
     app = await apps()
     client = await aiohttp_client(build_app(app_config(kubelet)))
-    text = await scrape_until(client, lambda t: 'kubebridge_up{collector="autodiscovery"} 1' in t)
+    text = await scrape_until(client, lambda t: 'kubebridge_up{collector="autodiscovery",cluster="e2e"} 1' in t)
     assert "kubebridge_autodiscovery_target_up{" not in text  # the captured pods ask for nothing
     ns, name = add_app_pod(kubelet, container="app", image="kb-app:1", port=app.port,
                            annotations=check(port="%%port_metrics%%"))
@@ -474,5 +474,5 @@ async def test_demo_shows_discovered_app_metrics_joined(tmp_path, aiohttp_client
     [cart] = lines(text, "cart_items{")
     assert 'label_app_kubernetes_io_name="cart"' in cart and join in cart
     for trigger in ("annotation", "prometheus_io"):
-        assert (f'kubebridge_autodiscovery_targets{{trigger="{trigger}",collector="autodiscovery",'
-                'cluster="demo"} 1') in text
+        assert (f'kubebridge_autodiscovery_targets{{trigger="{trigger}",cluster="demo",'
+                'collector="autodiscovery"} 1') in text

@@ -153,7 +153,7 @@ async def test_etcd_v3_template_changes_apply_live(etcd, kubelet, apps, aiohttp_
     client = await aiohttp_client(build_app(app_config(kubelet, etcd=endpoints)))
     text = await scrape_until(client, lambda t: series_with(t, "app_temperature_celsius", 'rev="one"'))
     assert series_with(text, "app_temperature_celsius", f'pod="{name}"')
-    assert 'template_store_up{source="etcd",collector="autodiscovery",cluster="e2e"} 1' in text
+    assert 'template_store_up{source="etcd",cluster="e2e",collector="autodiscovery"} 1' in text
     # Changed while kubebridge runs: the watch stream delivers it.
     put_v3(etcd, layout("/kubebridge", "kb-etcd3-app", {"port": "%%port%%", "labels": {"rev": "two"}}))
     text = await scrape_until(client, lambda t: series_with(t, "app_temperature_celsius", 'rev="two"'))
@@ -161,14 +161,14 @@ async def test_etcd_v3_template_changes_apply_live(etcd, kubelet, apps, aiohttp_
     # A broken template: counted, and the image has no template any more.
     etcd.put_v3("/kubebridge/check_configs/kb-etcd3-app/instances", '[{"port": "%%bad%%"}]')
     text = await scrape_until(client, lambda t: "app_temperature_celsius" not in t)
-    assert 'template_errors_total{source="etcd",collector="autodiscovery",cluster="e2e"} 1' in text
+    assert 'template_errors_total{source="etcd",cluster="e2e",collector="autodiscovery"} 1' in text
     span = {"key": base64.b64encode(b"/kubebridge/").decode(),
             "range_end": base64.b64encode(prefix_end(b"/kubebridge/")).decode()}
     code, _ = etcd.request(etcd.members[0], "/v3/kv/deleterange", span)
     assert code == 200
     text = await scrape_until(client, lambda t: 'kubebridge_autodiscovery_templates{source="etcd"' in t
-                              and 'templates{source="etcd",collector="autodiscovery",cluster="e2e"} 0' in t)
-    assert 'templates{source="etcd",collector="autodiscovery",cluster="e2e"} 0' in text
+                              and 'templates{source="etcd",cluster="e2e",collector="autodiscovery"} 0' in t)
+    assert 'templates{source="etcd",cluster="e2e",collector="autodiscovery"} 0' in text
 
 
 @real

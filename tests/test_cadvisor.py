@@ -15,7 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collectors.cadvisor import CadvisorHook, _label_dict, _stale, classify, start_times
 from exporter.expfmt import encode_text
-from exporter.pipeline import _comment_lines
 from exporter.pods import parse_podlist
 from tests.conftest import FIXTURES, offline
 
@@ -232,15 +231,14 @@ def test_restart_duplicates_collapse_to_the_newest(newer_copy):
 
 @pytest.mark.parametrize("newer_copy", [True, False])
 def test_a_restart_is_noticed_after_replays(newer_copy):
-    """The stale-container check runs only before a scan (a replayed payload has the last
-    scan's series). A restart brings new series, so the payload after it is scanned, and its
-    output is what a fresh collector makes of it, whichever copy is newer."""
+    """A restart changes which container is stale (CadvisorHook.prepare): the pod's cached
+    rewrites go, and the output is what a fresh collector makes of it, whichever copy is newer."""
     pods = PODS / "nri-k8s-1.35-kubelet-pods.json"
     collector = offline("cadvisor", pods=pods)
     before = CAPTURE_135.read_bytes()
     for _ in range(3):  # cold, then replays
         collector.process(before)
-    assert collector.transformer._plan is not None
+    assert collector.transformer.plan is not None
     after = restarted(newer_copy)
     for _ in range(2):  # scanned (new series), then replayed
         got = collector.process(after)
@@ -273,7 +271,7 @@ def test_stale_reads_label_sets_as_the_parser_does():
     assert _label_dict(b'a="1",a="2"') is None and _label_dict(b'a="1",b') is None
     line = b'container_start_time_seconds{container="c",id="/%s",name="n",namespace="ns",pod="p"} %d'
     block = b"\n".join([line % (b"old", 1), line % (b"new", 2), b'container_start_time_seconds{id="/bad} 3'])
-    assert _stale(block) == {"/old"}
+    assert set(_stale(block)) == {"/old"}
 
 
 def test_system_cgroups_keep_distinct_ids():
@@ -308,181 +306,6 @@ def test_timestamps_kept_only_on_request():
     assert re.search(rb"\} [^ \n]+ [0-9]{13}$", encode_text(keep.families), re.M)
 
 
-def _general(collector):
-    """The same collector with the label-set surgery switched off (parse, hook, format)."""
-    collector.transformer._core = None
-    collector.transformer.reset()
-    return collector
-
-
-@pytest.mark.parametrize("capture", list(CAPTURES))
-def test_label_surgery_equals_the_general_rewrite(capture: str):
-    """The bytes-level rewrite of label sets (CadvisorHook.reads) gives exactly what parsing,
-    hooking and formatting each label set gives, on every capture."""
-    pods = PODS / CAPTURES[capture] if CAPTURES[capture] else None
-    payload = (CAD / f"{capture}.txt").read_bytes()
-    fast = offline("cadvisor", {"cluster": "c"}, pods)
-    slow = _general(offline("cadvisor", {"cluster": "c"}, pods))
-    assert fast.transformer._core is not None
-    a, b = fast.process(payload), slow.process(payload)
-    assert encode_text(a.families) == encode_text(b.families)
-    assert (a.series_out, a.dropped, a.join_misses) == (b.series_out, b.dropped, b.join_misses)
-    assert fast.transformer._cores  # the surgery did the work
-
-
-@pytest.mark.parametrize("labels", [
-    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="running"',
-    'container="",id="/a",image="",name="",namespace="default",pod="web-1",scope="x"',  # empties
-    'container_name="app",id="/a",namespace="default",pod_name="web-1"',                 # pre-1.16
-    'container="app",id="/a",namespace="default",pod="web-1",x="a\\\\"b"',               # escapes
-    'container="app",id="/a",namespace="default",pod="web-1",collector="up"',            # clash
-    'cgroup_kind="up",container="app",id="/a",namespace="default",pod="web-1"',          # clash
-    'container="app",id="/a",namespace="default",pod="web-1",workload="up"',             # join clash
-    'container="app",id="/a",namespace="default",pod="gone-1"',                          # unknown pod
-    'container="app", id="/a",namespace="default",pod="web-1"',                          # blank
-    'id="/system.slice/x.service",name="x"',                                              # system
-    'container="app",id="/a",id="/b",namespace="default",pod="web-1"',                   # duplicate
-    'container="a="b",zzz",namespace="default",pod="web-1"',       # quotes add up, parts do not
-])
-def test_label_surgery_edge_cases_match(labels: str):
-    pods = {"kind": "PodList", "items": [{"metadata": {
-        "name": "web-1", "namespace": "default", "uid": "u1", "labels": {"app": "web"},
-        "ownerReferences": [{"kind": "StatefulSet", "name": "web", "controller": True}]},
-        "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
-    payload = (f"# TYPE container_cpu_usage_seconds_total counter\n"
-               f"container_cpu_usage_seconds_total{{{labels}}} 1 1700000000000\n").encode()
-    fast = offline("cadvisor", {"cluster": "c"}, pods)
-    slow = _general(offline("cadvisor", {"cluster": "c"}, pods))
-    a, b = fast.process(payload), slow.process(payload)
-    assert encode_text(a.families) == encode_text(b.families)
-    assert (a.series_out, a.malformed, a.join_misses, a.label_conflicts) == (
-        b.series_out, b.malformed, b.join_misses, b.label_conflicts)
-
-
-_EDGES = [
-    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="running"',
-    'container="",id="/a",image="",name="",namespace="default",pod="web-1",state="x"',  # empties
-    'container="app",id="/a",image="",name="n",namespace="default",pod="web-1",state=""',  # one more
-    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="a\\"b"',
-    'container="app",id="/a",image="i",name="n",namespace="default",pod="gone-1",state="r"',  # unknown
-    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",zzz="r"',  # other shape
-    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="a",b="r"',
-    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state=""x"',
-    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="a"b"',  # quote
-    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="r",',  # comma
-    'container="app",id="/a",image="i",name="n",namespace="default",pod="web-1",state="a\\q"',  # \\q
-    'id="/system.slice/x.service",image="",name="",container="",namespace="",pod="",state="r"',
-    'container="app",idd="/a",image="i",name="n",namespace="default",pod="web-1",state="r"',  # a name
-    '',
-]
-
-
-@pytest.mark.parametrize("odd", _EDGES)
-@pytest.mark.parametrize("at", [0, 3, 6])
-def test_label_surgery_in_batches_matches(odd: str, at: int):
-    """New label texts of a scan segment are rewritten together (Transformer._fresh_batch). An
-    odd one among them, first, amid or last, must come out exactly as the general rewrite makes
-    it, and so must its neighbours, in this family and in the next one (which reuses them)."""
-    pods = {"kind": "PodList", "items": [{"metadata": {
-        "name": "web-1", "namespace": "default", "uid": "u1", "labels": {"app": "web"},
-        "ownerReferences": [{"kind": "StatefulSet", "name": "web", "controller": True}]},
-        "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
-    usual = [f'container="c{i % 3}",id="/pod/c{i}",image="i{i}",name="n{i}",namespace="default",'
-             f'pod="web-1",state="s{i}"' for i in range(6)]
-    texts = usual[:at] + [odd] + usual[at:]
-    payload = "".join(f"# TYPE container_{f} gauge\n" + "".join(
-        f"container_{f}{{{t}}} {k} 1700000000000\n" for k, t in enumerate(texts)) for f in ("a", "b"))
-    fast = offline("cadvisor", {"cluster": "c"}, pods)
-    slow = _general(offline("cadvisor", {"cluster": "c"}, pods))
-    for _ in range(2):  # cold, then from the caches
-        a, b = fast.process(payload.encode()), slow.process(payload.encode())
-        assert encode_text(a.families) == encode_text(b.families)
-        assert (a.series_out, a.malformed, a.join_misses, a.label_conflicts, a.dropped) == (
-            b.series_out, b.malformed, b.join_misses, b.label_conflicts, b.dropped)
-
-
-@pytest.mark.parametrize("at", [0, 3, 6])
-@pytest.mark.parametrize("short, extra", [
-    # Short of its last labels, then one that brings them first (so starts with another name)
-    ('container="x",id="/p/x",image="i",name="nx",namespace="default"',
-     'pod="web-1",state="sx",container="y",id="/p/y",image="i",name="ny",namespace="default",pod="web-1",'
-     'state="s"'),
-    # Short of its last label, then one with a label too many (each starts with the first name)
-    ('container="x",id="/p/x",image="i",name="nx",namespace="default",pod="web-1"',
-     'container="y",id="/p/y",image="i",name="ny",namespace="default",pod="web-1",state="s",zz="1"'),
-])
-@pytest.mark.parametrize("state", [True, False])  # with a label outside the hook's, or none
-def test_a_batch_never_moves_labels_between_texts(at: int, short: str, extra: str, state: bool):
-    """A batch splits its texts' parts in one go. Texts with a label too few and too many
-    must not be read as whole label sets made of each other's labels: both come out as the
-    general rewrite makes them."""
-    pods = {"kind": "PodList", "items": [{"metadata": {"name": "web-1", "namespace": "default", "uid": "u1"},
-                                          "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
-    usual = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="default",pod="web-1",'
-             f'state="s{i}"' for i in range(6)]
-    if not state:  # (every label is one the hook reads)
-        usual = [t.rpartition(",")[0] for t in usual]
-        short, extra = short.rpartition(",")[0], extra.rpartition(",")[0]
-    payload = "# TYPE container_a gauge\n" + "".join(
-        f"container_a{{{t}}} {k}\n" for k, t in enumerate(usual[:at] + [short, extra] + usual[at:]))
-    fast, slow = offline("cadvisor", {}, pods), _general(offline("cadvisor", {}, pods))
-    a, b = fast.process(payload.encode()), slow.process(payload.encode())
-    assert encode_text(a.families) == encode_text(b.families)
-    assert b'container="x"' in encode_text(a.families)
-    assert (a.series_out, a.malformed) == (b.series_out, b.malformed)
-
-
-@pytest.mark.parametrize("extra, drop, series, conflicts", [
-    (',node="upstream"', ["id", "name"], 12, 12),  # a label the join adds too: upstream's wins, counted
-    (',cgroup_kind="x"', ["id", "name"], 12, 0),   # one the hook adds: kept as exported_cgroup_kind
-    # A join label of the pod of every text but the first (the batch starts as a plain one)
-    (',label_app="upstream"', ["id", "name"], 12, 10),
-    # System cgroups with nothing left but the additions: one series per family
-    ('', ["id", "name", "container", "image"], 2, 0),
-])
-def test_batches_of_label_sets_the_join_or_the_hook_must_look_at(
-        extra: str, drop: list[str], series: int, conflicts: int):
-    """Batches the surgery cannot take as a plain cut and append, wholly or in part (a clash
-    with the join's or the hook's label names, nothing kept) come out as the general rewrite
-    makes them."""
-    pods = {"kind": "PodList", "items": [
-        {"metadata": {"name": name, "namespace": "default", "uid": name, "labels": labels},
-         "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}
-        for name, labels in (("web-1", {"app": "web"}), ("web-2", {}))]}
-    texts = ([f'container="c{i}",id="/p/c{i}",image="i",{extra[1:]},name="n{i}",namespace="default",'
-              f'pod="web-{1 if i else 2}"' for i in range(6)] if extra
-             else [f'container="c{i}",image="i{i}"' for i in range(6)])
-    payload = "".join(f"# TYPE container_{f} gauge\n" + "".join(
-        f"container_{f}{{{t}}} {k}\n" for k, t in enumerate(texts)) for f in ("a", "b"))
-    doc = {"cluster": "c", "node_name": "n1", "collectors": {"cadvisor": {"drop_labels": drop}}}
-    fast, slow = offline("cadvisor", doc, pods), _general(offline("cadvisor", doc, pods))
-    for _ in range(2):
-        a, b = fast.process(payload.encode()), slow.process(payload.encode())
-        assert encode_text(a.families) == encode_text(b.families)
-        assert (a.series_out, a.label_conflicts) == (b.series_out, b.label_conflicts) == (series, conflicts)
-
-
-def test_a_batch_checks_the_names_of_known_label_combinations():
-    """A batch checks the names of the labels its hook reads once per combination. A text
-    whose such labels are spelt as in another family (`pod_name` where this family has `pod`)
-    must not reuse that family's rewrite: it comes out as the general rewrite makes it."""
-    pods = {"kind": "PodList", "items": [{"metadata": {"name": "web-1", "namespace": "default", "uid": "u1"},
-                                          "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
-    legacy = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="default",pod_name="web-1"'
-              for i in range(5)]
-    modern = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="default",pod="web-1",'
-              f'state="s"' for i in range(5)]
-    odd = legacy[0] + ',state="s"'
-    payload = "".join(f"# TYPE container_{f} gauge\n" + "".join(
-        f"container_{f}{{{t}}} {k}\n" for k, t in enumerate(texts))
-        for f, texts in (("a", legacy), ("b", modern[:2] + [odd] + modern[2:])))
-    fast, slow = offline("cadvisor", {}, pods), _general(offline("cadvisor", {}, pods))
-    for _ in range(2):
-        a, b = fast.process(payload.encode()), slow.process(payload.encode())
-        assert encode_text(a.families) == encode_text(b.families)
-        assert (a.series_out, a.malformed) == (b.series_out, b.malformed)
-
-
 @pytest.mark.parametrize("host_network", [True, False])
 def test_a_changed_pod_with_dropped_series_is_scanned_again(host_network: bool):
     """A hostNetwork pod's network series are dropped. When such a pod changes (here it is
@@ -506,7 +329,7 @@ def test_a_changed_pod_with_dropped_series_is_scanned_again(host_network: bool):
     assert got.count(b"container_network_receive_bytes_total{") == (6 if host_network else 3)
 
 
-def test_batch_rewrites_that_collide_are_deduplicated():
+def test_rewrites_that_collide_are_deduplicated():
     """Two cgroups of one container (no start times to tell the stale one) lose the labels
     that told them apart: in a batch as one by one, the family keeps one series each."""
     payload = b"# TYPE container_memory_usage_bytes gauge\n" + b"".join(
@@ -514,202 +337,16 @@ def test_batch_rewrites_that_collide_are_deduplicated():
         b'namespace="default",pod="web-1"} %d\n' % (i, i, k, i, k, 10 * i + k) for i in range(3) for k in range(2))
     pods = {"kind": "PodList", "items": [{"metadata": {"name": "web-1", "namespace": "default", "uid": "u1"},
                                           "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
-    fast, slow = offline("cadvisor", {}, pods), _general(offline("cadvisor", {}, pods))
-    for _ in range(2):  # cold, then replayed
-        a, b = fast.process(payload), slow.process(payload)
-        assert encode_text(a.families) == encode_text(b.families)
-        assert a.series_out == b.series_out == 3 and a.dropped == 3 and a.join_misses == 0
+    collector = offline("cadvisor", {}, pods)
+    for _ in range(2):  # cold, then warm
+        a = collector.process(payload)
+        assert a.series_out == 3 and a.dropped == 3 and a.join_misses == 0
+        lines = [ln for ln in encode_text(a.families).split(b"\n") if ln.startswith(b"container_")]
+        assert len(lines) == 3 and all(b'pod="web-1"' in ln and b"id=" not in ln for ln in lines)
+        assert {ln.rpartition(b" ")[2] for ln in lines} == {b"1", b"11", b"21"}  # the last of each pair
 
 
-def test_the_batch_shape_check_looks_at_every_part():
-    from exporter.surgery import _columns_start
-    prefixes = (b'a="', b'b="')
-    assert _columns_start([[b'a="1', b'a="3', b'a="'], [b'b="2', b'b="4', b'b="']], prefixes)
-    for columns in ([[b'x="1', b'a="3'], [b'b="2', b'b="4']], [[b'a="1', b'a="3'], [b'b="2', b'bb="4']],
-                    [[b'a="1', b'a="3', b'b="5'], [b'b="2', b'b="4', b'a="6']]):
-        assert not _columns_start(columns, prefixes), columns
-
-
-_USUAL = [f'container="c{i}",id="/p/c{i}",image="i",name="n{i}",namespace="default",pod="web-{i % 2}"'
-          for i in range(5)]
-
-
-def _line_by_line(monkeypatch) -> None:
-    """Cold scans without whole-block paths (Transformer._repeat, _whole): line by line."""
-    cls = type(offline("cadvisor").transformer)
-    monkeypatch.setattr(cls, "_repeat", lambda self, *a: False)
-    monkeypatch.setattr(cls, "_whole", lambda self, *a: None)
-
-
-@pytest.mark.parametrize("block, whole", [
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)], True),
-    ([f"container_a{{{t}}} {k} 17" for k, t in enumerate(_USUAL)], True),              # timestamps
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL + _USUAL[:1])], True),     # a duplicate
-    ([f"container_a{{{t}}} {k} }} 3" for k, t in enumerate(_USUAL)], False),           # "} " after it
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + ["container_a{} 1"], False),  # empty
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + ["container_a 9"], False),    # no labels
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + ['container_a{x="1" 9'], False),  # no "} "
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL[:2])] + [
-        f"container_aa{{{t}}} {k}" for k, t in enumerate(_USUAL[2:])], False),               # two names
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL[:2])] + [
-        f"container_a{{{t.replace('web-', 'gone-')}}} {k}" for k, t in enumerate(_USUAL[2:])],
-     False),                                                                      # an unknown pod
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + [
-        'container_a{container="c",id="/p/c",image="i\\q",name="n",namespace="default",pod="web-0"} 1'],
-     False),                                                                      # an escape
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + ["container_a{} 1 2 3"], False),
-    # A line without "} " that ends in a known text and one more byte
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + [f"container_a{{{_USUAL[0]}x"], False),
-    # A name one byte shorter, then one byte and a known text
-    ([f"container_a{{{t}}} {k}" for k, t in enumerate(_USUAL)] + [f"SHORT{{x{_USUAL[1]}}} 1"], False),
-])
-@pytest.mark.parametrize("host_network", [False, True])
-def test_a_block_taken_whole_matches_line_by_line(block: list[str], whole: bool, host_network: bool,
-                                                  monkeypatch):
-    """A family block of one name whose label sets are all known or made by surgery goes out
-    whole (Transformer._whole). Whatever is in it, the output must be what the line-by-line
-    scan makes, cold and replayed, and later blocks may repeat it."""
-    pods = {"kind": "PodList", "items": [
-        {"metadata": {"name": f"web-{i}", "namespace": "default", "uid": f"u{i}", "labels": {"app": "web"}},
-         "spec": {"nodeName": "n1", "hostNetwork": host_network and i == 1}, "status": {"phase": "Running"}}
-        for i in range(2)]}
-    family = "network_receive_bytes_total" if host_network else "memory_usage_bytes"
-    payload = "".join(f"# TYPE container_{family}{f} gauge\n" + "\n".join(block).replace(
-        "container_a", f"container_{family}{f}").replace("SHORT", f"container_{family}{f}"[:-1]) + "\n"
-        for f in ("", "_b")).encode()
-    taken: list[bool] = []
-    real = type(offline("cadvisor").transformer)._whole
-
-    def spy(self, *a):
-        like = real(self, *a)
-        taken.append(like is not None)
-        return like
-    monkeypatch.setattr(type(offline("cadvisor").transformer), "_whole", spy)
-    for keep in (False, True):
-        doc = {"collectors": {"cadvisor": {"keep_timestamps": keep}}}
-        fast = offline("cadvisor", doc, pods)
-        with monkeypatch.context() as m:
-            _line_by_line(m)
-            slow = offline("cadvisor", doc, pods)
-            want = [slow.process(payload) for _ in range(2)]
-        for got, ref in zip([fast.process(payload) for _ in range(2)], want):  # cold, then replayed
-            assert encode_text(got.families) == encode_text(ref.families)
-            assert (got.series_out, got.dropped, got.malformed, got.join_misses) == (
-                ref.series_out, ref.dropped, ref.malformed, ref.join_misses)
-    assert taken and taken[0] is whole
-
-
-@pytest.mark.parametrize("second", [
-    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL)],                      # a repeat
-    [f"container_b{{{t}}} {k} 17" for k, t in enumerate(_USUAL)],                   # timestamps
-    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL[:4] + [_USUAL[0]])],   # a text differs
-    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL[1:] + _USUAL[:1])],    # another order
-    [f"container_b{{{t}}} {k} }} 3" for k, t in enumerate(_USUAL)],                 # "} " after the head
-    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL[:4])] + ["container_b 9"],  # no labels
-    [f"container_b_x{{{t}}} {k}" for k, t in enumerate(_USUAL)],                    # another name
-    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL[:2])] + [
-        f"container_bb{{{t}}} {k}" for k, t in enumerate(_USUAL[2:])],               # two names
-    [f"container_b{{{t}}} {k}" for k, t in enumerate(_USUAL[:4])] + [
-        'container_b{container="c0",id="/p/c9",image="i",name="n9",namespace="default",pod="web-0"} 1'],
-])
-@pytest.mark.parametrize("host_network", [False, True])
-def test_a_block_repeating_another_matches_line_by_line(second: list[str], host_network: bool, monkeypatch):
-    """A family block with the label texts of an earlier one is emitted as a repeat of it
-    (Transformer._repeat). Whatever differs in it, the output must be what the line-by-line
-    scan makes: here one payload goes through both."""
-    pods = {"kind": "PodList", "items": [
-        {"metadata": {"name": f"web-{i}", "namespace": "default", "uid": f"u{i}", "labels": {"app": "web"}},
-         "spec": {"nodeName": "n1", "hostNetwork": host_network and i == 1}, "status": {"phase": "Running"}}
-        for i in range(2)]}
-    family = "network_receive_bytes_total" if host_network else "memory_usage_bytes"
-    payload = (f"# TYPE container_{family} gauge\n" + "".join(
-        f"container_{family}{{{t}}} {k}\n" for k, t in enumerate(_USUAL))
-        + ("# TYPE container_b gauge\n" + "\n".join(second)).replace("container_b", f"container_{family}_b")
-        + "\n").encode()
-    repeats = []
-    real = type(offline("cadvisor").transformer)._repeat
-    monkeypatch.setattr(type(offline("cadvisor").transformer), "_repeat",
-                        lambda self, *a: repeats.append(real(self, *a)) or repeats[-1])
-    for keep in (False, True):
-        doc = {"collectors": {"cadvisor": {"keep_timestamps": keep}}}
-        fast = offline("cadvisor", doc, pods).process(payload)
-        with monkeypatch.context() as m:
-            _line_by_line(m)
-            slow = offline("cadvisor", doc, pods).process(payload)
-        assert encode_text(fast.families) == encode_text(slow.families)
-        assert (fast.series_out, fast.dropped, fast.malformed, fast.join_misses) == (
-            slow.series_out, slow.dropped, slow.malformed, slow.join_misses)
-    same = [[f"container_b{{{t}}} {k}{ts}" for k, t in enumerate(_USUAL)] for ts in ("", " 17")]
-    assert repeats and repeats[0] is (second in same)  # tried; taken only when it is one
-
-
-def test_comment_lines_are_found_without_reading_every_line():
-    """_comment_lines measures long runs of one name instead of reading each line: on every
-    capture it finds exactly the comment lines."""
-    captures = sorted(FIXTURES.glob("**/*.txt"))
-    assert len(captures) >= 10
-    for path in captures:
-        lines = path.read_bytes().split(b"\n")
-        assert _comment_lines(lines) == [i for i, line in enumerate(lines) if line.startswith(b"#")], path
-
-
-@pytest.mark.parametrize("middle", ["# a stray comment", "# TYPE container_a gauge", "", "container_a 7",
-                                    "container_b{x=\"1\"} 2"])
-def test_a_line_inside_a_long_run_of_one_name_is_not_lost(middle: str, monkeypatch):
-    """A comment (or any other line) between two long runs of one name may go unseen by
-    _comment_lines; the block then goes line by line, with the same output."""
-    text = _USUAL[0].replace('id="/p/c0"', 'id="/p/%d"')
-    run = [f"container_a{{{text % k}}} {k}" for k in range(150)]
-    payload = ("# TYPE container_a gauge\n" + "\n".join(run[:100] + [middle] + run[100:]) + "\n").encode()
-    fast = offline("cadvisor").process(payload)
-    _line_by_line(monkeypatch)
-    slow = offline("cadvisor").process(payload)
-    assert encode_text(fast.families) == encode_text(slow.families)
-    assert (fast.series_out, fast.malformed, fast.errors) == (slow.series_out, slow.malformed, slow.errors)
-
-
-@pytest.mark.parametrize("bad", [(0, 1), (0, 4), (1, 2), (1, 4), (2, 0), (2, 4), (2, 3)])
-def test_a_bad_value_in_a_block_names_its_own_line(bad: tuple[int, int], monkeypatch):
-    """Blocks taken whole or as repeats do not keep their lines: a bad value found at the end
-    must still name its input line, also after dropped series (a hostNetwork pod's network)."""
-    pods = {"kind": "PodList", "items": [
-        {"metadata": {"name": f"web-{i}", "namespace": "default", "uid": f"u{i}"},
-         "spec": {"nodeName": "n1", "hostNetwork": i == 1}, "status": {"phase": "Running"}}
-        for i in range(2)]}
-    families = ["memory_usage_bytes", "network_receive_bytes_total", "network_transmit_bytes_total"]
-    lines = {f: [f"container_{f}{{{t}}} {k}" for k, t in enumerate(_USUAL)] for f in families}
-    fam, row = bad
-    lines[families[fam]][row] = lines[families[fam]][row].rsplit(" ", 1)[0] + " 12x"
-    payload = "".join(f"# TYPE container_{f} gauge\n" + "\n".join(lines[f]) + "\n" for f in families).encode()
-    fast = offline("cadvisor", {}, pods).process(payload)
-    _line_by_line(monkeypatch)
-    slow = offline("cadvisor", {}, pods).process(payload)
-    dropped = fam > 0 and row % 2  # (a series of web-1 in a network family)
-    want = [] if dropped else [(lines[families[fam]][row].encode(), "bad value b'12x'")]
-    assert fast.errors == slow.errors == want
-    assert encode_text(fast.families) == encode_text(slow.families) and fast.malformed == slow.malformed
-
-
-@pytest.mark.parametrize("odd", [
-    'container="c9",id="/p/c9",image="i",name="n9",namespace="default",pod="gone-1"',  # unknown pod
-    'container="c9",id="/p/c9",image="i",name="n9",namespace="default",pod="web-0",workload="x"',  # clash
-])
-def test_a_block_with_odd_lines_is_not_repeated(odd: str, monkeypatch):
-    """Only a block whose lines all took the fast lane is repeated: a series of an unknown pod
-    or one with a label conflict is counted on every line, as the line-by-line scan does."""
-    pods = {"kind": "PodList", "items": [{"metadata": {"name": "web-0", "namespace": "default", "uid": "u"},
-                                          "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
-    texts = [t.replace("web-1", "web-0") for t in _USUAL] + [odd]
-    payload = "".join(f"# TYPE container_{f} gauge\n" + "".join(
-        f"container_{f}{{{t}}} {k}\n" for k, t in enumerate(texts)) for f in ("a", "b", "c")).encode()
-    fast = offline("cadvisor", {}, pods).process(payload)
-    _line_by_line(monkeypatch)
-    slow = offline("cadvisor", {}, pods).process(payload)
-    assert encode_text(fast.families) == encode_text(slow.families)
-    assert (fast.join_misses, fast.label_conflicts) == (slow.join_misses, slow.label_conflicts) != (0, 0)
-
-
-def test_batch_rewrites_follow_pod_changes():
+def test_rewrites_follow_pod_changes():
     """Label texts a batch rewrote are evicted with their pod: after the pod's labels change,
     every series shows the new ones, as a fresh collector's do."""
     def podlist(app: str) -> dict:
@@ -721,7 +358,7 @@ def test_batch_rewrites_follow_pod_changes():
         b'namespace="default",pod="web-1"} %d\n' % (i, i, i, i) for i in range(8))
     collector = offline("cadvisor", {}, podlist("one"))
     before = encode_text(collector.process(payload).families)
-    assert before.count(b'label_app="one"') == 8 and collector.transformer._plain
+    assert before.count(b'label_app="one"') == 8
     collector.transformer.index.replace(parse_podlist(podlist("two")))
     after = encode_text(collector.process(payload).families)
     assert after == encode_text(offline("cadvisor", {}, podlist("two")).process(payload).families)
@@ -749,5 +386,5 @@ def test_label_caches_stay_bounded_under_series_churn():
             b'name="",namespace="",pod=""} 1\n' % (scrape * 20 + i) for i in range(20))
         assert collector.process(payload).series_out == 20
         t = collector.transformer
-        sizes.append(len(t._labels) + sum(map(len, t._plain.values())))
+        sizes.append(t.rewriter.size())
     assert max(sizes) <= 2 * 22 + 1024 < 200 * 20  # (without the bound: one entry per series ever seen)

@@ -114,7 +114,7 @@ async def test_token_rotation_followed(kubelet, aiohttp_client):
     await ready(client)
     kubelet.token_file.write_text(secrets.token_hex(16) + "\n")
     text = (await scrape(client)).decode()
-    assert 'kubebridge_up{collector="cadvisor"} 1' in text
+    assert 'kubebridge_up{collector="cadvisor",cluster="e2e"} 1' in text
     tokens = {h.get("Authorization") for _, h in kubelet.requests}
     assert f"Bearer {kubelet.token_file.read_text().strip()}" in tokens
 
@@ -124,13 +124,13 @@ async def test_broken_source_isolated(kubelet, aiohttp_client):
     client = await aiohttp_client(build_app(exporter_config(kubelet)))
     await ready(client)
     text = (await scrape(client)).decode()
-    assert 'kubebridge_source_status{collector="probes",status="not_permitted"} 1' in text
-    assert 'kubebridge_up{collector="probes"} 0' in text
-    assert 'kubebridge_up{collector="cadvisor"} 1' in text and "container_cpu_usage_seconds_total{" in text
+    assert 'kubebridge_source_status{collector="probes",status="not_permitted",cluster="e2e"} 1' in text
+    assert 'kubebridge_up{collector="probes",cluster="e2e"} 0' in text
+    assert 'kubebridge_up{collector="cadvisor",cluster="e2e"} 1' in text and "container_cpu_usage_seconds_total{" in text
     await kubelet.stop()
     text = (await scrape(client)).decode()
-    assert 'kubebridge_source_status{collector="cadvisor",status="down"} 1' in text
-    assert 'kubebridge_scrape_errors_total{collector="cadvisor",reason="connect"} 1' in text
+    assert 'kubebridge_source_status{collector="cadvisor",status="down",cluster="e2e"} 1' in text
+    assert 'kubebridge_scrape_errors_total{collector="cadvisor",reason="connect",cluster="e2e"} 1' in text
     assert "container_cpu_usage_seconds_total{" not in text
 
 

@@ -41,10 +41,10 @@ def test_replay_of_a_real_capture_equals_a_fresh_transform(name: str, capture: P
     doc = {"cluster": "c", "node_name": "n1"}
     steady = offline(name, doc, pods)
     first = steady.process(payload)
-    assert steady.transformer._plan is not None, first.errors  # every capture here is clean
+    assert steady.transformer.plan is not None, first.errors  # every capture here is clean
     for other in (bump(payload), bump(bump(payload)), payload):
         got = steady.process(other)
-        assert steady.transformer._plan is not None
+        assert steady.transformer.plan is not None
         assert any(b"\n" in ln for f in got.families for ln in f.lines)  # replayed: family blocks
         fresh = offline(name, doc, pods).process(other)
         assert encode_text(got.families) == encode_text(fresh.families)

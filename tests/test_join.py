@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter.expfmt import encode_text
-from exporter.pipeline import Options, Transformer
+from exporter.transform import NoHook, Options, Transformer
 from exporter.podindex import PodIndex
 from exporter.pods import LabelPolicy, label_name, parse_podlist, pod_labels, workload_of
 
@@ -103,9 +103,9 @@ def test_join_follows_pod_changes_and_counts_misses():
     assert b'label_app="one"' not in text
 
 
-def test_a_pod_change_keeps_the_other_pods_positions():
-    """After one pod's labels change, its series are looked at again and the rest of the
-    payload is still predicted by position; the output is what a fresh transformer makes."""
+def test_a_pod_change_rewrites_that_pods_series_only():
+    """After one pod's labels change, its series show the new labels, the other pod's rewrites
+    stay cached, and the output is what a fresh transformer makes; the next scrape replays."""
     def items(app_a: str) -> list:
         return [pod("a", labels={"app": app_a}), pod("b", labels={"app": "bee"})]
     idx = _index(items("one"))
@@ -114,14 +114,15 @@ def test_a_pod_change_keeps_the_other_pods_positions():
         b'm{namespace="default",pod="%s",k="%d"} %d\n' % (p, k, k) for p in (b"a", b"b") for k in range(5))
     t.transform(payload)
     t.transform(payload)
-    assert t._plan is not None
+    assert t.plan is not None
     idx.replace(parse_podlist({"items": items("two")}))
-    t._sync()
-    assert t._plan is None and [bool(n) for n in t._names] == [False] + [False] * 5 + [True] * 5 + [False]
+    assert t.rewriter.evict([]) is False and t.rewriter.size() == 10
     got = t.transform(payload)
+    assert t.rewriter.size() == 10
     assert encode_text(got.families) == encode_text(
         Transformer(Options(collector="c"), _index(items("two"))).transform(payload).families)
-    assert encode_text(got.families).count(b'label_app="two"') == 5 and t._plan is not None
+    assert encode_text(got.families).count(b'label_app="two"') == 5 and t.plan is not None
+    assert encode_text(t.transform(payload).families) == encode_text(got.families)
 
 
 def test_upstream_label_wins_and_collector_label_kept_as_exported():
@@ -173,7 +174,7 @@ def test_unknown_pods_are_replayed_and_still_counted():
         fresh = Transformer(Options(collector="c"), idx).transform(payload % (v, v))
         assert encode_text(res.families) == encode_text(fresh.families)
         assert (res.join_misses, res.label_conflicts, res.series_out) == (1, 0, 2)
-    assert t._plan is not None and t._plan.misses == 1  # the last two were replays
+    assert t.plan is not None and t.plan.counts.join_misses == 1  # the last two were replays
     assert idx.refreshes >= 3 + 3  # each transform asked (and each fresh one)
     idx.replace(parse_podlist({"items": [pod("a", labels={"app": "one"}), pod("b", labels={"app": "two"})]}))
     res = t.transform(payload % (9, 9))
@@ -185,7 +186,7 @@ def test_conflicts_are_counted_on_replay_too():
     t = Transformer(Options(collector="c"), idx)
     payload = b'# TYPE m gauge\nm{namespace="default",pod="a",node="upstream"} %d\n'
     assert [t.transform(payload % v).label_conflicts for v in range(3)] == [1, 1, 1]
-    assert t._plan is not None
+    assert t.plan is not None
 
 
 async def test_refresh_asked_from_a_worker_thread_wakes_the_index():
@@ -212,10 +213,8 @@ async def test_refresh_asked_from_a_worker_thread_wakes_the_index():
         task.cancel()
 
 
-class _Adding:
-    """A hook that declares what it reads and adds labels after the upstream ones."""
-
-    reads = frozenset({"a"})
+class _Adding(NoHook):
+    """A hook that adds labels after the upstream ones."""
 
     def __init__(self, added):
         self.added = added
@@ -227,24 +226,22 @@ class _Adding:
         return list(pairs) + self.added
 
 
-class _AddingUnread(_Adding):
-    reads = None  # (no promise: every label set goes the general way)
-
-
 @pytest.mark.parametrize("added", [
-    [("kind", "x")],                     # a plain addition: surgery
-    [("b", "y")],                        # named like an upstream label: the general path
-    [("cluster", "mine")],               # an addition the join overrides: the general path
+    [("kind", "x")],                     # a plain addition
+    [("b", "y")],                        # named like an upstream label
+    [("cluster", "mine")],               # an addition named like a join label: the hook's wins
     [("kind", "x"), ("cluster", "mine")],
 ])
-def test_surgery_defers_when_additions_clash(added):
-    """A hook's additions that name an upstream label or a join label are merged by the
-    general path (the hook's value wins over the join's); the surgery, which only appends,
-    must leave those label sets to it. Both hooks must give the same exposition."""
+def test_hook_additions_merge_with_the_join(added):
+    """A hook's additions that name an upstream label or a join label come out once, the
+    hook's value winning over the join's; cold and warm give the same exposition."""
     payload = b"# TYPE m gauge\n" + b"".join(b'm{a="%d",b="x%d"} %d\n' % (i, i, i) for i in range(6))
-    outs = []
-    for hook in (_Adding(added), _AddingUnread(added)):
-        t = Transformer(Options(collector="t", cluster="prod"), None, hook)
-        outs.append([encode_text(t.transform(payload).families) for _ in range(2)])
+    t = Transformer(Options(collector="t", cluster="prod"), None, _Adding(added))
+    outs = [encode_text(t.transform(payload).families) for _ in range(2)]
     assert outs[0] == outs[1]
-    assert outs[0][0].count(b"cluster=") == 6
+    assert outs[0].count(b"cluster=") == 6
+    for line in outs[0].split(b"\n")[1:-1]:
+        names = [p.split(b"=")[0] for p in line.split(b"{")[1].split(b"}")[0].split(b",")]
+        assert len(names) == len(set(names)), line
+    if ("cluster", "mine") in added:
+        assert outs[0].count(b'cluster="mine"') == 6

@@ -176,7 +176,7 @@ async def test_crash_loop_fires_then_resolves(replay, aiohttp_client):
     assert 'container="alpine",state="running",label_app="creating"' in text
     assert 'container="alpine",label_app="creating",workload="e2e-container-creating",workload_kind="Pod",' \
            'node="datagen-1-35",cluster="e2e",collector="pods"} 3' in text  # restarts_total 3, ready 1
-    assert 'kubebridge_up{collector="pods"} 1' in text
+    assert 'kubebridge_up{collector="pods",cluster="e2e"} 1' in text
 
 
 async def test_no_data_before_the_index_synced_and_down_when_stale(replay):

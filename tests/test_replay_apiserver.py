@@ -250,7 +250,7 @@ async def test_cluster_agent_against_package_data(tmp_path, aiohttp_client):
 
         async def all_up() -> bool:
             text = await scrape()
-            return all(f'kubebridge_up{{collector="{n}"}} 1' in text for n in names)
+            return all(f'kubebridge_up{{collector="{n}",cluster="demo"}} 1' in text for n in names)
         await eventually(all_up, what="every cluster collector up")
         srv.add_event(event("demo.1", "BackOff", involved="coredns-7d764666f9-qdcxt",
                             namespace="kube-system"))

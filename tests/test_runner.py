@@ -6,6 +6,7 @@ import asyncio
 from exporter.errors import NoDataError, NotPermittedError
 from exporter.expfmt import Family, encode_text
 from exporter.runner import Source, collect_all, self_metrics
+from exporter.transform import CommonLabels
 
 
 class Fake:
@@ -43,7 +44,7 @@ async def test_statuses_and_isolation():
     assert {o.name: o.status for o in outcomes} == {
         "ok": "ok", "hang": "down", "gone": "no_data", "denied": "not_permitted", "broken": "down"}
     assert outcomes[0].families[0].lines == [b"x 1"]
-    text = encode_text(self_metrics(sources, outcomes)).decode()
+    text = encode_text(self_metrics(sources, outcomes, CommonLabels())).decode()
     assert 'kubebridge_scrape_errors_total{collector="hang",reason="timeout"} 1' in text
     assert 'kubebridge_scrape_errors_total{collector="broken",reason="internal"} 1' in text
     assert 'kubebridge_source_status{collector="denied",status="not_permitted"} 1' in text

@@ -89,9 +89,9 @@ async def test_sidecar_needs_no_kubelet_and_sends_no_credentials(tmp_path, apps,
             'label_app_kubernetes_io_name="checkout",workload="checkout",workload_kind="Deployment",'
             'node="n1",cluster="prod",collector="sidecar"} 1' % POD) in text
     assert ('kubebridge_autodiscovery_target_up{namespace="shop",pod="%s",container="app",'
-            'collector="sidecar",cluster="prod"} 1' % POD) in text
-    assert 'kubebridge_autodiscovery_targets{trigger="sidecar",collector="sidecar",cluster="prod"} 1' in text
-    assert 'kubebridge_up{collector="sidecar"} 1' in text
+            'cluster="prod",collector="sidecar"} 1' % POD) in text
+    assert 'kubebridge_autodiscovery_targets{trigger="sidecar",cluster="prod",collector="sidecar"} 1' in text
+    assert 'kubebridge_up{collector="sidecar",cluster="prod"} 1' in text
     assert kubelet_hits == []
     assert app.requests and all("Authorization" not in h for h in app.requests)
 

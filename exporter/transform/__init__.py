@@ -1,7 +1,12 @@
 """The transform engine: upstream exposition bytes -> joined, relabeled families.
 
 Public seam: `Transformer(options, index, hook).transform(payload, openmetrics) -> Result`.
+See docs/architecture.md for the path of one sample.
 """
-from exporter.pipeline import NoHook, Options, Pairs, Result, SeriesHook, Transformer
+from exporter.transform.engine import Options, Transformer
+from exporter.transform.hooks import EVERYTHING, NOTHING, Changes, NoHook, Pairs, PodKey, SeriesHook
+from exporter.transform.labels import CommonLabels, Finished
+from exporter.transform.result import BadLine, Result
 
-__all__ = ["NoHook", "Options", "Pairs", "Result", "SeriesHook", "Transformer"]
+__all__ = ["BadLine", "Changes", "CommonLabels", "EVERYTHING", "Finished", "NOTHING", "NoHook", "Options",
+           "Pairs", "PodKey", "Result", "SeriesHook", "Transformer"]

@@ -1,0 +1,69 @@
+"""The labels every series of a collector gains, and the relabel rules: applied in one place.
+
+Every path that emits a series, the transform engine, the declared-table collectors
+(exporter.families.Builder) and the self and process metrics, ends in `CommonLabels.finish`.
+Order of the result: the series' own labels (empty values left out; an own `collector`
+renamed `exported_collector`, `exported_` repeated until free, as Prometheus resolves clashes
+with target labels), then the joined labels it does not have (pod labels, workload, node),
+then `node` and `cluster` unless present, then `collector`. The relabel rules see all of these
+and `__name__`; `collector` stays last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+from exporter import relabel
+from exporter.expfmt import METRIC_NAME, format_labels
+
+
+class Finished(NamedTuple):
+    """A series' final name and its label text (`a="1",b="2"`, b"" for none)."""
+
+    name: str
+    labels: bytes
+
+
+@dataclass(frozen=True)
+class CommonLabels:
+    """What one collector adds to each of its series, and its relabel rules (global first)."""
+
+    collector: str = ""
+    cluster: str = ""
+    node: str = ""
+    rules: tuple[relabel.Rule, ...] = ()
+
+    def defaults(self) -> dict[str, str]:
+        """The node and cluster a series gets when it has none of its own."""
+        return {k: v for k, v in (("node", self.node), ("cluster", self.cluster)) if v}
+
+    def finish(self, name: str, own: Sequence[tuple[str, str]],
+               joined: Sequence[tuple[str, str]] = ()) -> Finished | None:
+        """The final name and labels of a series, or None when a rule drops it."""
+        labels: dict[str, str] = {}
+        for k, v in own:
+            if v:
+                if k == "collector" and self.collector:
+                    k = "exported_collector"
+                    while any(n == k for n, _ in own):
+                        k = "exported_" + k
+                labels[k] = v
+        for k, v in joined:
+            if v and k not in labels:
+                labels[k] = v
+        for k, v in (("node", self.node), ("cluster", self.cluster)):
+            if v and k not in labels:
+                labels[k] = v
+        if self.collector:
+            labels["collector"] = self.collector
+        if self.rules:
+            out = relabel.apply(self.rules, {"__name__": name, **labels})
+            if out is None:
+                return None
+            name = out.pop("__name__", "")
+            if not METRIC_NAME.match(name):
+                return None
+            if "collector" in out:
+                out["collector"] = out.pop("collector")
+            labels = out
+        return Finished(name, format_labels(labels.items()))
