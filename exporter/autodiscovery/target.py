@@ -23,12 +23,12 @@ from typing import Any, Mapping
 import aiohttp
 
 from exporter import __version__, relabel
+from exporter.autodiscovery.templates import Endpoint
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.expfmt import Family
 from exporter.pipeline import Options, Pairs, Result, Transformer
 from exporter.pods import PodMeta
-from exporter.templates import Endpoint
 from exporter.upstream import METRICS_ACCEPT, is_openmetrics
 
 log = logging.getLogger("kubebridge.autodiscovery")
