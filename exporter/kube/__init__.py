@@ -5,7 +5,7 @@
 - `watch`: list+watch of one collection (`Reflector`);
 - `leader`: leader election on a Lease (`LeaseElector`).
 
-kubernetes-asyncio is large (every API model; about 40 MiB resident). `client` imports it
+kubernetes-asyncio is large (every API model: about 37 MiB resident). `client` imports it
 only when a collector first builds a client; `watch` and `leader` import it at the top and
 are themselves imported only from the code that runs them. A node agent never loads it.
 """
