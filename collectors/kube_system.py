@@ -50,7 +50,7 @@ STATES = ("running", "waiting", "terminated")
 
 
 class PodStore:
-    """(namespace, name) -> pod object; a kubewatch Handler."""
+    """(namespace, name) -> pod object; an `exporter.kube.watch` Handler."""
 
     def __init__(self) -> None:
         self.pods: dict[tuple[str, str], dict] = {}

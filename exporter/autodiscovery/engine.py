@@ -180,7 +180,7 @@ class EngineCollector:
     `sync()` keeps current, template stores to follow (none for a sidecar) and an ErrorLog."""
 
     engine: Engine
-    errors: Any        # template_stores.ErrorLog
+    errors: Any        # stores.ErrorLog
     stores: Sequence[Any] = ()
     stats: dict[str, float]
 
