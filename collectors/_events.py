@@ -115,7 +115,7 @@ def occurrences(ev: Mapping[str, Any]) -> int:
 
 
 class EventCounter:
-    """Counts events from list+watch; `replace`/`apply` make it a kubewatch Handler."""
+    """Counts events from list+watch; `replace`/`apply` make it an `exporter.kube.watch` Handler."""
 
     def __init__(self, rules: Rules, resolve: Callable[[str, str], tuple[str, str] | None]) -> None:
         self.rules = rules

@@ -20,12 +20,13 @@ import json
 import re
 from typing import Any, Sequence
 
-from exporter import NAMESPACE, kube
+from exporter import NAMESPACE
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import NoDataError, NotPermittedError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
+from exporter.kube import client as kube
 from exporter.passthrough import Passthrough, options_table
 from exporter.registry import Option, register
 from exporter.upstream import Response, Upstream

@@ -3,8 +3,8 @@
 The pods come from the pod index (this node's kubelet `/pods`). A container is scraped when a
 trigger asks for it, by precedence: its `kubebridge.io/<container>.check` annotation, the pod's
 `prometheus.io/scrape: "true"` annotations, or a per-image template from a store (a file or
-mounted ConfigMap, etcd v3/v2, Consul). See `exporter.templates` for the template format and the
-safety rules, `exporter.template_stores` for the stores, `collectors._autodiscovery` for scraping.
+mounted ConfigMap, etcd v3/v2, Consul). See `exporter.autodiscovery.templates` for the template
+format and the safety rules, `.stores` for the stores, `.engine` and `.target` for scraping.
 
 Targets are recomputed only when the pod index was refreshed or a store changed (checked on each
 scrape; unchanged targets keep their caches and counters), and every target is scraped
@@ -17,14 +17,16 @@ import logging
 import socket
 from typing import Any
 
-from collectors._autodiscovery import LIMIT_OPTIONS, Engine, EngineCollector, Key, TargetSpec, identity, positive
+from exporter.autodiscovery.engine import (LIMIT_OPTIONS, Engine, EngineCollector, Key, TargetSpec, identity,
+                                          own_port, positive)
+from exporter.autodiscovery.stores import ConsulStore, ErrorLog, EtcdV2Store, EtcdV3Store, FileStore, Store
+from exporter.autodiscovery.templates import (Candidate, PodContext, TemplateError, candidates, containers,
+                                              render)
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
 from exporter.registry import Option, register
-from exporter.template_stores import ConsulStore, ErrorLog, EtcdV2Store, EtcdV3Store, FileStore, Store
-from exporter.templates import Candidate, PodContext, TemplateError, candidates, containers, render
 
 log = logging.getLogger("kubebridge.autodiscovery")
 
@@ -53,11 +55,6 @@ OPTIONS = {
     "consul_prefix": Option("kubebridge", help="Templates live under <prefix>/check_configs/<image>/."),
     "networks": Option((), _networks, "CIDRs a pod IP must be in to be scraped (empty: any pod IP)."),
 }
-
-
-def own_port(listen_address: str) -> int:
-    """kubebridge's own port (never a target: a scrape of itself would wait on itself)."""
-    return int(listen_address.rpartition(":")[2] or 0)
 
 
 @register("autodiscovery", default_enabled=False, scope="node", options=OPTIONS)

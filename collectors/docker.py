@@ -19,12 +19,11 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import aiodocker
 import aiohttp
 
-from collectors import docker_parse as dp
+from collectors import _docker as dp
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import NoDataError
@@ -33,6 +32,9 @@ from exporter.families import Builder, PodLabels
 from exporter.transform import Result
 from exporter.registry import Option, register
 from exporter.upstream import UpstreamError
+
+if TYPE_CHECKING:  # imported with the first client: a node without Docker never loads it
+    import aiodocker
 
 log = logging.getLogger("kubebridge.docker")
 OPTIONS = {
@@ -69,6 +71,8 @@ class DockerCollector:
                 raise ConnectionError(f"{self.path}: Docker socket gone (daemon stopped?)")
             raise NoDataError(f"{self.path}: no Docker here")
         if self.docker is None:
+            import aiodocker
+
             # No total/read timeout: scrapes run under the runner's budget, the stream is endless.
             self.docker = aiodocker.Docker(self.url, timeout=aiohttp.ClientTimeout(total=None, connect=5))
         return self.docker

@@ -2,7 +2,7 @@
 
 Option `members`: one endpoint per etcd member (url, CA, client certificate and key,
 server_name, insecure_skip_verify), each with its own TLS settings. The `member` label is the
-host:port of the member's URL (`_etcd.member_name`): it comes from the configuration, so a
+host:port of the member's URL (`exporter.etcd.member_name`): it comes from the configuration, so a
 member keeps the same series whether it answers or not. The member's etcd id is exposed, in
 hex as etcd prints ids (`etcd_server_id{server_id}`, v2 stats), by `kubebridge_etcd_member_info`.
 
@@ -31,8 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from collectors import _etcd
-from exporter import NAMESPACE
+from exporter import NAMESPACE, etcd as _etcd
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import NoDataError

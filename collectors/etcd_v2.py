@@ -23,8 +23,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Mapping, Sequence
 
-from collectors import _etcd
-from exporter import NAMESPACE
+from exporter import NAMESPACE, etcd as _etcd
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import NotPermittedError

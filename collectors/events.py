@@ -18,21 +18,23 @@ import asyncio
 import contextlib
 import json
 import socket
-from typing import Any, Sequence
-
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+from typing import TYPE_CHECKING, Any, Sequence
 
 from collectors._events import DEFAULT_REASONS, EventCounter, PodOwners, Rules, check_reasons
-from exporter import NAMESPACE, kube
+from exporter import NAMESPACE
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
-from exporter.kubewatch import Reflector
-from exporter.leader import LeaseElector
+from exporter.kube import client as kube
 from exporter.transform import Result
 from exporter.registry import Option, register
+
+if TYPE_CHECKING:  # kubernetes-asyncio is imported by run(): see exporter/kube/__init__.py
+    from kubernetes_asyncio import client
+
+    from exporter.kube.leader import LeaseElector
+    from exporter.kube.watch import Reflector
 
 EVENTS = Metric(f"{NAMESPACE}_kube_events_total", "counter",
                 "Kubernetes events seen since this instance started counting (repeats included).",
@@ -88,6 +90,8 @@ class EventsCollector:
 
     async def run(self) -> None:
         """Count while leader (always, without election)."""
+        from exporter.kube.leader import LeaseElector
+
         async with self.target.client() as api:
             if not self.opt["leader_election"]:
                 await self._count(api)
@@ -112,6 +116,10 @@ class EventsCollector:
 
     async def _count(self, api: client.ApiClient) -> None:
         """One leadership term: a fresh list (history, not counted) and watch."""
+        from kubernetes_asyncio import client
+
+        from exporter.kube.watch import Reflector
+
         v1 = client.CoreV1Api(api)
         kw = {"backoff": self.backoff, "watch_timeout": self.watch_timeout}
         events = Reflector(v1.list_event_for_all_namespaces, handler=self.counter, what="events", **kw)
@@ -180,4 +188,6 @@ async def _cancel(task: asyncio.Task) -> None:
 
 
 def _framework_error(exc: Exception) -> Exception:
+    from kubernetes_asyncio.client.exceptions import ApiException  # loaded: the lease raised it
+
     return kube.translate(exc, "lease") if isinstance(exc, ApiException) else exc

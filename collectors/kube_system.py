@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from kubernetes_asyncio import client
-
-from exporter import NAMESPACE, kube
+from exporter import NAMESPACE
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import ConfigError, NoDataError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
-from exporter.kubewatch import Reflector
+from exporter.kube import client as kube
 from exporter.transform import Result
 from exporter.pods import pod_labels, pod_meta
 from exporter.registry import Option, register
+
+if TYPE_CHECKING:  # kubernetes-asyncio is imported by run(): see exporter/kube/__init__.py
+    from exporter.kube.watch import Reflector
 
 _P = f"{NAMESPACE}_kube_system"
 POD = ("namespace", "pod")
@@ -49,7 +50,7 @@ STATES = ("running", "waiting", "terminated")
 
 
 class PodStore:
-    """(namespace, name) -> pod object; a kubewatch Handler."""
+    """(namespace, name) -> pod object; an `exporter.kube.watch` Handler."""
 
     def __init__(self) -> None:
         self.pods: dict[tuple[str, str], dict] = {}
@@ -92,6 +93,10 @@ class KubeSystemCollector:
         self.stats: dict[str, float] = {}
 
     async def run(self) -> None:
+        from kubernetes_asyncio import client
+
+        from exporter.kube.watch import Reflector
+
         async with self.target.client() as api:
             v1 = client.CoreV1Api(api)
             kw = {"backoff": self.backoff, "watch_timeout": self.watch_timeout}

@@ -27,7 +27,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from collectors._quantity import parse_quantity, resource_label
+from collectors._pods import parse_quantity, resource_label
 from exporter import NAMESPACE
 from exporter.config import CollectorConfig
 from exporter.deps import Deps

@@ -23,15 +23,15 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from collectors._autodiscovery import LIMIT_OPTIONS, Engine, EngineCollector, Key, TargetSpec, identity
-from collectors.autodiscovery import own_port
+from exporter.autodiscovery.engine import (LIMIT_OPTIONS, Engine, EngineCollector, Key, TargetSpec, identity,
+                                          own_port)
+from exporter.autodiscovery.stores import ErrorLog
+from exporter.autodiscovery.templates import PodContext, Template, TemplateError, parse, render
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta, workload_of
 from exporter.registry import Option, register
-from exporter.template_stores import ErrorLog
-from exporter.templates import PodContext, Template, TemplateError, parse, render
 
 log = logging.getLogger("kubebridge.sidecar")
 LOCALHOST = "127.0.0.1"

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from exporter import __version__, config as config_mod
+from exporter import __version__, config as config_mod, plugins
 from exporter.errors import ConfigError
 from exporter.registry import registrations
 
@@ -59,6 +59,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `kubebridge` and `python -m exporter`."""
+    plugins.load()  # the collectors register: the flags, config keys and sources are theirs
     args = parser().parse_args(argv)
     try:
         if args.command == "check-config":

@@ -1,7 +1,8 @@
 """The collector protocol and registry: the one extension point.
 
-A collector is one class in `collectors/<name>.py`, registered under `<name>`; that one word is
-its module, `--collector.<name>` flag, `collectors.<name>` config key, `collector` label value,
+A collector is one class in `collectors/<name>.py`, registered under `<name>` when an entry
+point imports the plug-ins (`exporter.plugins.load()`; this module never imports them). That
+one word is its module, `--collector.<name>` flag, `collectors.<name>` config key, `collector` label value,
 fixture folder and test module.
 """
 from __future__ import annotations
@@ -67,11 +68,16 @@ def register(name: str, *, default_enabled: bool, scope: str = "node",
 
 def registrations() -> list[Registration]:
     """Every registered collector, sorted by name."""
-    import collectors  # noqa: F401  (imports every collector module for its @register)
-    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+    return [_registry()[n] for n in sorted(_REGISTRY)]
 
 
 def get(name: str) -> Registration:
     """One registration by name (KeyError if unknown)."""
-    registrations()
-    return _REGISTRY[name]
+    return _registry()[name]
+
+
+def _registry() -> dict[str, Registration]:
+    """The collectors register when imported; the framework never imports them itself."""
+    if not _REGISTRY:
+        raise RuntimeError("no collector is registered: an entry point calls exporter.plugins.load() first")
+    return _REGISTRY

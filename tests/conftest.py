@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pytest
 
-from exporter import config as config_mod
+from exporter import config as config_mod, plugins
 from exporter.deps import Deps
 from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
@@ -18,6 +18,8 @@ from exporter.replay.kubelet import ReplayKubelet
 TESTS = Path(__file__).parent
 FIXTURES = TESTS / "fixtures"
 GOLDEN = TESTS / "golden"
+
+plugins.load()  # the tests are an entry point: they register the collectors, as `kubebridge` does
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

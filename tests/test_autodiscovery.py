@@ -17,14 +17,14 @@ import pytest
 from aiohttp import web
 
 from exporter import config as config_mod
+from exporter.autodiscovery.templates import (PodContext, Template, TemplateError, candidates, image_name,
+                                               parse, parse_text, render)
 from exporter.expfmt import encode_text
 from exporter.merge import merge
 from exporter.pods import parse_podlist
 from exporter.replay.apps import OPENMETRICS, add_app_pod
 from exporter.replay.cluster import ReplayCluster
 from exporter.server import build_app
-from exporter.templates import (PodContext, Template, TemplateError, candidates, image_name, parse,
-                                parse_text, render)
 from tests.autodiscovery_apps import (ESCAPES, OM_APP, TEXT_APP, app_config, app_servers, check, collect,
                                       make, pod, replay_kubelet, scrape_until)
 from tests.etcd_cluster import Series

@@ -15,11 +15,12 @@ import pytest
 from aiohttp import web
 
 from exporter import config as config_mod
+from exporter.autodiscovery.stores import (ConsulStore, ErrorLog, EtcdV2Store, FileStore, from_layout,
+                                          prefix_end)
+from exporter.autodiscovery.templates import Template
 from exporter.deps import Deps
 from exporter.replay.apps import add_app_pod
 from exporter.server import build_app
-from exporter.template_stores import ConsulStore, ErrorLog, EtcdV2Store, FileStore, from_layout, prefix_end
-from exporter.templates import Template
 from tests.autodiscovery_apps import app_config, app_servers, replay_kubelet, scrape_until
 from tests.consul_kv import ConsulKV
 from tests.etcd_cluster import Cluster, free_ports, have_etcd

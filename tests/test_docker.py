@@ -21,7 +21,7 @@ import pytest
 from aiodocker.exceptions import DockerError
 from aiohttp import web
 
-from collectors import docker_parse as dp
+from collectors import _docker as dp
 from exporter import cli, config as config_mod
 from exporter.deps import Deps
 from exporter.errors import ConfigError, NotPermittedError

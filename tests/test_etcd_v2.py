@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from collectors._etcd import go_duration
 from tests.conftest import FIXTURES, GOLDEN, offline
 from tests.etcd_cluster import BUDGET, Cluster, Series, free_ports, have_etcd, source, until
+from exporter.etcd import go_duration
 from exporter.expfmt import encode_text
 from exporter.merge import merge
 

@@ -11,7 +11,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors._quantity import parse_quantity, resource_label
+from collectors._pods import parse_quantity, resource_label
 from exporter import config as config_mod
 from exporter.deps import Deps
 from exporter.errors import NoDataError

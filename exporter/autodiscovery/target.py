@@ -23,13 +23,13 @@ from typing import Any, Mapping
 import aiohttp
 
 from exporter import __version__, relabel
+from exporter.autodiscovery.templates import Endpoint
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.expfmt import Family
 from exporter.podindex import PodIndex
 from exporter.transform import EVERYTHING, NOTHING, Changes, Options, Pairs, Result, Transformer
 from exporter.pods import PodMeta
-from exporter.templates import Endpoint
 from exporter.upstream import METRICS_ACCEPT, is_openmetrics
 
 log = logging.getLogger("kubebridge.autodiscovery")

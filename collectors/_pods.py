@@ -1,5 +1,5 @@
-"""Kubernetes resources: quantities (`resource.Quantity` strings) as plain numbers, and resource
-names as kube-state-metrics labels them.
+"""Helpers of the `pods` collector (not a collector): Kubernetes resource quantities
+(`resource.Quantity` strings) as plain numbers, and resource names as kube-state-metrics labels them.
 
 The grammar (k8s.io/apimachinery/pkg/api/resource/quantity.go):
   <quantity> ::= <signedNumber><suffix>

@@ -12,16 +12,17 @@ kubernetes/kubernetes#68164); kubernetes-asyncio's own refresh only covers its l
 from __future__ import annotations
 
 import contextlib
-from typing import Any, AsyncIterator
-
-from kubernetes_asyncio import client, config as kconfig
-from kubernetes_asyncio.client.exceptions import ApiException
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from exporter.config import Endpoint
 from exporter.deps import Deps
 from exporter.errors import NoDataError, NotPermittedError
 from exporter.registry import Option
 from exporter.upstream import TLS, TokenSource, Upstream, UpstreamError
+
+if TYPE_CHECKING:  # imported where a client is built: see exporter/kube/__init__.py
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client.exceptions import ApiException
 
 IN_CLUSTER = Endpoint("https://kubernetes.default.svc")
 
@@ -64,6 +65,8 @@ class KubeTarget:
 
     async def configuration(self) -> client.Configuration:
         """A kubernetes-asyncio Configuration (kubeconfig parsed once)."""
+        from kubernetes_asyncio import client, config as kconfig
+
         if self._conf is None:
             conf = client.Configuration()
             if self.kubeconfig:
@@ -90,6 +93,8 @@ class KubeTarget:
     @contextlib.asynccontextmanager
     async def client(self) -> AsyncIterator[client.ApiClient]:
         """An ApiClient (its own connection pool), closed on exit."""
+        from kubernetes_asyncio import client
+
         api = client.ApiClient(await self.configuration())
         try:
             yield api

@@ -28,10 +28,10 @@ from urllib.parse import quote
 
 import aiohttp
 
+from exporter.autodiscovery.templates import Template, TemplateError, loads, parse
 from exporter.config import Endpoint
 from exporter.deps import Deps
 from exporter.errors import NoDataError
-from exporter.templates import Template, TemplateError, loads, parse
 from exporter.upstream import TLS, TokenSource, Upstream, UpstreamError
 
 log = logging.getLogger("kubebridge.autodiscovery")

@@ -11,8 +11,6 @@ import re
 from collections import Counter
 from typing import Any, Iterator, Mapping
 
-from aiodocker.exceptions import DockerError
-
 from exporter import NAMESPACE
 from exporter.errors import NotPermittedError
 from exporter.families import Metric
@@ -219,6 +217,8 @@ def parse_payload(raw: bytes) -> tuple[str, Any]:
 @contextlib.contextmanager
 def mapped(url: str) -> Iterator[None]:
     """aiodocker raises DockerError for everything; the runner needs to tell outcomes apart."""
+    from aiodocker.exceptions import DockerError  # loaded: the collector built its client
+
     try:
         yield
     except DockerError as exc:

@@ -6,7 +6,7 @@ precedence first):
 1. the pod annotation `kubebridge.io/<container>.check` (JSON or YAML), for that container;
 2. the conventional `prometheus.io/scrape: "true"` (+ `prometheus.io/port`, `/path`, `/scheme`)
    annotations, for the container declaring that port (else the first container with a port);
-3. a per-image template from a template store (`exporter.template_stores`), keyed by the image's
+3. a per-image template from a template store (`exporter.autodiscovery.stores`), keyed by the image's
    short name (`nginx` for `registry.example.com/team/nginx:1.27@sha256:...`), for every container
    of that image.
 

@@ -1,4 +1,4 @@
-"""The engine shared by `autodiscovery` and `sidecar`: the current targets (`collectors._target`),
+"""The engine shared by `autodiscovery` and `sidecar`: the current targets (`exporter.autodiscovery.target`),
 scraped concurrently, their limits as options, and the self-metrics table.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 
 import aiohttp
 
-from collectors._target import Cut, Key, Limits, Target, TargetSpec
 from exporter import NAMESPACE
+from exporter.autodiscovery.target import Cut, Key, Limits, Target, TargetSpec
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.expfmt import Family
@@ -23,7 +23,7 @@ from exporter.pods import PodMeta
 from exporter.registry import Option
 
 log = logging.getLogger("kubebridge.autodiscovery")
-__all__ = ["Engine", "Key", "LIMIT_OPTIONS", "TargetSpec", "identity", "positive"]
+__all__ = ["Engine", "Key", "LIMIT_OPTIONS", "TargetSpec", "identity", "own_port", "positive"]
 
 
 def positive(value: Any) -> str | None:
@@ -68,6 +68,11 @@ def identity(meta: PodMeta, container: str, join: Sequence[tuple[str, str]], nod
     if node and not any(k == "node" for k, _ in pairs):
         pairs += (("node", node),)
     return tuple(pairs)
+
+
+def own_port(listen_address: str) -> int:
+    """kubebridge's own port (never a target: a scrape of itself would wait on itself)."""
+    return int(listen_address.rpartition(":")[2] or 0)
 
 
 class Engine:
@@ -173,7 +178,7 @@ class EngineCollector:
     `sync()` keeps current, template stores to follow (none for a sidecar) and an ErrorLog."""
 
     engine: Engine
-    errors: Any        # template_stores.ErrorLog
+    errors: Any        # stores.ErrorLog
     stores: Sequence[Any] = ()
     stats: dict[str, float]
 

@@ -22,7 +22,7 @@ from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from exporter.errors import NoDataError
-from exporter.kube import translate
+from exporter.kube.client import translate
 
 log = logging.getLogger("kubebridge.kubewatch")
 

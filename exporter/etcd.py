@@ -1,5 +1,5 @@
-"""Shared by the `etcd` and `etcd_v2` collectors (not a collector): member names, per-member
-isolation, `/health`, and the finishing transform of derived series.
+"""etcd members, for the `etcd` and `etcd_v2` collectors (not a collector): member names,
+per-member isolation, `/health`, and the finishing transform of derived series.
 
 The runner knows one source per collector, but an etcd cluster is several members: one member
 being down must not take the whole source down. So each member is fetched in its own task with
