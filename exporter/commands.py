@@ -69,7 +69,8 @@ def transform(args: argparse.Namespace) -> int:
     except ValueError as exc:  # JSON sources: the decoder names line and column
         print(f"{args.payload[0]}: {exc}", file=sys.stderr)
         return 1
-    families, _ = merge([(name, res.families)])
+    stamped = (name,) if cfg.collectors[name].options.get("keep_timestamps") else ()
+    families, _ = merge([(name, res.families)], stamped)
     sys.stdout.buffer.write(encode_openmetrics(families) if args.openmetrics else encode_text(families))
     for line, why in res.errors:
         print(f"{args.payload[0]}:{_line_no(payloads[0], line)}: {why}", file=sys.stderr)

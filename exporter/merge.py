@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from typing import Container, Iterable
 
 from exporter.expfmt import Family
 
 
-def merge(sources: Iterable[tuple[str, Iterable[Family]]]) -> tuple[list[Family], Counter[str]]:
+def merge(sources: Iterable[tuple[str, Iterable[Family]]],
+          stamped: Container[str] = ()) -> tuple[list[Family], Counter[str]]:
     """Families with the same name from several sources become one (samples concatenated in
     source order, each source's sample order kept: histogram buckets stay in order). A family
-    whose type differs from the one already kept is dropped and counted per source.
+    whose type differs from the one already kept is dropped and counted per source. A merged
+    family is stamped (its lines may carry timestamps) if any of its parts is, or if its source
+    is named in `stamped` (sources that keep upstream timestamps).
     Output is sorted by family name, so it is deterministic."""
     kept: dict[str, Family] = {}
     conflicts: Counter[str] = Counter()
@@ -18,11 +21,14 @@ def merge(sources: Iterable[tuple[str, Iterable[Family]]]) -> tuple[list[Family]
         for fam in families:
             have = kept.get(fam.name)
             if have is None:
-                kept[fam.name] = Family(fam.name, fam.type, fam.help, list(fam.lines))
+                kept[fam.name] = Family(fam.name, fam.type, fam.help, list(fam.lines),
+                                        fam.stamped or source in stamped)
             elif have.type == fam.type:
                 have.lines.extend(fam.lines)
                 if have.help is None:
                     have.help = fam.help
+                if fam.stamped or source in stamped:
+                    have.stamped = True
             else:
                 conflicts[source] += 1
     return [kept[n] for n in sorted(kept)], conflicts

@@ -55,6 +55,9 @@ class State:
         PlatformCollector(registry=self.process)
         GCCollector(registry=self.process)
         self._process_tf = Transformer(Options(collector=""))
+        # Sources whose series may carry upstream timestamps (OpenMetrics output converts them).
+        self.stamped = frozenset(name for name, c in config.collectors.items()
+                                 if c.options.get("keep_timestamps"))
 
     def exporter_metrics(self) -> list[Family]:
         """Build info, pod index state and process metrics."""
@@ -80,7 +83,7 @@ async def metrics(request: web.Request) -> web.Response:
     """One scrape of every enabled source; always 200 with per-source status."""
     state: State = request.app[STATE]
     outcomes = await collect_all(state.sources, budget(request.headers, state.config.scrape_timeout))
-    families, conflicts = merge((o.name, o.families) for o in outcomes)
+    families, conflicts = merge(((o.name, o.families) for o in outcomes), state.stamped)
     own = self_metrics(state.sources, outcomes)
     b = Builder([MERGE_CONFLICTS])
     for src in state.sources:
