@@ -128,7 +128,8 @@ class DockerCollector:
             b.add(dp.UP, 1, self.tail)
             b.add(dp.INFO, 1, {**dp.info_labels(version, info), **self.tail})
         for (state, ns, image), n in sorted(dp.state_counts(containers).items()):
-            b.add(dp.CONTAINERS, n, {"state": state, "namespace": ns, "image": image, **self.tail})
+            labels = {"state": state, **dp.present({"namespace": ns, "image": image}), **self.tail}
+            b.add(dp.CONTAINERS, n, labels)
         misses = 0
         if stats is not None:
             os_type = str((info or {}).get("OSType") or (version or {}).get("Os") or "linux")
@@ -138,10 +139,10 @@ class DockerCollector:
                 if isinstance(st, str):
                     failures[st] += 1
                     continue
-                labels, missed = self._labels(by_id.get(cid) or {"Names": [st.get("name") or ""]})
+                labels, join, missed = self._labels(by_id.get(cid) or {"Names": [st.get("name") or ""]})
                 misses += missed
                 for metric, value, extra in dp.stats_samples(st, os_type):
-                    b.add(metric, value, {**labels, **extra, **self.tail})
+                    b.add(metric, value, {**labels, **dp.present(extra), **join, **self.tail})
             for reason in ("gone", "timeout", "error"):
                 b.add(dp.STATS_FAILURES, failures[reason], {"reason": reason, **self.tail})
         if events is not None:
@@ -166,19 +167,21 @@ class DockerCollector:
             except UpstreamError as exc:  # 404/409: stopped or removed since the listing
                 return "gone" if exc.status in (404, 409) else "error"
 
-    def _labels(self, c: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
+    def _labels(self, c: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], bool]:
+        """A container's own labels, its pod's join labels (both without empty values) and
+        whether its pod was missing from the index."""
         name = dp.name_of(c)
         ns, pod, ctr, kind = dp.pod_of(name, c.get("Labels") or {})
-        labels = {"name": name, "namespace": ns, "pod": pod, "container": ctr,
-                  "image": dp.short_image(str(c.get("Image") or "")), "cgroup_kind": kind}
+        labels = dp.present({"name": name, "namespace": ns, "pod": pod, "container": ctr,
+                             "image": dp.short_image(str(c.get("Image") or "")), "cgroup_kind": kind})
         index = self.deps.index
         if not (ns and pod) or index is None:
-            return labels, False
+            return labels, {}, False
         meta = index.get(ns, pod)
         if meta is None:
             index.request_refresh()
-            return labels, True
-        return {**labels, **dict(index.join_labels(meta))}, False
+            return labels, {}, True
+        return labels, dp.present(dict(index.join_labels(meta))), False
 
     async def run(self) -> None:
         """Follow /events forever; reconnect with exponential backoff."""
