@@ -21,29 +21,28 @@ def _m(name: str, kind: str, help: str, *labels: str) -> Metric:
     return Metric(f"{NAMESPACE}_docker_{name}", kind, help, labels)
 
 
-CONTAINER = ("name", "namespace", "pod", "container", "image", "cgroup_kind")
+# A label whose value is empty is left out (Prometheus reads an absent label as empty), so a
+# family declares only the labels every sample has; the others go in the order of these tuples.
+CONTAINER = ("name", "namespace", "pod", "container", "image", "cgroup_kind")  # then interface
+INFO_LABELS = ("version", "api_version", "storage_driver", "cgroup_driver", "cgroup_version", "os_type")
 UP = _m("up", "gauge", "1 when the Docker daemon answered this collection (when it does not, the "
         "whole source is down: kubebridge_up{collector=\"docker\"} 0).")
 INFO = _m("info", "gauge", "The Docker daemon's version and setup (a field the daemon does not "
-          "report is empty).", "version", "api_version", "storage_driver", "cgroup_driver",
-          "cgroup_version", "os_type")
+          "report is empty).")
 CONTAINERS = _m("containers", "gauge", "Containers by state, Kubernetes namespace (empty: not a "
-                "Kubernetes container) and image.", "state", "namespace", "image")
-CPU = _m("container_cpu_usage_seconds_total", "counter", "CPU time used by a running container.", *CONTAINER)
+                "Kubernetes container) and image.", "state")
+CPU = _m("container_cpu_usage_seconds_total", "counter", "CPU time used by a running container.")
 MEMORY = _m("container_memory_usage_bytes", "gauge", "Memory used by a running container, page "
-            "cache included.", *CONTAINER)
+            "cache included.")
 WORKING_SET = _m("container_memory_working_set_bytes", "gauge", "Memory used minus inactive file "
-                 "cache (what the kubelet evicts on).", *CONTAINER)
+                 "cache (what the kubelet evicts on).")
 RECEIVE = _m("container_network_receive_bytes_total", "counter", "Bytes received per interface "
-             "(only containers with their own network namespace, e.g. pause containers).",
-             *CONTAINER, "interface")
+             "(only containers with their own network namespace, e.g. pause containers).")
 TRANSMIT = _m("container_network_transmit_bytes_total", "counter", "Bytes sent per interface "
-              "(only containers with their own network namespace, e.g. pause containers).",
-              *CONTAINER, "interface")
-BLOCK_READ = _m("container_blkio_read_bytes_total", "counter", "Bytes read from block devices.", *CONTAINER)
-BLOCK_WRITE = _m("container_blkio_write_bytes_total", "counter", "Bytes written to block devices.",
-                 *CONTAINER)
-PIDS = _m("container_pids", "gauge", "Processes and threads in a running container.", *CONTAINER)
+              "(only containers with their own network namespace, e.g. pause containers).")
+BLOCK_READ = _m("container_blkio_read_bytes_total", "counter", "Bytes read from block devices.")
+BLOCK_WRITE = _m("container_blkio_write_bytes_total", "counter", "Bytes written to block devices.")
+PIDS = _m("container_pids", "gauge", "Processes and threads in a running container.")
 STATS_FAILURES = _m("stats_failures", "gauge", "Running containers whose stats could not be read "
                     "in the last collection: gone (stopped or removed meanwhile), timeout, error.",
                     "reason")
@@ -75,15 +74,21 @@ def _s(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def present(labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels that have a value, in their order: an empty one is left out."""
+    return {name: value for name, value in labels.items() if value}
+
+
 def info_labels(version: Mapping[str, Any] | None, info: Mapping[str, Any] | None) -> dict[str, str]:
-    """`kubebridge_docker_info` labels from /version and /info (either may be absent)."""
+    """`kubebridge_docker_info` labels from /version and /info (either may be absent); a field
+    neither reports is left out."""
     v, i = version or {}, info or {}
-    return {"version": _s(v.get("Version") or i.get("ServerVersion")),
-            "api_version": _s(v.get("ApiVersion")),
-            "storage_driver": _s(i.get("Driver")),
-            "cgroup_driver": _s(i.get("CgroupDriver")),     # API 1.23+
-            "cgroup_version": _s(i.get("CgroupVersion")),   # API 1.40+
-            "os_type": _s(i.get("OSType") or v.get("Os"))}
+    return present({"version": _s(v.get("Version") or i.get("ServerVersion")),
+                    "api_version": _s(v.get("ApiVersion")),
+                    "storage_driver": _s(i.get("Driver")),
+                    "cgroup_driver": _s(i.get("CgroupDriver")),     # API 1.23+
+                    "cgroup_version": _s(i.get("CgroupVersion")),   # API 1.40+
+                    "os_type": _s(i.get("OSType") or v.get("Os"))})
 
 
 def state_of(c: Mapping[str, Any]) -> str:

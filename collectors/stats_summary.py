@@ -44,7 +44,7 @@ FS_FIELDS = (("usedBytes", "used_bytes", "bytes used"),
 
 
 def _fs(scope: str, what: str, labels: tuple[str, ...]) -> dict[str, Metric]:
-    return {key: Metric(f"{NAMESPACE}_stats_summary_{scope}_{unit}", "gauge", f"{what}: {text}.", labels)
+    return {key: Metric(f"{NAMESPACE}_stats_{scope}_{unit}", "gauge", f"{what}: {text}.", labels)
             for key, unit, text in FS_FIELDS}
 
 
@@ -57,14 +57,14 @@ POD_EPHEMERAL = _fs("pod_ephemeral_storage", "The pod's ephemeral storage (conta
 CONTAINER_ROOTFS = _fs("container_rootfs", "The container's writable layer", CONTAINER)
 CONTAINER_LOGS = _fs("container_logs", "The container's logs", CONTAINER)
 VOLUMES = _fs("volume", "A pod volume", VOLUME)
-CONTAINER_EPHEMERAL = Metric(f"{NAMESPACE}_stats_summary_container_ephemeral_storage_used_bytes",
+CONTAINER_EPHEMERAL = Metric(f"{NAMESPACE}_stats_container_ephemeral_storage_used_bytes",
                              "gauge", "The container's ephemeral storage usage: rootfs + logs, "
                              "what the kubelet compares with its ephemeral-storage limit.", CONTAINER)
-POD_PROCESSES = Metric(f"{NAMESPACE}_stats_summary_pod_processes", "gauge",
+POD_PROCESSES = Metric(f"{NAMESPACE}_stats_pod_processes", "gauge",
                        "Processes running in the pod (process_stats.process_count).", POD)
-NODE_PROCESSES = Metric(f"{NAMESPACE}_stats_summary_node_processes", "gauge",
+NODE_PROCESSES = Metric(f"{NAMESPACE}_stats_node_processes", "gauge",
                         "Processes running on the node (rlimit.curproc).")
-NODE_PROCESSES_MAX = Metric(f"{NAMESPACE}_stats_summary_node_processes_max", "gauge",
+NODE_PROCESSES_MAX = Metric(f"{NAMESPACE}_stats_node_processes_max", "gauge",
                             "The node's PID limit (rlimit.maxpid).")
 TABLE = (*NODE_FS.values(), *NODE_IMAGEFS.values(), *NODE_CONTAINERFS.values(), NODE_PROCESSES,
          NODE_PROCESSES_MAX, *POD_EPHEMERAL.values(), POD_PROCESSES, *CONTAINER_ROOTFS.values(),

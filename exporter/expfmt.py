@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import AbstractSet, Iterable, Iterator, Sequence
 
 from exporter.errors import ParseError
 
@@ -49,7 +49,10 @@ class Family:
 
     `lines` holds its sample lines as output bytes, without newlines between them; an element
     may be a block of several lines already joined by newlines (the transformer's fast path
-    builds whole blocks at C speed). `samples()` and `count()` see single lines."""
+    builds whole blocks at C speed). `samples()` and `count()` see single lines.
+
+    `stamped`: its lines may carry (millisecond) timestamps, so the OpenMetrics encoder must
+    convert them; the lines of other families are copied as they are."""
 
     name: str
     type: str = "untyped"
@@ -232,37 +235,57 @@ def encode_text(families: Iterable[Family]) -> bytes:
     return b"\n".join(out)
 
 
-def _om_family(fam: Family) -> tuple[str, str]:
+def _om_taken(families: Sequence[Family]) -> set[str]:
+    """Every name an OpenMetrics family of this output holds: the families' own names and the
+    suffixed series of histograms and summaries."""
+    taken = {fam.name for fam in families}
+    for fam in families:
+        taken.update([fam.name + s for s in SUFFIXES.get(fam.type, ())])
+    return taken
+
+
+def _om_family(fam: Family, taken: AbstractSet[str] = frozenset()) -> tuple[str, str]:
     """OpenMetrics name and type for a 0.0.4 family; anything OpenMetrics would reject in the
-    family's shape (a counter without `_total`) goes out as `unknown` rather than renamed."""
+    family's shape goes out as `unknown` under its full name rather than renamed: a counter
+    without `_total`, or one whose OpenMetrics name `n` (or its `n_created` series) is a name
+    another family of the output holds (`taken`), e.g. the gauge `go_memstats_alloc_bytes`
+    next to the counter `go_memstats_alloc_bytes_total`."""
     if fam.type == "counter":
-        if fam.name.endswith("_total") and all(
-                ln.startswith(fam.name.encode()) and ln[len(fam.name)] in b"{ " for ln in fam.samples()):
-            return fam.name[:-6], "counter"
+        base = fam.name[:-6]
+        if (fam.name.endswith("_total") and base not in taken and base + "_created" not in taken
+                and all(ln.startswith(fam.name.encode()) and ln[len(fam.name)] in b"{ " for ln in fam.samples())):
+            return base, "counter"
         return fam.name, "unknown"
     return fam.name, {"untyped": "unknown"}.get(fam.type, fam.type)
 
 
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
 def _om_line(line: bytes) -> bytes:
-    # A sample carrying a millisecond timestamp: OpenMetrics wants seconds.
+    """A sample line with its millisecond timestamp, if any, in seconds (OpenMetrics). A
+    timestamp that is not an int64 is left out: the sample goes out untimed."""
     head, sep, tail = line.rpartition(b" ")
     if sep and b"{" not in tail and b"}" not in tail and b" " in head[head.rfind(b"}") + 1:]:
-        ms = int(tail)
-        return head + b" " + (b"%d.%03d" % divmod(ms, 1000) if ms >= 0 else b"%.3f" % (ms / 1000))
+        ms = int(tail) if len(tail) <= 20 and _TS_MS.match(tail) else None
+        if ms is None or ms not in _INT64:
+            return head
+        return head + (b" %d.%03d" % divmod(ms, 1000) if ms >= 0 else b" -%d.%03d" % divmod(-ms, 1000))
     return line
 
 
-def encode_openmetrics(families: Iterable[Family], timestamps: bool = False) -> bytes:
-    """OpenMetrics 1.0.0 text, ending with `# EOF`."""
+def encode_openmetrics(families: Iterable[Family]) -> bytes:
+    """OpenMetrics 1.0.0 text, ending with `# EOF`. Only stamped families' lines are rewritten
+    (millisecond timestamps to seconds); the others' blocks are copied as they are."""
+    fams = [fam for fam in families if fam.lines]
+    taken = _om_taken(fams) if any(fam.type == "counter" for fam in fams) else frozenset()
     out: list[bytes] = []
-    for fam in families:
-        if not fam.lines:
-            continue
-        name, kind = _om_family(fam)
+    for fam in fams:
+        name, kind = _om_family(fam, taken)
         if fam.help is not None:
             out.append(f"# HELP {name} {_help_to_openmetrics(fam.help)}".encode())
         out.append(f"# TYPE {name} {kind}".encode())
-        out.extend(map(_om_line, fam.samples()) if timestamps else fam.lines)
+        out.extend(map(_om_line, fam.samples()) if fam.stamped else fam.lines)
     out.append(b"# EOF\n")
     return b"\n".join(out)
 

@@ -68,8 +68,9 @@ def prometheus(tmp: Path, targets: list[str], interval: str = "1s") -> Iterator[
         proc.wait(timeout=20)
 
 
-def query(url: str, promql: str) -> list[dict[str, Any]]:
-    q = urllib.parse.urlencode({"query": promql})
+def query(url: str, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+    """An instant query, evaluated now or at `at` (Unix seconds)."""
+    q = urllib.parse.urlencode({"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})})
     with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=5) as r:
         body = json.load(r)
     assert body["status"] == "success", body

@@ -66,11 +66,7 @@ def test_golden_passes_promtool():
     text = (FIXTURES.parent / "golden" / "e2e-output.txt").read_bytes()
     out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
     assert out.returncode in (0, 3), out.stderr.decode()  # 3: lint findings only
-    # promlint flags any name containing "_summary_" (the metric type); in kubebridge_stats_summary_*
-    # it is the kubelet's Summary API, named after its collector, and the families are gauges.
-    summary_api = re.compile(r"^kubebridge_stats_summary_\w+ metric name should not include type 'summary'$")
-    ours = [ln for ln in out.stderr.decode().splitlines()
-            if ln.startswith("kubebridge_") and not summary_api.match(ln)]
+    ours = [ln for ln in out.stderr.decode().splitlines() if ln.startswith("kubebridge_")]
     assert ours == [], ours
     assert b"second HELP" not in out.stderr and b"error while linting" not in out.stderr
 

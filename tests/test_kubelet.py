@@ -121,7 +121,7 @@ async def test_every_node_collector_survives_token_rotation(replay, aiohttp_clie
     seen = len(replay.requests)
     text = (await scrape(client)).decode()
     assert all(up(text, c) for c in NODE_COLLECTORS), [c for c in NODE_COLLECTORS if not up(text, c)]
-    for marker in ("container_cpu_usage_seconds_total{", "kubebridge_stats_summary_node_fs_used_bytes{",
+    for marker in ("container_cpu_usage_seconds_total{", "kubebridge_stats_node_fs_used_bytes{",
                    "kubebridge_healthz_check{", "kubebridge_pods_phase{", "prober_probe_total{"):
         assert marker in text, marker
     # /metrics/resource names pods too: joined like cAdvisor.

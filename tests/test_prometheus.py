@@ -50,7 +50,7 @@ def test_one_container_without_joins(tmp_path):
         rows = {
             "cpu": one(f'container_cpu_usage_seconds_total{{cgroup_kind="container",{sel}}}'),
             "memory": one(f'container_memory_working_set_bytes{{cgroup_kind="container",{sel}}}'),
-            "ephemeral": one(f"kubebridge_stats_summary_container_ephemeral_storage_used_bytes{{{sel}}}"),
+            "ephemeral": one(f"kubebridge_stats_container_ephemeral_storage_used_bytes{{{sel}}}"),
             "restarts": one(f"kubebridge_pods_container_restarts_total{{{sel}}}"),
             "state": one(f'kubebridge_pods_container_state{{state="waiting",{sel}}}'),
         }

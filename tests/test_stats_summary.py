@@ -4,6 +4,7 @@ collector against the replay kubelet."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collectors.stats_summary import TABLE, claims_of
 from exporter.expfmt import encode_text
 from exporter.merge import merge
-from tests.conftest import FIXTURES, offline
+from tests.conftest import FIXTURES, GOLDEN, offline
 
 SUMMARY = FIXTURES / "stats_summary"
 PODS = FIXTURES / "pods"
@@ -56,6 +57,20 @@ def test_golden(capture, golden):
     assert {f.name for f in res.families} <= declared
 
 
+@pytest.mark.parametrize("capture", sorted(CAPTURES))
+def test_golden_passes_promtool_lint(capture):
+    # promlint flags every name containing a metric type ("should not include type 'summary'"):
+    # the families are named kubebridge_stats_*, not after the kubelet's Summary API.
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (CI installs Debian's prometheus)")
+    text = (GOLDEN / f"stats_summary-{capture}.txt").read_bytes()
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
+    lint = out.stderr.decode()
+    assert "summary" not in lint, lint
+    assert out.returncode == 0, lint  # parses, and lint-clean
+
+
 def test_cli_maps_the_dash_and_joins(tmp_path):
     capture = "nri-k8s-1.35-kubelet-stats-summary"
     out = subprocess.run([sys.executable, "-m", "exporter", "transform", "--source", "stats-summary",
@@ -71,14 +86,14 @@ def test_full_join_on_pod_and_container_series():
     want = {"namespace": "kube-system", "label_k8s_app": "kube-dns", "workload": "coredns",
             "workload_kind": "Deployment", "node": "datagen-1-35", "cluster": "prod",
             "collector": "stats_summary"}
-    for name in ("kubebridge_stats_summary_pod_ephemeral_storage_used_bytes",
-                 "kubebridge_stats_summary_container_ephemeral_storage_used_bytes",
-                 "kubebridge_stats_summary_container_rootfs_used_bytes",
-                 "kubebridge_stats_summary_pod_processes"):
+    for name in ("kubebridge_stats_pod_ephemeral_storage_used_bytes",
+                 "kubebridge_stats_container_ephemeral_storage_used_bytes",
+                 "kubebridge_stats_container_rootfs_used_bytes",
+                 "kubebridge_stats_pod_processes"):
         assert want.items() <= eph[name].items(), name
-    assert eph["kubebridge_stats_summary_container_rootfs_used_bytes"]["container"] == "coredns"
-    node = {n: l for n, l, _ in rows if n.startswith("kubebridge_stats_summary_node_")}
-    assert node["kubebridge_stats_summary_node_fs_used_bytes"] == {
+    assert eph["kubebridge_stats_container_rootfs_used_bytes"]["container"] == "coredns"
+    node = {n: l for n, l, _ in rows if n.startswith("kubebridge_stats_node_")}
+    assert node["kubebridge_stats_node_fs_used_bytes"] == {
         "node": "datagen-1-35", "cluster": "prod", "collector": "stats_summary"}
 
 
@@ -88,17 +103,17 @@ def test_container_ephemeral_storage_is_rootfs_plus_logs():
     (ctr,) = pod["containers"]
     rows = samples(transform("nri-k8s-1.35-kubelet-stats-summary"))
     (value,) = [v for n, labels, v in rows if labels.get("pod") == pod["podRef"]["name"]
-                and n == "kubebridge_stats_summary_container_ephemeral_storage_used_bytes"]
+                and n == "kubebridge_stats_container_ephemeral_storage_used_bytes"]
     assert value == ctr["rootfs"]["usedBytes"] + ctr["logs"]["usedBytes"] == 13291520
 
 
 def test_missing_fields_are_absent_not_zero():
     # 2018 minikube: no rlimit, no process_stats, no split containerFs.
     names = {n for n, _, _ in samples(transform("nri-2018-minikube-kubelet_stats_summary_payload"))}
-    assert "kubebridge_stats_summary_node_imagefs_used_bytes" in names
-    assert "kubebridge_stats_summary_pod_ephemeral_storage_used_bytes" in names
-    for absent in ("kubebridge_stats_summary_node_processes", "kubebridge_stats_summary_pod_processes",
-                   "kubebridge_stats_summary_node_containerfs_used_bytes"):
+    assert "kubebridge_stats_node_imagefs_used_bytes" in names
+    assert "kubebridge_stats_pod_ephemeral_storage_used_bytes" in names
+    for absent in ("kubebridge_stats_node_processes", "kubebridge_stats_pod_processes",
+                   "kubebridge_stats_node_containerfs_used_bytes"):
         assert absent not in names
     # A summary pared down field by field never fails and never invents a value.
     doc = {"node": {"nodeName": "n", "fs": {"usedBytes": 5}},
@@ -106,7 +121,7 @@ def test_missing_fields_are_absent_not_zero():
                      "volume": [{"name": "v"}]}, {"podRef": {}}]}
     rows = samples(transform("x", doc=doc))
     only = {"node": "n", "collector": "stats_summary"}
-    assert rows == [("kubebridge_stats_summary_node_fs_used_bytes", only, 5)]
+    assert rows == [("kubebridge_stats_node_fs_used_bytes", only, 5)]
 
 
 def test_volumes_carry_their_claim():
@@ -122,7 +137,7 @@ def test_volumes_carry_their_claim():
     ss1["volume"].append({"name": "data", "usedBytes": 4096, "pvcRef": ref})
     rows = samples(transform("nri-k8s-1.35-kubelet-stats-summary", doc=doc, pods=pods))
     used = {(lb["pod"], lb["volume"]): lb for n, lb, _ in rows
-            if n == "kubebridge_stats_summary_volume_used_bytes"}
+            if n == "kubebridge_stats_volume_used_bytes"}
     assert used[("e2e-statefulset-0", "storage")]["persistentvolumeclaim"] == "e2e-pv-claim"
     assert used[("e2e-statefulset-0", "storage")]["workload"] == "e2e-statefulset"
     assert used[("e2e-statefulset-1", "data")]["persistentvolumeclaim"] == "data-e2e-statefulset-1"
