@@ -9,10 +9,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -229,7 +230,8 @@ def parse(doc: Any, env: Mapping[str, str] | None = None,
         raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
     if values.get("log_format", "text") not in ("text", "json"):
         raise ConfigError("log_format", "must be text or json")
-    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}$", values.get("listen_address", base.listen_address)):
+    listen = values.get("listen_address", base.listen_address)
+    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}$", listen):
         raise ConfigError("listen_address", "must be HOST:PORT (e.g. 0.0.0.0:9500)")
     for key in ("scrape_timeout", "pod_refresh_interval"):
         if key in raw:

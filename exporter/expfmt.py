@@ -9,8 +9,8 @@ on output (`encode_openmetrics`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
 
 from exporter.errors import ParseError
 
@@ -35,7 +35,8 @@ _LABELS_BODY = rb'(?:[^"}]|"(?:[^"\\]|\\.)*")*'
 _LINE = re.compile(
     rb"[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(?:\{(" + _LABELS_BODY + rb")\})?[ \t]*[ \t]([^ \t#]+)"
     rb"(?:[ \t]+([^ \t#]+))?[ \t]*(?:(#)(.*))?\Z", re.S)
-_PAIR = re.compile(rb'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*(,|\Z)', re.S)
+_PAIR = re.compile(rb'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*'
+                   rb'"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*(,|\Z)', re.S)
 LABEL_NAME_BYTES = re.compile(rb"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _TS_MS = re.compile(rb"-?[0-9]+\Z")
 _TS_S = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")

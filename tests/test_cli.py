@@ -42,8 +42,9 @@ def test_check_config_names_the_key(tmp_path, doc, path, why):
 
 def test_check_config_ok_and_bad_yaml(tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text("cluster: prod\nlabel_allowlist: [app, team]\ncollectors:\n  cadvisor:\n    "
-                    "drop_labels: [id]\n    relabel_configs:\n      - action: labeldrop\n        regex: image\n")
+    good.write_text("cluster: prod\nlabel_allowlist: [app, team]\ncollectors:\n  cadvisor:\n"
+                    "    drop_labels: [id]\n    relabel_configs:\n"
+                    "      - action: labeldrop\n        regex: image\n")
     assert run("check-config", str(good)).returncode == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("cluster: [\n")

@@ -216,7 +216,8 @@ async def test_read_only_port_sends_a_token_only_when_configured(case, tmp_path,
     cfg = config_mod.parse({"node_name": "datagen-1-35", "pod_refresh_interval": "0.2s", "kubelet": kubelet},
                            env=env)
     # Over plain http the default service-account token is not even configured.
-    assert cfg.kubelet.url.startswith("http://") and bool(cfg.kubelet.token_file) == (case == "explicit_token")
+    assert cfg.kubelet.url.startswith("http://")
+    assert bool(cfg.kubelet.token_file) == (case == "explicit_token")
     client = await aiohttp_client(build_app(cfg))
     await ready(client)
     text = (await scrape(client)).decode()

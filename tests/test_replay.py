@@ -280,7 +280,7 @@ async def test_client_certificate_chains_to_the_demo_ca() -> None:
 # -- synthetic nodes ------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cloned(count: int, seed: int = 0) -> tuple[bytes, dict]:
     return synth.clone_pods(CADVISOR.read_bytes(), json.loads(PODS.read_bytes()), count, seed)
 
@@ -308,7 +308,7 @@ def test_synth_keeps_families_contiguous_and_sorted() -> None:
             seen.add(current)
             previous = ""
         elif not line.startswith("#"):
-            assert re.split(r"[{ ]", line, 1)[0] == current and line > previous
+            assert re.split(r"[{ ]", line, maxsplit=1)[0] == current and line > previous
             previous = line
     original = {line.split()[2] for line in CADVISOR.read_text().splitlines() if line.startswith("# HELP ")}
     assert seen == original

@@ -67,7 +67,7 @@ def test_cli_maps_the_dash_and_joins(tmp_path):
 
 def test_full_join_on_pod_and_container_series():
     rows = samples(transform("nri-k8s-1.35-kubelet-stats-summary", config={"cluster": "prod"}))
-    eph = {n: l for n, l, _ in rows if l.get("pod", "").startswith("coredns-")}
+    eph = {n: labels for n, labels, _ in rows if labels.get("pod", "").startswith("coredns-")}
     want = {"namespace": "kube-system", "label_k8s_app": "kube-dns", "workload": "coredns",
             "workload_kind": "Deployment", "node": "datagen-1-35", "cluster": "prod",
             "collector": "stats_summary"}
@@ -77,7 +77,7 @@ def test_full_join_on_pod_and_container_series():
                  "kubebridge_stats_summary_pod_processes"):
         assert want.items() <= eph[name].items(), name
     assert eph["kubebridge_stats_summary_container_rootfs_used_bytes"]["container"] == "coredns"
-    node = {n: l for n, l, _ in rows if n.startswith("kubebridge_stats_summary_node_")}
+    node = {n: labels for n, labels, _ in rows if n.startswith("kubebridge_stats_summary_node_")}
     assert node["kubebridge_stats_summary_node_fs_used_bytes"] == {
         "node": "datagen-1-35", "cluster": "prod", "collector": "stats_summary"}
 

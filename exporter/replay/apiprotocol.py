@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from aiohttp import web
 from multidict import MultiMapping
@@ -72,7 +72,7 @@ def health_checks(slis: bytes) -> dict[str, list[str]]:
     checks: dict[str, list[str]] = {}
     for name, kind in _CHECK.findall(slis.decode()):
         checks.setdefault(kind, []).append(name)
-    for kind, names in checks.items():
+    for names in checks.values():
         names.sort(key=lambda n: (_FIRST.index(n) if n in _FIRST else len(_FIRST)))
     return checks
 

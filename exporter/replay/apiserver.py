@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import yaml
 from aiohttp import web

@@ -18,7 +18,7 @@ import json
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
@@ -57,7 +57,7 @@ def expired(message: str) -> ApiError:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(eq=False)  # hashed by identity: kept in a set

@@ -46,16 +46,18 @@ def data_file(name: str) -> Path:
     return _resource("data", name)
 
 
-async def serve_tls(app: "web.Application", port: int = 0, **runner_kwargs: object) -> tuple["web.AppRunner", str]:
+async def serve_tls(app: web.Application, port: int = 0,
+                    shutdown_timeout: float = 60.0) -> tuple[web.AppRunner, str]:
     """Serve `app` over HTTPS with the demo server certificate on 127.0.0.1:`port` (0: any
-    free port). Returns the runner (to clean up) and `https://127.0.0.1:PORT`."""
+    free port). Returns the runner (to clean up) and `https://127.0.0.1:PORT`.
+    `shutdown_timeout` is aiohttp's grace for open connections on cleanup (its default, 60 s)."""
     import ssl
 
     from aiohttp import web
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file("server.crt"), cert_file("server.key"))
-    runner = web.AppRunner(app, access_log=None, **runner_kwargs)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
     return runner, f"https://127.0.0.1:{runner.addresses[0][1]}"
