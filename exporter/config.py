@@ -170,17 +170,19 @@ def _collector(reg: Registration, raw: Any, path: str, env: Mapping[str, str]) -
     options: dict[str, Any] = {}
     for key, opt in reg.options.items():
         kpath = _join(path, key)
+        value: Any  # an Endpoint, a tuple of them, or the option's plain value
         if opt.kind == "endpoint":
             value = endpoint(section.get(key), kpath, _endpoint_default(opt.default, env))
         elif opt.kind == "endpoints":
             items = section.get(key, opt.default)
             if not isinstance(items, (list, tuple)):
                 raise ConfigError(kpath, "must be a list of endpoints")
-            value = tuple(endpoint(item, f"{kpath}[{i}]", Endpoint(""))
-                          if not isinstance(item, Endpoint) else item for i, item in enumerate(items))
-            if any(not ep.url for ep in value):
-                bad = next(i for i, ep in enumerate(value) if not ep.url)
+            members = tuple(endpoint(item, f"{kpath}[{i}]", Endpoint(""))
+                            if not isinstance(item, Endpoint) else item for i, item in enumerate(items))
+            bad = next((i for i, ep in enumerate(members) if not ep.url), None)
+            if bad is not None:
                 raise ConfigError(f"{kpath}[{bad}].url", "required")
+            value = members
         else:
             value = _typed(section[key], opt.default, kpath) if key in section else opt.default
         if opt.kind == "value" and key in section and opt.check is not None:

@@ -409,3 +409,28 @@ def test_remove_pod_functions() -> None:
         json.loads(SUMMARY.read_bytes()), "kube-system", "coredns-7d764666f9-qdcxt"
     )
     assert len(summary["pods"]) == 16
+
+
+async def test_demo_etcd_without_the_binary_serves_the_recordings(tmp_path):
+    """Where no `etcd` binary is installed, the demo's etcd answers from the recorded payloads."""
+    from exporter.replay.etcd import ReplayEtcd
+    from exporter.replay.paths import data_file
+
+    etcd = ReplayEtcd(tmp_path)
+    etcd.real = False
+    url = await etcd.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{url}/metrics") as r:
+                assert r.content_type == "text/plain"
+                assert await r.read() == data_file("nri-k8s-1.35-etcd-metrics.txt").read_bytes()
+            async with s.get(f"{url}/health") as r:
+                assert await r.json() == {"health": "true", "reason": ""}
+            for part in ("self", "store", "leader"):
+                async with s.get(f"{url}/v2/stats/{part}") as r:
+                    assert r.content_type == "application/json"
+                    assert await r.read() == data_file(f"beats-etcd-v2-stats-{part}.json").read_bytes()
+            async with s.post(f"{url}/v3/maintenance/status") as r:
+                assert (await r.json())["version"] == "3.6.6"
+    finally:
+        await etcd.stop()

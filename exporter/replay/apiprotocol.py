@@ -36,13 +36,19 @@ def truthy(value: str | None) -> bool:
     return value in ("1", "t", "T", "true", "TRUE", "True")
 
 
-def status(code: int, reason: str, message: str, details: dict | None = None) -> web.Response:
-    """A `Status` failure object, as the apiserver writes it (compact JSON + newline)."""
+def status_object(code: int, reason: str, message: str, details: dict | None = None) -> dict:
+    """A `Status` failure object, as the apiserver builds it (also a watch's ERROR event's object)."""
     body: dict = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                   "message": message, "reason": reason}
     if details is not None:
         body["details"] = {k: v for k, v in details.items() if v}
     body["code"] = code
+    return body
+
+
+def status(code: int, reason: str, message: str, details: dict | None = None) -> web.Response:
+    """A `Status` failure response, as the apiserver writes it (compact JSON + newline)."""
+    body = status_object(code, reason, message, details)
     return web.Response(status=code, body=go_json(body, newline=True), content_type=JSON_TYPE)
 
 
