@@ -17,10 +17,10 @@ from collectors.cadvisor import CadvisorHook, _label_dict, _stale, classify, sta
 from exporter.expfmt import encode_text
 from exporter.pipeline import _comment_lines
 from exporter.pods import parse_podlist
-from tests.conftest import FIXTURES, offline
+from tests.conftest import Fixtures, every_fixture, offline
 
-CAD = FIXTURES / "cadvisor"
-PODS = FIXTURES / "kubelet"
+CAD = Fixtures("cadvisor")
+PODS = Fixtures("kubelet")
 # Each capture with the /pods of the same node at the same time, where one exists (matched by pod
 # names and UIDs: dd-1.10 is the DataDog GKE capture of dd-kubelet-pods.json; the 1.15 minikube
 # capture shares only 2 of 8 pods with any pods file, and the standalone goldens have no pods).
@@ -652,7 +652,7 @@ def test_a_block_repeating_another_matches_line_by_line(second: list[str], host_
 def test_comment_lines_are_found_without_reading_every_line():
     """_comment_lines measures long runs of one name instead of reading each line: on every
     capture it finds exactly the comment lines."""
-    captures = sorted(FIXTURES.glob("**/*.txt"))
+    captures = every_fixture("*.txt")
     assert len(captures) >= 10
     for path in captures:
         lines = path.read_bytes().split(b"\n")

@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import FIXTURES
+from tests.conftest import Fixtures
 from tests.realprom import free_port, wait_http
 
 KB = [sys.executable, "-m", "exporter"]
@@ -54,8 +54,8 @@ def test_check_config_ok_and_bad_yaml(tmp_path):
 
 def test_transform_matches_served_join(tmp_path):
     out = run("transform", "--source", "cadvisor", "--pods",
-              str(FIXTURES / "kubelet" / "nri-k8s-1.35-kubelet-pods.json"),
-              str(FIXTURES / "cadvisor" / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"))
+              str(Fixtures("kubelet") / "nri-k8s-1.35-kubelet-pods.json"),
+              str(Fixtures("cadvisor") / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"))
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines()
                 if ln.startswith("container_memory_working_set_bytes{") and 'pod="coredns-' in ln

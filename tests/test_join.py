@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,9 @@ from exporter.expfmt import encode_text
 from exporter.pipeline import Options, Transformer
 from exporter.podindex import PodIndex
 from exporter.pods import LabelPolicy, label_name, parse_podlist, pod_labels, workload_of
+from tests.conftest import Fixtures
 
-FIX = Path(__file__).parent / "fixtures"
+PODS = Fixtures("kubelet")
 
 
 def pod(name, owners=(), labels=None, annotations=None, node="n1", ns="default", host_network=False):
@@ -142,7 +142,7 @@ def test_upstream_label_wins_and_collector_label_kept_as_exported():
 
 
 def test_real_podlists_parse():
-    for path in sorted((FIX / "kubelet").glob("*pod*.json")):
+    for path in PODS.glob("*pod*.json"):
         pods = parse_podlist(json.loads(path.read_text()))
         assert pods, path
         for meta in pods.values():
@@ -150,7 +150,7 @@ def test_real_podlists_parse():
 
 
 def test_real_135_static_pods_and_cronjobs():
-    pods = parse_podlist(json.loads((FIX / "kubelet" / "nri-k8s-1.35-kubelet-pods.json").read_text()))
+    pods = parse_podlist(json.loads((PODS / "nri-k8s-1.35-kubelet-pods.json").read_text()))
     assert pods[("kube-system", "kube-apiserver-datagen-1-35")].workload == "kube-apiserver"
     assert pods[("kube-system", "kube-apiserver-datagen-1-35")].workload_kind == "StaticPod"
     assert pods[("scraper", "e2e-cronjob-29707813-dhlr2")].workload_kind == "CronJob"

@@ -18,11 +18,11 @@ from exporter.expfmt import encode_text
 from exporter.pods import parse_podlist
 from exporter.replay.kubelet import ReplayKubelet
 from exporter.server import build_app
-from tests.conftest import FIXTURES, offline, pod_index
+from tests.conftest import Fixtures, offline, pod_index
 from tests.test_e2e import ready, scrape
 
-PODS = FIXTURES / "kubelet"
-CADVISOR = FIXTURES / "cadvisor"
+PODS = Fixtures("kubelet")
+CADVISOR = Fixtures("cadvisor")
 NODE_COLLECTORS = ("cadvisor", "healthz", "kubelet", "pods", "probes", "resource", "stats_summary")
 # The kubelet's volume stats as it writes them (pkg/kubelet/metrics/collectors/volume_stats.go):
 # no kubelet /metrics capture with volume stats exists, so these lines are CONSTRUCTED, for the

@@ -20,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.replay import synth
 from exporter.replay.kubelet import ReplayKubelet
+from tests.conftest import FIXTURES, Fixtures
 
-FIXTURES = Path(__file__).parent / "fixtures"
-CADVISOR = FIXTURES / "cadvisor" / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"
-PODS = FIXTURES / "kubelet" / "nri-k8s-1.35-kubelet-pods.json"
-SUMMARY = FIXTURES / "kubelet" / "nri-k8s-1.35-kubelet-stats-summary.json"
+KUBELET = Fixtures("kubelet")
+CADVISOR = Fixtures("cadvisor") / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"
+PODS = KUBELET / "nri-k8s-1.35-kubelet-pods.json"
+SUMMARY = KUBELET / "nri-k8s-1.35-kubelet-stats-summary.json"
 TOKEN = "replay-token-1"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 POD_LABEL = re.compile(r'[{,]namespace="([^"]*)".*[{,]pod="([^"]*)"')
@@ -124,9 +125,9 @@ async def test_requests_are_recorded_with_headers(tmp_path: Path) -> None:
     ("path", "fixture", "content_type"),
     [
         ("/metrics/cadvisor", CADVISOR, METRICS_TYPE),
-        ("/metrics", FIXTURES / "kubelet" / "dd-kubelet-1.10-kubelet_metrics.txt", METRICS_TYPE),
-        ("/metrics/probes", FIXTURES / "kubelet" / "dd-kubelet-metrics-probes.txt", METRICS_TYPE),
-        ("/metrics/slis", FIXTURES / "kubelet" / "dd-agent-kubelet-metrics-slis.txt", METRICS_TYPE),
+        ("/metrics", KUBELET / "dd-kubelet-1.10-kubelet_metrics.txt", METRICS_TYPE),
+        ("/metrics/probes", KUBELET / "dd-kubelet-metrics-probes.txt", METRICS_TYPE),
+        ("/metrics/slis", KUBELET / "dd-agent-kubelet-metrics-slis.txt", METRICS_TYPE),
         ("/pods", PODS, "application/json"),
         ("/stats/summary", SUMMARY, "application/json"),
     ],
@@ -381,8 +382,8 @@ def test_synth_rewrites_systemd_cgroup_shapes() -> None:
 def test_synth_on_the_real_systemd_docker_capture() -> None:
     # The 1.16 capture is a real systemd-driver + docker node: ids like
     # kubepods-besteffort-pod<uid_>.slice/docker-<id>.scope, names k8s_<c>_<pod>_<ns>_<uid>_<n>.
-    cadvisor = (FIXTURES / "cadvisor" / "nri-k8s-1.16-kubelet-metrics-cadvisor.txt").read_bytes()
-    pods = json.loads((FIXTURES / "kubelet" / "nri-k8s-1.16-kubelet-pods.json").read_bytes())
+    cadvisor = (Fixtures("cadvisor") / "nri-k8s-1.16-kubelet-metrics-cadvisor.txt").read_bytes()
+    pods = json.loads((KUBELET / "nri-k8s-1.16-kubelet-pods.json").read_bytes())
     payload, podlist = synth.clone_pods(cadvisor, pods, 40)
     old = {p["metadata"]["uid"] for p in pods["items"]} | set(CONTAINER_ID.findall(cadvisor.decode()))
     old_re = re.compile("|".join(map(re.escape, old | {t.replace("-", "_") for t in old})))

@@ -13,10 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from collectors.stats_summary import TABLE, claims_of
 from exporter.expfmt import encode_text
 from exporter.merge import merge
-from tests.conftest import FIXTURES, offline
+from tests.conftest import Fixtures, offline
 
-SUMMARY = FIXTURES / "stats_summary"
-PODS = FIXTURES / "pods"
+SUMMARY = PODS = Fixtures("kubelet")  # the kubelet serves both
 CAPTURES = {  # summary -> /pods of the same node and moment (the 2018 one has none)
     "nri-k8s-1.16-kubelet-stats-summary": "nri-k8s-1.16-kubelet-pods.json",
     "nri-k8s-1.24-kubelet-stats-summary": "nri-k8s-1.24-kubelet-pods.json",
@@ -42,7 +41,7 @@ def samples(res) -> list[tuple[str, dict[str, str], float]]:
 
 
 def test_every_capture_is_covered():
-    assert sorted(p.stem for p in SUMMARY.glob("*.json")) == sorted(CAPTURES)
+    assert sorted(p.stem for p in SUMMARY.glob("*stats[-_]summary*.json")) == sorted(CAPTURES)
 
 
 @pytest.mark.parametrize("capture", sorted(CAPTURES))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 PACKAGE = "exporter.replay"
 
-# Capture file names, shared by tests/fixtures/<collector>/ and the flat data/ directory.
+# Capture file names (in the flat data/ directory, and as tests/fixtures/<folder>/ names them).
 CADVISOR = "nri-k8s-{version}-kubelet-metrics-cadvisor.txt"
 PODS = "nri-k8s-{version}-kubelet-pods.json"
 STATS_SUMMARY = "nri-k8s-{version}-kubelet-stats-summary.json"
@@ -25,6 +25,21 @@ STATS_SUMMARY = "nri-k8s-{version}-kubelet-stats-summary.json"
 KUBELET_METRICS = "dd-kubelet-1.10-kubelet_metrics.txt"
 PROBES = "dd-kubelet-metrics-probes.txt"
 SLIS = "dd-agent-kubelet-metrics-slis.txt"
+APISERVER_SLIS = "dd-apiserver-1.27.3-metrics-slis.txt"
+
+# Each capture is kept once. Those the demo needs are shipped here, in data/, and nowhere else:
+# the tests find them through `fixture_path` under the tests/fixtures/ folder they belong to.
+SHIPPED_FIXTURES: dict[str, tuple[str, ...]] = {
+    "cadvisor": (CADVISOR.format(version="1.35"),),
+    "kubelet": (PODS.format(version="1.35"), STATS_SUMMARY.format(version="1.35"),
+                KUBELET_METRICS, PROBES, SLIS),
+    "apiserver": ("nri-k8s-1.35-apiserver-metrics.txt", APISERVER_SLIS),
+    "etcd": ("nri-k8s-1.35-etcd-metrics.txt",),
+    "etcd_v2": ("beats-etcd-v2-stats-leader.json", "beats-etcd-v2-stats-self.json",
+                "beats-etcd-v2-stats-store.json"),
+    "events": ("dd-kubernetes-events.json", "k9s-event.json"),
+    "kube_system": ("dd-kubernetes-filtered_node_list_1_4.json", "dd-kubernetes-namespaces.json"),
+}
 
 
 def _resource(*parts: str) -> Path:
@@ -44,6 +59,14 @@ def cert_file(name: str) -> Path:
 def data_file(name: str) -> Path:
     """A captured payload shipped in exporter/replay/data/ (see its PROVENANCE.md)."""
     return _resource("data", name)
+
+
+def fixture_path(root: Path | str, folder: str, name: str) -> Path:
+    """The capture `folder`/`name` of a tests/fixtures directory `root`: the shipped copy for
+    one of SHIPPED_FIXTURES, else `root`/`folder`/`name`."""
+    if name in SHIPPED_FIXTURES.get(folder, ()):
+        return data_file(name)
+    return Path(root) / folder / name
 
 
 async def serve_tls(app: web.Application, port: int = 0,
