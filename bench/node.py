@@ -36,9 +36,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (110, 250)
@@ -194,6 +195,7 @@ def build_baseline(podlist: dict[str, Any]) -> tuple[Any, BaselineCollector]:
     """A registry holding the baseline collector. The join dict is built once per pod list (not
     per scrape), with the same labels kubebridge joins (label_*, workload, workload_kind, node)."""
     from prometheus_client import CollectorRegistry
+
     from exporter import config as config_mod
     from exporter.podindex import PodIndex
     from exporter.pods import parse_podlist

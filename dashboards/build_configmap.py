@@ -3,14 +3,16 @@
 Writes
 - manifests/dashboards-configmap.yaml: one ConfigMap per dashboard, labelled
   `grafana_dashboard: "1"` for the Grafana sidecar (kube-prometheus-stack, grafana chart);
-- charts/kubebridge/dashboards/*.json: the same files for the Helm chart (Helm can only read
-  files inside the chart).
+- charts/kubebridge/dashboards/*.json: a relative symlink to each, for the Helm chart. Helm reads
+  only files inside the chart; its loader (`helm template`, `install`, `package`) follows a
+  symlink and takes the file it points to, so the JSON is kept once, here.
 One ConfigMap per dashboard keeps each object far below the 256 KiB limit on the annotation
 `kubectl apply` stores. `--check` writes nothing and exits 1 when a file is stale (the tests
 run it).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -36,16 +38,21 @@ def configmap(path: Path) -> str:
 def render() -> dict[Path, str]:
     """Every generated file -> its text."""
     dashboards = sorted(HERE.glob("*.json"))
-    out = {MANIFEST: HEADER + "---\n".join(configmap(p) for p in dashboards)}
-    out.update({CHART_DIR / p.name: p.read_text() for p in dashboards})
-    return out
+    return {MANIFEST: HEADER + "---\n".join(configmap(p) for p in dashboards)}
+
+
+def links() -> dict[Path, str]:
+    """Every chart symlink -> where it points (relative to the chart's dashboards/)."""
+    return {CHART_DIR / p.name: os.path.relpath(p, CHART_DIR) for p in sorted(HERE.glob("*.json"))}
 
 
 def stale() -> list[Path]:
-    """Generated files that differ from what render() gives, plus chart copies of removed dashboards."""
-    files = render()
+    """Generated files that differ from what render() gives, chart entries that are not the
+    right symlink, and chart entries of removed dashboards."""
+    files, wanted = render(), links()
     bad = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
-    extra = [p for p in CHART_DIR.glob("*.json") if p not in files] if CHART_DIR.is_dir() else []
+    bad += [p for p, target in wanted.items() if not p.is_symlink() or os.readlink(p) != target]
+    extra = [p for p in CHART_DIR.glob("*.json") if p not in wanted] if CHART_DIR.is_dir() else []
     return bad + extra
 
 
@@ -61,6 +68,9 @@ def main(argv: list[str]) -> int:
     for path, text in render().items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    CHART_DIR.mkdir(parents=True, exist_ok=True)
+    for path, target in links().items():
+        path.symlink_to(target)
     return 0
 
 

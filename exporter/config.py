@@ -9,10 +9,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -169,17 +170,19 @@ def _collector(reg: Registration, raw: Any, path: str, env: Mapping[str, str]) -
     options: dict[str, Any] = {}
     for key, opt in reg.options.items():
         kpath = _join(path, key)
+        value: Any  # an Endpoint, a tuple of them, or the option's plain value
         if opt.kind == "endpoint":
             value = endpoint(section.get(key), kpath, _endpoint_default(opt.default, env))
         elif opt.kind == "endpoints":
             items = section.get(key, opt.default)
             if not isinstance(items, (list, tuple)):
                 raise ConfigError(kpath, "must be a list of endpoints")
-            value = tuple(endpoint(item, f"{kpath}[{i}]", Endpoint(""))
-                          if not isinstance(item, Endpoint) else item for i, item in enumerate(items))
-            if any(not ep.url for ep in value):
-                bad = next(i for i, ep in enumerate(value) if not ep.url)
+            members = tuple(endpoint(item, f"{kpath}[{i}]", Endpoint(""))
+                            if not isinstance(item, Endpoint) else item for i, item in enumerate(items))
+            bad = next((i for i, ep in enumerate(members) if not ep.url), None)
+            if bad is not None:
                 raise ConfigError(f"{kpath}[{bad}].url", "required")
+            value = members
         else:
             value = _typed(section[key], opt.default, kpath) if key in section else opt.default
         if opt.kind == "value" and key in section and opt.check is not None:
@@ -229,7 +232,8 @@ def parse(doc: Any, env: Mapping[str, str] | None = None,
         raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
     if values.get("log_format", "text") not in ("text", "json"):
         raise ConfigError("log_format", "must be text or json")
-    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}$", values.get("listen_address", base.listen_address)):
+    listen = values.get("listen_address", base.listen_address)
+    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}$", listen):
         raise ConfigError("listen_address", "must be HOST:PORT (e.g. 0.0.0.0:9500)")
     for key in ("scrape_timeout", "pod_refresh_interval"):
         if key in raw:

@@ -9,6 +9,7 @@ on output (`encode_openmetrics`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import AbstractSet, Iterable, Iterator, Sequence
 
@@ -202,13 +203,6 @@ def parse_line(line: bytes, openmetrics: bool = False) -> Sample:
         elif not _TS_MS.match(ts):
             raise ParseError(f"bad timestamp {ts[:40]!r}")
     return Sample(name.decode(), parse_labels(labels) if labels else (), value, ts)
-
-
-def sample_prefix(name: str, pairs: Sequence[tuple[str, str]]) -> bytes:
-    """Everything of an output line before the value, trailing space included."""
-    if not pairs:
-        return name.encode() + b" "
-    return name.encode() + b"{" + format_labels(pairs) + b"} "
 
 
 def escape_help(text: str) -> str:

@@ -9,9 +9,10 @@ static pod.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 DEFAULT_ALLOWLIST = (
     "app", "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",

@@ -10,9 +10,9 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import aiohttp
 

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import json
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
 from collectors.autodiscovery import AutodiscoveryCollector
 from exporter import config as config_mod

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
+from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from exporter.deps import Deps
 from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import get
+from exporter.replay import paths
 from exporter.replay.kubelet import ReplayKubelet
 
 TESTS = Path(__file__).parent
@@ -20,6 +23,29 @@ FIXTURES = TESTS / "fixtures"
 GOLDEN = TESTS / "golden"
 
 plugins.load()  # the tests are an entry point: they register the collectors, as `kubebridge` does
+
+
+class Fixtures:
+    """tests/fixtures/<folder>/ as the tests see it: its own files, plus the captures the package
+    ships for the demo, which are kept only there (exporter.replay.paths.SHIPPED_FIXTURES)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __truediv__(self, name: str) -> Path:
+        return paths.fixture_path(FIXTURES, self.folder, name)
+
+    def glob(self, pattern: str) -> list[Path]:
+        shipped = paths.SHIPPED_FIXTURES.get(self.folder, ())
+        found = [*(FIXTURES / self.folder).glob(pattern),
+                 *(paths.data_file(name) for name in shipped if fnmatch(name, pattern))]
+        return sorted(found, key=lambda p: p.name)
+
+
+def every_fixture(pattern: str) -> list[Path]:
+    """Every capture of every folder whose name matches `pattern`."""
+    folders = {p.name for p in FIXTURES.iterdir() if p.is_dir()} | set(paths.SHIPPED_FIXTURES)
+    return [p for folder in sorted(folders) for p in Fixtures(folder).glob(pattern)]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

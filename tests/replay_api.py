@@ -8,8 +8,9 @@ import copy
 import json
 import re
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 
@@ -18,10 +19,10 @@ from exporter.deps import Deps
 from exporter.expfmt import encode_text
 from exporter.registry import get
 from exporter.replay.apiserver import ReplayApiserver
+from tests.conftest import FIXTURES, Fixtures
 
-FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "replay-apiserver-token"
-EVENT = json.loads((FIXTURES / "events" / "k9s-event.json").read_text())
+EVENT = json.loads((Fixtures("events") / "k9s-event.json").read_text())
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 _PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 

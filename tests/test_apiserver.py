@@ -9,9 +9,10 @@ from exporter.errors import NotPermittedError
 from exporter.expfmt import encode_text
 from exporter.runner import Source
 from tests.conftest import offline
-from tests.replay_api import FIXTURES, collector, config, replay, samples, value
+from tests.conftest import Fixtures
+from tests.replay_api import collector, config, replay, samples, value
 
-APISERVER = FIXTURES / "apiserver"
+APISERVER = Fixtures("apiserver")
 
 
 @pytest.mark.parametrize("version", ["1.16", "1.24", "1.35"])

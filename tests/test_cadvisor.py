@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from collectors.cadvisor import CadvisorHook, _label_dict, _stale, classify, start_times
 from exporter.expfmt import encode_text
 from exporter.pods import parse_podlist
-from tests.conftest import FIXTURES, offline
+from tests.conftest import Fixtures, every_fixture, offline
 
-CAD = FIXTURES / "cadvisor"
-PODS = FIXTURES / "kubelet"
+CAD = Fixtures("cadvisor")
+PODS = Fixtures("kubelet")
 # Each capture with the /pods of the same node at the same time, where one exists (matched by pod
 # names and UIDs: dd-1.10 is the DataDog GKE capture of dd-kubelet-pods.json; the 1.15 minikube
 # capture shares only 2 of 8 pods with any pods file, and the standalone goldens have no pods).
@@ -242,9 +242,11 @@ def test_a_restart_is_noticed_after_replays(newer_copy):
     after = restarted(newer_copy)
     for _ in range(2):  # scanned (new series), then replayed
         got = collector.process(after)
-        assert encode_text(got.families) == encode_text(offline("cadvisor", pods=pods).process(after).families)
+        fresh = offline("cadvisor", pods=pods).process(after)
+        assert encode_text(got.families) == encode_text(fresh.families)
     back = collector.process(before)  # the old copy gone again: a scan, as fresh
-    assert encode_text(back.families) == encode_text(offline("cadvisor", pods=pods).process(before).families)
+    fresh = offline("cadvisor", pods=pods).process(before)
+    assert encode_text(back.families) == encode_text(fresh.families)
 
 
 _S = b'container_start_time_seconds{container="a",id="/x",namespace="n",pod="p"} '
@@ -312,20 +314,23 @@ def test_a_changed_pod_with_dropped_series_is_scanned_again(host_network: bool):
     replaced by one that is not hostNetwork), its series come out as a fresh collector's do."""
     def podlist(app: str, host: bool) -> dict:
         return {"kind": "PodList", "items": [
-            {"metadata": {"name": n, "namespace": "default", "uid": n, "labels": {"app": app if n == "web-1" else "x"}},
+            {"metadata": {"name": n, "namespace": "default", "uid": n,
+                          "labels": {"app": app if n == "web-1" else "x"}},
              "spec": {"nodeName": "n1", "hostNetwork": host and n == "web-1"}, "status": {"phase": "Running"}}
             for n in ("web-1", "web-2")]}
     payload = b"".join(
         b"# TYPE container_%s gauge\n" % f + b"".join(
             b'container_%s{container="c%d",id="/p/%s/c%d",image="i",interface="eth0",name="n%d",'
-            b'namespace="default",pod="%s"} %d\n' % (f, i, p, i, i, p, i) for p in (b"web-1", b"web-2") for i in range(3))
+            b'namespace="default",pod="%s"} %d\n' % (f, i, p, i, i, p, i)
+            for p in (b"web-1", b"web-2") for i in range(3))
         for f in (b"network_receive_bytes_total", b"memory_usage_bytes"))
     collector = offline("cadvisor", {}, podlist("one", host_network))
     for _ in range(2):
         collector.process(payload)
     collector.transformer.index.replace(parse_podlist(podlist("two", not host_network)))
     got = encode_text(collector.process(payload).families)
-    assert got == encode_text(offline("cadvisor", {}, podlist("two", not host_network)).process(payload).families)
+    fresh = offline("cadvisor", {}, podlist("two", not host_network)).process(payload)
+    assert got == encode_text(fresh.families)
     assert got.count(b"container_network_receive_bytes_total{") == (6 if host_network else 3)
 
 
@@ -334,7 +339,8 @@ def test_rewrites_that_collide_are_deduplicated():
     that told them apart: in a batch as one by one, the family keeps one series each."""
     payload = b"# TYPE container_memory_usage_bytes gauge\n" + b"".join(
         b'container_memory_usage_bytes{container="c%d",id="/p/%d-%d",image="i",name="n%d-%d",'
-        b'namespace="default",pod="web-1"} %d\n' % (i, i, k, i, k, 10 * i + k) for i in range(3) for k in range(2))
+        b'namespace="default",pod="web-1"} %d\n' % (i, i, k, i, k, 10 * i + k)
+        for i in range(3) for k in range(2))
     pods = {"kind": "PodList", "items": [{"metadata": {"name": "web-1", "namespace": "default", "uid": "u1"},
                                           "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}]}
     collector = offline("cadvisor", {}, pods)

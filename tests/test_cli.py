@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import FIXTURES
+from tests.conftest import Fixtures
 from tests.realprom import free_port, wait_http
 
 KB = [sys.executable, "-m", "exporter"]
@@ -42,8 +42,9 @@ def test_check_config_names_the_key(tmp_path, doc, path, why):
 
 def test_check_config_ok_and_bad_yaml(tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text("cluster: prod\nlabel_allowlist: [app, team]\ncollectors:\n  cadvisor:\n    "
-                    "drop_labels: [id]\n    relabel_configs:\n      - action: labeldrop\n        regex: image\n")
+    good.write_text("cluster: prod\nlabel_allowlist: [app, team]\ncollectors:\n  cadvisor:\n"
+                    "    drop_labels: [id]\n    relabel_configs:\n"
+                    "      - action: labeldrop\n        regex: image\n")
     assert run("check-config", str(good)).returncode == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("cluster: [\n")
@@ -53,8 +54,8 @@ def test_check_config_ok_and_bad_yaml(tmp_path):
 
 def test_transform_matches_served_join(tmp_path):
     out = run("transform", "--source", "cadvisor", "--pods",
-              str(FIXTURES / "kubelet" / "nri-k8s-1.35-kubelet-pods.json"),
-              str(FIXTURES / "cadvisor" / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"))
+              str(Fixtures("kubelet") / "nri-k8s-1.35-kubelet-pods.json"),
+              str(Fixtures("cadvisor") / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"))
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines()
                 if ln.startswith("container_memory_working_set_bytes{") and 'pod="coredns-' in ln

@@ -15,15 +15,17 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from aiodocker.exceptions import DockerError
 from aiohttp import web
 
 from collectors import _docker as dp
-from exporter import cli, config as config_mod
+from exporter import cli
+from exporter import config as config_mod
 from exporter.deps import Deps
 from exporter.errors import ConfigError, NotPermittedError
 from exporter.expfmt import Family, encode_text, parse_line
@@ -402,8 +404,8 @@ def test_socket_errors_are_mapped(err, expected):
         with dp.mapped("unix:///run/docker.sock"):
             try:
                 raise _Refused(err)
-            except _Refused:
-                raise DockerError(900, "Cannot connect to Docker Engine")
+            except _Refused as refused:
+                raise DockerError(900, "Cannot connect to Docker Engine") from refused
 
 
 async def test_missing_socket_is_no_data_and_client_is_lazy():

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from collectors.etcd import Status, cluster_has_leader, parse_status
-from tests.conftest import FIXTURES, GOLDEN, offline
+from tests.conftest import GOLDEN, Fixtures, offline
 from tests.etcd_cluster import BUDGET, Cluster, Series, free_ports, have_etcd, make_certs, source, until
 from exporter import config as config_mod
 from exporter.deps import Deps
@@ -42,7 +42,7 @@ def promtool_kubebridge_problems(text: bytes) -> list[str]:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_golden(version, golden):
-    payload = (FIXTURES / "etcd" / f"nri-k8s-{version}-etcd-metrics.txt").read_bytes()
+    payload = (Fixtures("etcd") / f"nri-k8s-{version}-etcd-metrics.txt").read_bytes()
     out = transformed(payload)
     golden(f"etcd-{version}.txt", out)
     # Every upstream series is kept, and each carries member and collector.
@@ -120,7 +120,7 @@ KEEP = {"etcd_server_has_leader", "etcd_server_leader_changes_seen_total"}
 
 def small_metrics() -> bytes:
     """A few families of the v1.35 capture (the golden stays small)."""
-    text = (FIXTURES / "etcd" / "nri-k8s-1.35-etcd-metrics.txt").read_text()
+    text = (Fixtures("etcd") / "nri-k8s-1.35-etcd-metrics.txt").read_text()
     blocks = ["# HELP " + b for b in text.split("# HELP ")[1:] if b.split(" ", 1)[0] in KEEP]
     assert len(blocks) == len(KEEP)
     return "".join(blocks).encode()

@@ -10,13 +10,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import FIXTURES, GOLDEN, offline
+from tests.conftest import GOLDEN, Fixtures, offline
 from tests.etcd_cluster import BUDGET, Cluster, Series, free_ports, have_etcd, source, until
 from exporter.etcd import go_duration
 from exporter.expfmt import encode_text
 from exporter.merge import merge
 
-FIX = FIXTURES / "etcd_v2"
+FIX = Fixtures("etcd_v2")
 SELF, STORE = FIX / "beats-etcd-v2-stats-self.json", FIX / "beats-etcd-v2-stats-store.json"
 LEADER = FIX / "beats-etcd-v2-stats-leader.json"
 FOLLOWER = FIX / "beats-etcd-v2-stats-leader-on-follower.json"

@@ -10,15 +10,16 @@ from collectors._events import EventCounter, Rules, guess_pod, owner_of
 from exporter.errors import NotPermittedError
 from exporter.expfmt import encode_text
 from tests.conftest import offline
-from tests.replay_api import FIXTURES, background, collector, config, event, eventually, fast, replay, value
+from tests.conftest import Fixtures
+from tests.replay_api import background, collector, config, event, eventually, fast, replay, value
 
 TOTAL = "kubebridge_kube_events_total"
 
 
 def test_golden_offline(golden):
     c = offline("events", {"cluster": "demo"})
-    res = c.process((FIXTURES / "events" / "dd-kubernetes-events.json").read_bytes(),
-                    (FIXTURES / "events" / "k9s-event.json").read_bytes())
+    res = c.process((Fixtures("events") / "dd-kubernetes-events.json").read_bytes(),
+                    (Fixtures("events") / "k9s-event.json").read_bytes())
     golden("events.txt", encode_text(res.families))
     assert value(res.families, TOTAL, involved_kind="ReplicaSet", workload="hello-node",
                  workload_kind="Deployment", reason="SuccessfulCreate") == 3

@@ -81,7 +81,8 @@ def test_value_going_bad_on_warm_path_is_caught():
     t = Transformer(Options(collector="t"))
     t.transform(b'# TYPE g gauge\ng{a="1"} 1\ng{a="2"} 2\n')
     res = t.transform(b'# TYPE g gauge\ng{a="1"} 1\ng{a="2"} 2x\n')
-    assert res.malformed == 1 and [ln for f in res.families for ln in f.lines] == [b'g{a="1",collector="t"} 1']
+    assert res.malformed == 1
+    assert [ln for f in res.families for ln in f.lines] == [b'g{a="1",collector="t"} 1']
 
 
 def test_timestamps_dropped_by_default_kept_on_request():
@@ -157,7 +158,8 @@ def test_steady_state_replay_equals_a_fresh_scan():
     """The fast path (same shape as last time) must produce what a fresh transformer does, and
     step aside for anything new: a new series, a changed comment, a bad value."""
     def payload(v: int, extra: bytes = b"", help_: bytes = b"H.") -> bytes:
-        return (b"# HELP g " + help_ + b"\n# TYPE g gauge\n" + b'g{a="1"} %d 17\ng{a="2"} %d 18\n' % (v, v + 1)
+        return (b"# HELP g " + help_ + b"\n# TYPE g gauge\n"
+                + b'g{a="1"} %d 17\ng{a="2"} %d 18\n' % (v, v + 1)
                 + extra + b"# TYPE c_total counter\nc_total 5\n\n")
     t = Transformer(Options(collector="t"))
     cases = [payload(1), payload(2), payload(3), payload(4, b'g{a="3"} 9\n'), payload(5, b'g{a="3"} 9\n'),
@@ -166,7 +168,8 @@ def test_steady_state_replay_equals_a_fresh_scan():
     for p in cases:
         got, fresh = t.transform(p), Transformer(Options(collector="t")).transform(p)
         assert encode_text(got.families) == encode_text(fresh.families), p
-        assert (got.series_in, got.series_out, got.malformed) == (fresh.series_in, fresh.series_out, fresh.malformed)
+        counts = (got.series_in, got.series_out, got.malformed)
+        assert counts == (fresh.series_in, fresh.series_out, fresh.malformed)
     assert t.plan is not None  # the last payload was clean: the next same-shaped one replays
 
 
@@ -228,7 +231,8 @@ def test_family_blocks_count_and_split_into_lines():
 def test_series_out_counts_what_is_served(payload: bytes):
     """`series_out` is counted during the scan, not by reading the output back: it must equal
     the sample lines the encoder writes, whatever mix of blocks and single lines a family holds."""
-    for rules in ((), relabel.parse_rules([{"action": "drop", "source_labels": ["a"], "regex": "2"}], "rules")):
+    drop_a2 = relabel.parse_rules([{"action": "drop", "source_labels": ["a"], "regex": "2"}], "rules")
+    for rules in ((), drop_a2):
         res = Transformer(Options(collector="t", rules=rules)).transform(payload)
         text = encode_text(res.families)
         assert res.series_out == sum(1 for ln in text.split(b"\n") if ln and not ln.startswith(b"#"))

@@ -7,16 +7,17 @@ from pathlib import Path
 import pytest
 
 from exporter.expfmt import encode_openmetrics, encode_text
-from tests.conftest import FIXTURES, offline
+from tests.conftest import Fixtures, offline
 
+CAD, KUBELET, APISERVER = Fixtures("cadvisor"), Fixtures("kubelet"), Fixtures("apiserver")
 # (collector, capture, its /pods where one matches)
-CAPTURES = [("cadvisor", p, None) for p in sorted((FIXTURES / "cadvisor").glob("*.txt"))] + [
-    ("cadvisor", FIXTURES / "cadvisor" / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt",
-     FIXTURES / "kubelet" / "nri-k8s-1.35-kubelet-pods.json"),
-    ("kubelet", FIXTURES / "kubelet" / "dd-kubelet-1.10-kubelet_metrics.txt", None),
-    ("probes", FIXTURES / "kubelet" / "dd-kubelet-metrics-probes.txt", None),
-    ("apiserver", FIXTURES / "apiserver" / "nri-k8s-1.35-apiserver-metrics.txt", None),
-    ("apiserver", FIXTURES / "apiserver" / "nri-k8s-1.16-apiserver-metrics.txt", None),
+CAPTURES = [("cadvisor", p, None) for p in CAD.glob("*.txt")] + [
+    ("cadvisor", CAD / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt",
+     KUBELET / "nri-k8s-1.35-kubelet-pods.json"),
+    ("kubelet", KUBELET / "dd-kubelet-1.10-kubelet_metrics.txt", None),
+    ("probes", KUBELET / "dd-kubelet-metrics-probes.txt", None),
+    ("apiserver", APISERVER / "nri-k8s-1.35-apiserver-metrics.txt", None),
+    ("apiserver", APISERVER / "nri-k8s-1.16-apiserver-metrics.txt", None),
 ]
 
 

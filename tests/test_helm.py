@@ -87,7 +87,7 @@ def test_render_is_valid_and_least_privilege(variant: str, tmp_path: Path) -> No
         check_rbac(objs, legacy=values.get("nodeAgent", {}).get("legacyNodesProxy", False))
         check_collector_placement(workloads["node-agent"], workloads["cluster-agent"])
     cfg = check_config(config_text(objs), tmp_path)
-    for component, w in workloads.items():
+    for w in workloads.values():
         check_flags_with_config(w, config_text(objs), tmp_path)
     for b in by_kind(objs, "ClusterRoleBinding") + by_kind(objs, "RoleBinding"):
         assert b["subjects"][0]["namespace"] == NAMESPACE
@@ -105,7 +105,10 @@ def test_render_is_valid_and_least_privilege(variant: str, tmp_path: Path) -> No
 def test_default_render_matches_the_plain_manifests() -> None:
     """The chart and manifests/ deploy the same thing: objects, RBAC rules, flags, config."""
     objs, plain = objects(render({})), deployed_docs()
-    kinds = lambda os: sorted((o["kind"], o["metadata"]["name"]) for o in os if o["kind"] != "Namespace")
+
+    def kinds(docs: list[dict]) -> list[tuple[str, str]]:
+        return sorted((o["kind"], o["metadata"]["name"]) for o in docs if o["kind"] != "Namespace")
+
     assert kinds(objs) == kinds(plain)
     for kind in ("ClusterRole", "Role"):
         for o in by_kind(objs, kind):
@@ -171,6 +174,9 @@ def test_service_monitor_warns_without_its_crd() -> None:
 
 
 def test_dashboards() -> None:
+    """The chart's dashboards/*.json are symlinks to dashboards/*.json (the JSON is kept once):
+    Helm's loader follows them, so each ConfigMap holds the dashboard byte for byte."""
+    assert all(p.is_symlink() for p in (CHART / "dashboards").glob("*.json"))
     objs = objects(render({}))
     cms = [o for o in by_kind(objs, "ConfigMap") if "grafana_dashboard" in o["metadata"]["labels"]]
     shipped = sorted((ROOT / "dashboards").glob("*.json"))

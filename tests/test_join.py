@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,9 @@ from exporter.expfmt import encode_text
 from exporter.transform import NoHook, Options, Transformer
 from exporter.podindex import PodIndex
 from exporter.pods import LabelPolicy, label_name, parse_podlist, pod_labels, workload_of
+from tests.conftest import Fixtures
 
-FIX = Path(__file__).parent / "fixtures"
+PODS = Fixtures("kubelet")
 
 
 def pod(name, owners=(), labels=None, annotations=None, node="n1", ns="default", host_network=False):
@@ -23,14 +23,16 @@ def pod(name, owners=(), labels=None, annotations=None, node="n1", ns="default",
 
 
 WORKLOADS = [
-    (pod("web-7d9f8-abcde", [("ReplicaSet", "web-7d9f8")], {"pod-template-hash": "7d9f8"}), ("web", "Deployment")),
+    (pod("web-7d9f8-abcde", [("ReplicaSet", "web-7d9f8")], {"pod-template-hash": "7d9f8"}),
+     ("web", "Deployment")),
     (pod("rs-only-x1", [("ReplicaSet", "rs-only")]), ("rs-only", "ReplicaSet")),
     (pod("db-0", [("StatefulSet", "db")]), ("db", "StatefulSet")),
     (pod("agent-x", [("DaemonSet", "agent")]), ("agent", "DaemonSet")),
     (pod("migrate-abc", [("Job", "migrate")]), ("migrate", "Job")),
     (pod("backup-29707813-h2f28", [("Job", "backup-29707813")]), ("backup", "CronJob")),
     (pod("etcd-n1", [("Node", "n1")]), ("etcd", "StaticPod")),
-    (pod("kube-apiserver-n1", annotations={"kubernetes.io/config.source": "file"}), ("kube-apiserver", "StaticPod")),
+    (pod("kube-apiserver-n1", annotations={"kubernetes.io/config.source": "file"}),
+     ("kube-apiserver", "StaticPod")),
     (pod("lonely"), ("lonely", "Pod")),
     (pod("wf-1", [("Workflow", "wf")]), ("wf", "Workflow")),
 ]
@@ -43,9 +45,10 @@ def test_workload_kinds(item, expected):
     assert (m.workload, m.workload_kind) == expected
 
 
-@pytest.mark.parametrize("key,name", [("app", "label_app"), ("app.kubernetes.io/name", "label_app_kubernetes_io_name"),
-                                       ("k8s-app", "label_k8s_app"), ("appVersion", "label_app_version"),
-                                       ("Team", "label_team"), ("helm.sh/chart", "label_helm_sh_chart")])
+@pytest.mark.parametrize("key,name", [("app", "label_app"),
+                                      ("app.kubernetes.io/name", "label_app_kubernetes_io_name"),
+                                      ("k8s-app", "label_k8s_app"), ("appVersion", "label_app_version"),
+                                      ("Team", "label_team"), ("helm.sh/chart", "label_helm_sh_chart")])
 def test_label_name(key, name):
     assert label_name(key) == name
 
@@ -79,14 +82,17 @@ def _index(items, policy=None):
 
 @pytest.mark.parametrize("line", [
     b'container_cpu_usage_seconds_total{container="app",namespace="default",pod="web-7d9f8-abcde"} 1',
-    b'container_cpu_usage_seconds_total{container_name="app",namespace="default",pod_name="web-7d9f8-abcde"} 1',
+    b'container_cpu_usage_seconds_total{container_name="app",namespace="default",'
+    b'pod_name="web-7d9f8-abcde"} 1',
 ])
 def test_join_both_label_generations(line):
-    idx = _index([pod("web-7d9f8-abcde", [("ReplicaSet", "web-7d9f8")], {"pod-template-hash": "7d9f8", "app": "web"})])
+    idx = _index([pod("web-7d9f8-abcde", [("ReplicaSet", "web-7d9f8")],
+                      {"pod-template-hash": "7d9f8", "app": "web"})])
     t = Transformer(Options(collector="cadvisor", cluster="prod"), idx)
     for _ in range(2):
-        out = encode_text(t.transform(b"# TYPE container_cpu_usage_seconds_total counter\n" + line + b"\n").families)
-        assert b'label_app="web",workload="web",workload_kind="Deployment",node="n1",cluster="prod",collector="cadvisor"} 1' in out
+        res = t.transform(b"# TYPE container_cpu_usage_seconds_total counter\n" + line + b"\n")
+        assert (b'label_app="web",workload="web",workload_kind="Deployment",node="n1",cluster="prod",'
+                b'collector="cadvisor"} 1') in encode_text(res.families)
 
 
 def test_join_follows_pod_changes_and_counts_misses():
@@ -96,7 +102,8 @@ def test_join_follows_pod_changes_and_counts_misses():
     res = t.transform(payload)
     assert res.join_misses == 1
     assert b'label_app="one"' in encode_text(res.families)
-    idx.replace(parse_podlist({"items": [pod("a", labels={"app": "two"}), pod("b", labels={"app": "three"})]}))
+    idx.replace(parse_podlist({"items": [pod("a", labels={"app": "two"}),
+                                         pod("b", labels={"app": "three"})]}))
     res = t.transform(payload)
     text = encode_text(res.families)
     assert res.join_misses == 0 and b'label_app="two"' in text and b'label_app="three"' in text
@@ -136,7 +143,7 @@ def test_upstream_label_wins_and_collector_label_kept_as_exported():
 
 
 def test_real_podlists_parse():
-    for path in sorted((FIX / "kubelet").glob("*pod*.json")):
+    for path in PODS.glob("*pod*.json"):
         pods = parse_podlist(json.loads(path.read_text()))
         assert pods, path
         for meta in pods.values():
@@ -144,7 +151,7 @@ def test_real_podlists_parse():
 
 
 def test_real_135_static_pods_and_cronjobs():
-    pods = parse_podlist(json.loads((FIX / "kubelet" / "nri-k8s-1.35-kubelet-pods.json").read_text()))
+    pods = parse_podlist(json.loads((PODS / "nri-k8s-1.35-kubelet-pods.json").read_text()))
     assert pods[("kube-system", "kube-apiserver-datagen-1-35")].workload == "kube-apiserver"
     assert pods[("kube-system", "kube-apiserver-datagen-1-35")].workload_kind == "StaticPod"
     assert pods[("scraper", "e2e-cronjob-29707813-dhlr2")].workload_kind == "CronJob"

@@ -10,9 +10,10 @@ import pytest
 from exporter.errors import NotPermittedError
 from exporter.expfmt import encode_text
 from tests.conftest import offline
-from tests.replay_api import FIXTURES, background, collector, config, eventually, fast, replay, value
+from tests.conftest import Fixtures
+from tests.replay_api import background, collector, config, eventually, fast, replay, value
 
-PODS = FIXTURES / "kubelet" / "nri-k8s-1.35-kubelet-pods.json"
+PODS = Fixtures("kubelet") / "nri-k8s-1.35-kubelet-pods.json"
 P = "kubebridge_kube_system"
 
 

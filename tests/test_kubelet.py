@@ -18,11 +18,11 @@ from exporter.expfmt import encode_text
 from exporter.pods import parse_podlist
 from exporter.replay.kubelet import ReplayKubelet
 from exporter.server import build_app
-from tests.conftest import FIXTURES, offline, pod_index
+from tests.conftest import Fixtures, offline, pod_index
 from tests.test_e2e import ready, scrape
 
-PODS = FIXTURES / "kubelet"
-CADVISOR = FIXTURES / "cadvisor"
+PODS = Fixtures("kubelet")
+CADVISOR = Fixtures("cadvisor")
 NODE_COLLECTORS = ("cadvisor", "healthz", "kubelet", "pods", "probes", "resource", "stats_summary")
 # The kubelet's volume stats as it writes them (pkg/kubelet/metrics/collectors/volume_stats.go):
 # no kubelet /metrics capture with volume stats exists, so these lines are CONSTRUCTED, for the
@@ -216,7 +216,8 @@ async def test_read_only_port_sends_a_token_only_when_configured(case, tmp_path,
     cfg = config_mod.parse({"node_name": "datagen-1-35", "pod_refresh_interval": "0.2s", "kubelet": kubelet},
                            env=env)
     # Over plain http the default service-account token is not even configured.
-    assert cfg.kubelet.url.startswith("http://") and bool(cfg.kubelet.token_file) == (case == "explicit_token")
+    assert cfg.kubelet.url.startswith("http://")
+    assert bool(cfg.kubelet.token_file) == (case == "explicit_token")
     client = await aiohttp_client(build_app(cfg))
     await ready(client)
     text = (await scrape(client)).decode()

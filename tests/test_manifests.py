@@ -15,13 +15,14 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pytest
 import yaml
 
-from exporter import __version__, config as config_mod
+from exporter import __version__
+from exporter import config as config_mod
 from exporter.cli import overrides, parser
 from exporter.registry import registrations
 
@@ -354,7 +355,7 @@ def test_dockerfile() -> None:
     assert any(i == "RUN" and "pip install ." in rest for s, i, rest in lines if s != final)
     ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
                if ln.strip() and not ln.startswith("#")]
-    for stage, instr, rest in lines:
+    for _stage, instr, rest in lines:
         if instr != "COPY" or rest.startswith("--from="):
             continue
         *sources, _dest = shlex.split(rest)

@@ -21,11 +21,12 @@ from exporter.registry import get
 from exporter.replay.kubelet import ReplayKubelet
 from exporter.replay.podstatus import crash_loop_backoff, running_again
 from exporter.server import build_app
-from tests.conftest import FIXTURES, offline, pod_index
+from tests.conftest import Fixtures, offline, pod_index
 from tests.test_e2e import ready, scrape
 
-PODS = FIXTURES / "pods"
-LISTS = sorted(p.stem for p in PODS.glob("*.json"))
+PODS = Fixtures("kubelet")
+LISTS = ["dd-kubelet-pods", "dd-kubernetes-1.1-pods_list", "nri-2018-minikube-kubelet_pods_payload",  # golden
+         "nri-k8s-1.16-kubelet-pods", "nri-k8s-1.24-kubelet-pods", "nri-k8s-1.35-kubelet-pods"]
 
 
 def exposition(res) -> bytes:

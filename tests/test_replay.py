@@ -20,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.replay import synth
 from exporter.replay.kubelet import ReplayKubelet
+from tests.conftest import FIXTURES, Fixtures
 
-FIXTURES = Path(__file__).parent / "fixtures"
-CADVISOR = FIXTURES / "cadvisor" / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"
-PODS = FIXTURES / "kubelet" / "nri-k8s-1.35-kubelet-pods.json"
-SUMMARY = FIXTURES / "kubelet" / "nri-k8s-1.35-kubelet-stats-summary.json"
+KUBELET = Fixtures("kubelet")
+CADVISOR = Fixtures("cadvisor") / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"
+PODS = KUBELET / "nri-k8s-1.35-kubelet-pods.json"
+SUMMARY = KUBELET / "nri-k8s-1.35-kubelet-stats-summary.json"
 TOKEN = "replay-token-1"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 POD_LABEL = re.compile(r'[{,]namespace="([^"]*)".*[{,]pod="([^"]*)"')
@@ -124,9 +125,9 @@ async def test_requests_are_recorded_with_headers(tmp_path: Path) -> None:
     ("path", "fixture", "content_type"),
     [
         ("/metrics/cadvisor", CADVISOR, METRICS_TYPE),
-        ("/metrics", FIXTURES / "kubelet" / "dd-kubelet-1.10-kubelet_metrics.txt", METRICS_TYPE),
-        ("/metrics/probes", FIXTURES / "kubelet" / "dd-kubelet-metrics-probes.txt", METRICS_TYPE),
-        ("/metrics/slis", FIXTURES / "kubelet" / "dd-agent-kubelet-metrics-slis.txt", METRICS_TYPE),
+        ("/metrics", KUBELET / "dd-kubelet-1.10-kubelet_metrics.txt", METRICS_TYPE),
+        ("/metrics/probes", KUBELET / "dd-kubelet-metrics-probes.txt", METRICS_TYPE),
+        ("/metrics/slis", KUBELET / "dd-agent-kubelet-metrics-slis.txt", METRICS_TYPE),
         ("/pods", PODS, "application/json"),
         ("/stats/summary", SUMMARY, "application/json"),
     ],
@@ -280,7 +281,7 @@ async def test_client_certificate_chains_to_the_demo_ca() -> None:
 # -- synthetic nodes ------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cloned(count: int, seed: int = 0) -> tuple[bytes, dict]:
     return synth.clone_pods(CADVISOR.read_bytes(), json.loads(PODS.read_bytes()), count, seed)
 
@@ -308,7 +309,7 @@ def test_synth_keeps_families_contiguous_and_sorted() -> None:
             seen.add(current)
             previous = ""
         elif not line.startswith("#"):
-            assert re.split(r"[{ ]", line, 1)[0] == current and line > previous
+            assert re.split(r"[{ ]", line, maxsplit=1)[0] == current and line > previous
             previous = line
     original = {line.split()[2] for line in CADVISOR.read_text().splitlines() if line.startswith("# HELP ")}
     assert seen == original
@@ -381,8 +382,8 @@ def test_synth_rewrites_systemd_cgroup_shapes() -> None:
 def test_synth_on_the_real_systemd_docker_capture() -> None:
     # The 1.16 capture is a real systemd-driver + docker node: ids like
     # kubepods-besteffort-pod<uid_>.slice/docker-<id>.scope, names k8s_<c>_<pod>_<ns>_<uid>_<n>.
-    cadvisor = (FIXTURES / "cadvisor" / "nri-k8s-1.16-kubelet-metrics-cadvisor.txt").read_bytes()
-    pods = json.loads((FIXTURES / "kubelet" / "nri-k8s-1.16-kubelet-pods.json").read_bytes())
+    cadvisor = (Fixtures("cadvisor") / "nri-k8s-1.16-kubelet-metrics-cadvisor.txt").read_bytes()
+    pods = json.loads((KUBELET / "nri-k8s-1.16-kubelet-pods.json").read_bytes())
     payload, podlist = synth.clone_pods(cadvisor, pods, 40)
     old = {p["metadata"]["uid"] for p in pods["items"]} | set(CONTAINER_ID.findall(cadvisor.decode()))
     old_re = re.compile("|".join(map(re.escape, old | {t.replace("-", "_") for t in old})))
@@ -409,3 +410,28 @@ def test_remove_pod_functions() -> None:
         json.loads(SUMMARY.read_bytes()), "kube-system", "coredns-7d764666f9-qdcxt"
     )
     assert len(summary["pods"]) == 16
+
+
+async def test_demo_etcd_without_the_binary_serves_the_recordings(tmp_path):
+    """Where no `etcd` binary is installed, the demo's etcd answers from the recorded payloads."""
+    from exporter.replay.etcd import ReplayEtcd
+    from exporter.replay.paths import data_file
+
+    etcd = ReplayEtcd(tmp_path)
+    etcd.real = False
+    url = await etcd.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{url}/metrics") as r:
+                assert r.content_type == "text/plain"
+                assert await r.read() == data_file("nri-k8s-1.35-etcd-metrics.txt").read_bytes()
+            async with s.get(f"{url}/health") as r:
+                assert await r.json() == {"health": "true", "reason": ""}
+            for part in ("self", "store", "leader"):
+                async with s.get(f"{url}/v2/stats/{part}") as r:
+                    assert r.content_type == "application/json"
+                    assert await r.read() == data_file(f"beats-etcd-v2-stats-{part}.json").read_bytes()
+            async with s.post(f"{url}/v3/maintenance/status") as r:
+                assert (await r.json())["version"] == "3.6.6"
+    finally:
+        await etcd.stop()

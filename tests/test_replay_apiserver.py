@@ -14,7 +14,8 @@ import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.replay_api import FIXTURES, TOKEN, event, eventually, replay
+from tests.conftest import FIXTURES, Fixtures
+from tests.replay_api import TOKEN, event, eventually, replay
 
 from exporter.replay.apiserver import ReplayApiserver
 
@@ -72,7 +73,7 @@ async def test_forbidden_paths_answer_the_authorizers_status(tmp_path):
 
 async def test_chunked_list_through_kubernetes_asyncio(tmp_path):
     expected = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in json.loads(
-        (FIXTURES / "kubelet" / "nri-k8s-1.35-kubelet-pods.json").read_text())["items"]}
+        (Fixtures("kubelet") / "nri-k8s-1.35-kubelet-pods.json").read_text())["items"]}
     async with replay(tmp_path) as srv, await api_client(srv, tmp_path) as api:
         v1 = client.CoreV1Api(api)
         seen, token, rvs, pages = [], None, set(), 0
@@ -211,7 +212,7 @@ async def test_metrics_version_and_componentstatuses(tmp_path):
                              headers={"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": "gzip"}) as r:
                 assert r.headers["Content-Encoding"] == "gzip"
                 body = gzip.decompress(await r.read())
-        assert body == (FIXTURES / "apiserver" / "nri-k8s-1.35-apiserver-metrics.txt").read_bytes()
+        assert body == (Fixtures("apiserver") / "nri-k8s-1.35-apiserver-metrics.txt").read_bytes()
         version = json.loads((await raw(srv, "/version", token=None))[2])
         assert version["gitVersion"] == "v1.35.0" and version["platform"] == "linux/arm64"
         srv.unhealthy_components["scheduler"] = "connection refused"

@@ -85,9 +85,9 @@ async def test_sidecar_needs_no_kubelet_and_sends_no_credentials(tmp_path, apps,
     assert (await client.get("/readyz")).status == 200  # nothing to sync
     text = await scrape_until(client, lambda t: "app_requests_total{" in t)
     assert server[STATE].index is None
-    assert ('app_requests_total{code="500",team="payments",namespace="shop",pod="%s",container="app",'
+    assert (f'app_requests_total{{code="500",team="payments",namespace="shop",pod="{POD}",container="app",'
             'label_app_kubernetes_io_name="checkout",workload="checkout",workload_kind="Deployment",'
-            'node="n1",cluster="prod",collector="sidecar"} 1' % POD) in text
+            'node="n1",cluster="prod",collector="sidecar"} 1') in text
     assert ('kubebridge_autodiscovery_target_up{namespace="shop",pod="%s",container="app",'
             'cluster="prod",collector="sidecar"} 1' % POD) in text
     assert 'kubebridge_autodiscovery_targets{trigger="sidecar",cluster="prod",collector="sidecar"} 1' in text

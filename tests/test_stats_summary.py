@@ -14,10 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from collectors.stats_summary import TABLE, claims_of
 from exporter.expfmt import encode_text
 from exporter.merge import merge
-from tests.conftest import FIXTURES, GOLDEN, offline
+from tests.conftest import GOLDEN, Fixtures, offline
 
-SUMMARY = FIXTURES / "stats_summary"
-PODS = FIXTURES / "pods"
+SUMMARY = PODS = Fixtures("kubelet")  # the kubelet serves both
 CAPTURES = {  # summary -> /pods of the same node and moment (the 2018 one has none)
     "nri-k8s-1.16-kubelet-stats-summary": "nri-k8s-1.16-kubelet-pods.json",
     "nri-k8s-1.24-kubelet-stats-summary": "nri-k8s-1.24-kubelet-pods.json",
@@ -43,7 +42,7 @@ def samples(res) -> list[tuple[str, dict[str, str], float]]:
 
 
 def test_every_capture_is_covered():
-    assert sorted(p.stem for p in SUMMARY.glob("*.json")) == sorted(CAPTURES)
+    assert sorted(p.stem for p in SUMMARY.glob("*stats[-_]summary*.json")) == sorted(CAPTURES)
 
 
 @pytest.mark.parametrize("capture", sorted(CAPTURES))
@@ -82,7 +81,7 @@ def test_cli_maps_the_dash_and_joins(tmp_path):
 
 def test_full_join_on_pod_and_container_series():
     rows = samples(transform("nri-k8s-1.35-kubelet-stats-summary", config={"cluster": "prod"}))
-    eph = {n: l for n, l, _ in rows if l.get("pod", "").startswith("coredns-")}
+    eph = {n: labels for n, labels, _ in rows if labels.get("pod", "").startswith("coredns-")}
     want = {"namespace": "kube-system", "label_k8s_app": "kube-dns", "workload": "coredns",
             "workload_kind": "Deployment", "node": "datagen-1-35", "cluster": "prod",
             "collector": "stats_summary"}
@@ -91,9 +90,9 @@ def test_full_join_on_pod_and_container_series():
                  "kubebridge_stats_container_rootfs_used_bytes",
                  "kubebridge_stats_pod_processes"):
         assert want.items() <= eph[name].items(), name
-    assert eph["kubebridge_stats_container_rootfs_used_bytes"]["container"] == "coredns"
-    node = {n: l for n, l, _ in rows if n.startswith("kubebridge_stats_node_")}
-    assert node["kubebridge_stats_node_fs_used_bytes"] == {
+    assert eph["kubebridge_stats_summary_container_rootfs_used_bytes"]["container"] == "coredns"
+    node = {n: labels for n, labels, _ in rows if n.startswith("kubebridge_stats_summary_node_")}
+    assert node["kubebridge_stats_summary_node_fs_used_bytes"] == {
         "node": "datagen-1-35", "cluster": "prod", "collector": "stats_summary"}
 
 

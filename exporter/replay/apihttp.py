@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import json
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -124,7 +124,7 @@ class ApiHttp:
                                            proto.truthy(q.get("allowWatchBookmarks")))
         except ApiError as exc:
             await resp.prepare(request)
-            status = json.loads(proto.status(exc.code, exc.reason, exc.message).body)
+            status = proto.status_object(exc.code, exc.reason, exc.message)
             await resp.write(go_json({"type": "ERROR", "object": status}, newline=True))
             await resp.write_eof()
             return resp

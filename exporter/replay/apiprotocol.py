@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from aiohttp import web
 from multidict import MultiMapping
@@ -36,13 +36,19 @@ def truthy(value: str | None) -> bool:
     return value in ("1", "t", "T", "true", "TRUE", "True")
 
 
-def status(code: int, reason: str, message: str, details: dict | None = None) -> web.Response:
-    """A `Status` failure object, as the apiserver writes it (compact JSON + newline)."""
+def status_object(code: int, reason: str, message: str, details: dict | None = None) -> dict:
+    """A `Status` failure object, as the apiserver builds it (also a watch's ERROR event's object)."""
     body: dict = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                   "message": message, "reason": reason}
     if details is not None:
         body["details"] = {k: v for k, v in details.items() if v}
     body["code"] = code
+    return body
+
+
+def status(code: int, reason: str, message: str, details: dict | None = None) -> web.Response:
+    """A `Status` failure response, as the apiserver writes it (compact JSON + newline)."""
+    body = status_object(code, reason, message, details)
     return web.Response(status=code, body=go_json(body, newline=True), content_type=JSON_TYPE)
 
 
@@ -72,7 +78,7 @@ def health_checks(slis: bytes) -> dict[str, list[str]]:
     checks: dict[str, list[str]] = {}
     for name, kind in _CHECK.findall(slis.decode()):
         checks.setdefault(kind, []).append(name)
-    for kind, names in checks.items():
+    for names in checks.values():
         names.sort(key=lambda n: (_FIRST.index(n) if n in _FIRST else len(_FIRST)))
     return checks
 

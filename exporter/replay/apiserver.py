@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import yaml
 from aiohttp import web
@@ -28,8 +28,6 @@ from exporter.replay import apiprotocol as proto
 from exporter.replay import paths
 from exporter.replay.apihttp import ApiHttp
 from exporter.replay.apistore import ApiStore
-
-SLIS = "dd-apiserver-1.27.3-metrics-slis.txt"
 
 
 class ReplayApiserver:
@@ -59,7 +57,7 @@ class ReplayApiserver:
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
         self.metrics = read("apiserver", f"nri-k8s-{version}-apiserver-metrics.txt")
-        self.checks = proto.health_checks(read("apiserver", SLIS))
+        self.checks = proto.health_checks(read("apiserver", paths.APISERVER_SLIS))
         self.store = ApiStore()
         self._load(read)
         self._runner: web.AppRunner | None = None
@@ -179,4 +177,4 @@ def _reader(source: Path | None) -> Callable[[str, str], bytes]:
     """(fixture folder, file name) -> bytes, from tests/fixtures or the flat package data."""
     if source is None:
         return lambda _folder, name: paths.data_file(name).read_bytes()
-    return lambda folder, name: (Path(source) / folder / name).read_bytes()
+    return lambda folder, name: paths.fixture_path(source, folder, name).read_bytes()

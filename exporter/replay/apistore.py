@@ -18,10 +18,13 @@ import json
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+# A consistent list, sorted by "namespace/name": what a paginated list's pages are cut from.
+# (A module-level name: inside ApiStore, `list` is the method.)
+Snapshot = list[tuple[str, dict]]
 # resource -> (kind, apiVersion, namespaced)
 KINDS = {
     "pods": ("Pod", "v1", True),
@@ -57,7 +60,7 @@ def expired(message: str) -> ApiError:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(eq=False)  # hashed by identity: kept in a set
@@ -83,7 +86,7 @@ class ApiStore:
         self.history: deque[tuple[int, str, str, str, dict]] = deque()
         self.history_limit = history_limit
         self.watchers: set[Watcher] = set()
-        self._snapshots: OrderedDict[tuple, list[tuple[str, dict]]] = OrderedDict()
+        self._snapshots: OrderedDict[tuple, Snapshot] = OrderedDict()
         self._snapshot_limit = snapshots
 
     # -- writes -------------------------------------------------------------------------
@@ -188,7 +191,7 @@ class ApiStore:
         return {"kind": kind + "List", "apiVersion": api_version, "metadata": meta,
                 "items": [o for _, o in page]}
 
-    def _remember(self, key: tuple, snap: list[tuple[str, dict]]) -> None:
+    def _remember(self, key: tuple, snap: Snapshot) -> None:
         self._snapshots[key] = snap
         while len(self._snapshots) > self._snapshot_limit:
             self._snapshots.popitem(last=False)

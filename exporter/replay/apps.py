@@ -9,7 +9,8 @@ address a test or the demo may scrape). `DemoApps` is what `kubebridge demo` run
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +19,14 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _fixed(body: bytes, content_type: str = "application/json",
+           charset: str | None = None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler that answers every request with the recorded `body`."""
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(body=body, content_type=content_type, charset=charset)
+    return handler
 
 
 class ReplayEtcd:
@@ -63,17 +72,15 @@ class ReplayEtcd:
         metrics = data_file("nri-k8s-1.35-etcd-metrics.txt").read_bytes()
         v2 = {p: data_file(f"beats-etcd-v2-stats-{p}.json").read_bytes() for p in ("self", "store", "leader")}
         app = web.Application()
-        app.router.add_get("/metrics", lambda _: web.Response(
-            body=metrics, content_type="text/plain", charset="utf-8"))
-        app.router.add_get("/health", lambda _: web.json_response({"health": "true", "reason": ""}))
+        app.router.add_get("/metrics", _fixed(metrics, "text/plain", charset="utf-8"))
+        app.router.add_get("/health", _fixed(json.dumps({"health": "true", "reason": ""}).encode(),
+                                              charset="utf-8"))
         for path, body in v2.items():
-            app.router.add_get(f"/v2/stats/{path}", lambda _, b=body: web.Response(
-                body=b, content_type="application/json"))
+            app.router.add_get(f"/v2/stats/{path}", _fixed(body))
         # No status capture exists: this answer is written in etcd's wire shape (int64 as strings).
         status = {"header": {"member_id": "1", "raft_term": "2"}, "version": "3.6.6",
                   "dbSize": "1000000", "leader": "1", "raftIndex": "10", "raftTerm": "2"}
-        app.router.add_post("/v3/maintenance/status", lambda _: web.Response(
-            text=json.dumps(status), content_type="application/json"))
+        app.router.add_post("/v3/maintenance/status", _fixed(json.dumps(status).encode(), charset="utf-8"))
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         port = _free_port()

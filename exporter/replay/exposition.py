@@ -96,11 +96,6 @@ class Exposition:
     def remove_pod(self, key: PodKey) -> bool:
         return self.pod_lines.pop(key, None) is not None
 
-    def series_count(self) -> int:
-        return sum(len(f.system) for f in self.families) + sum(
-            len(lines) for per_family in self.pod_lines.values() for lines in per_family.values()
-        )
-
     def render(self) -> bytes:
         per_family: list[list[str]] = [list(f.system) for f in self.families]
         for by_family in self.pod_lines.values():

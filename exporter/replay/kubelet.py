@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -82,7 +83,8 @@ class ReplayKubelet:
     def from_fixtures(
         cls, fixtures_dir: Path, version: str = "1.35", *, token_file: Path, **kwargs: Any
     ) -> ReplayKubelet:
-        """Load a capture set from `tests/fixtures` (`cadvisor/` and `kubelet/` subfolders).
+        """Load a capture set from `tests/fixtures` (`cadvisor/` and `kubelet/` subfolders; the
+        captures the package ships are read from there, see `paths.fixture_path`).
 
         /metrics/cadvisor, /pods and /stats/summary are one real capture of Kubernetes
         `version` ("1.35", "1.24" or "1.16"; newrelic/nri-kubernetes datagen). No kubelet
@@ -92,9 +94,9 @@ class ReplayKubelet:
         not match the served /pods). /metrics/slis is `dd-agent-kubelet-metrics-slis.txt`.
         /metrics/resource is derived from the stats summary (see `resource`).
         """
-        root = Path(fixtures_dir)
         return cls._load(
-            lambda folder, name: (root / folder / name).read_bytes(), version, token_file, **kwargs
+            lambda folder, name: paths.fixture_path(fixtures_dir, folder, name).read_bytes(),
+            version, token_file, **kwargs
         )
 
     @classmethod
