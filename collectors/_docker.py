@@ -9,7 +9,8 @@ import contextlib
 import json
 import re
 from collections import Counter
-from typing import Any, Iterator, Mapping
+from typing import Any
+from collections.abc import Iterator, Mapping
 
 from exporter import NAMESPACE
 from exporter.errors import NotPermittedError
@@ -164,11 +165,12 @@ def stats_samples(st: Mapping[str, Any],
                 yield metric, value, {"interface": iface}
     blk = (st.get("blkio_stats") or {}).get("io_service_bytes_recursive")
     if blk is not None:  # null without an io controller; [] when nothing was read yet
-        ops: Counter[str] = Counter()
+        ops: dict[str, float] = {}
         for entry in blk:
-            ops[_s(entry.get("op")).lower()] += _num(entry.get("value")) or 0.0
-        yield BLOCK_READ, ops["read"], {}
-        yield BLOCK_WRITE, ops["write"], {}
+            op = _s(entry.get("op")).lower()
+            ops[op] = ops.get(op, 0.0) + (_num(entry.get("value")) or 0.0)
+        yield BLOCK_READ, ops.get("read", 0.0), {}
+        yield BLOCK_WRITE, ops.get("write", 0.0), {}
     pids = _num((st.get("pids_stats") or {}).get("current"))
     if pids is not None:
         yield PIDS, pids, {}

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from exporter.pods import pod_meta
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from exporter import NAMESPACE
 from exporter.config import CollectorConfig
@@ -78,7 +79,9 @@ class ApiserverCollector(Passthrough):
         for i, res in enumerate(results):  # /metrics first: its 401/403 is the source's status
             if isinstance(res, BaseException) and not (i and _quiet(res)):
                 raise res
-        families = list(await self._transform(results[0]))
+        metrics = results[0]
+        assert isinstance(metrics, Response)  # (exceptions were raised above)
+        families = list(await self._transform(metrics))
         b = Builder([CHECK, HEALTHY, COMPONENT], self.deps.labels(self.cfg, node=False))
         for ep, res in zip(endpoints, results[1:-1]):
             if isinstance(res, Response):

@@ -24,7 +24,8 @@ cAdvisor's `container_label_*`/`container_env_*` pass through (no pod labels: `s
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from exporter.expfmt import label_dict, parse_labels
 from exporter.passthrough import Passthrough, options_table

@@ -19,7 +19,8 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 
@@ -195,7 +196,7 @@ class DockerCollector:
                 except NoDataError as exc:
                     log.debug("docker events: %s", exc)
                 # A background loop must outlive any failure (the runner only guards collect()).
-                except Exception as exc:  # noqa: BLE001  (not BaseException: cancellation passes)
+                except Exception as exc:
                     log.warning("docker events stream failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)

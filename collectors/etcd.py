@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from exporter import NAMESPACE, etcd as _etcd
 from exporter.config import CollectorConfig

@@ -21,7 +21,8 @@ is StateLeader AND the same member's /health says true. A stale leader fails /he
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from exporter import NAMESPACE, etcd as _etcd
 from exporter.config import CollectorConfig

@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import json
 import socket
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 from collectors._events import DEFAULT_REASONS, EventCounter, PodOwners, Rules, check_reasons
 from exporter import NAMESPACE
@@ -121,7 +122,7 @@ class EventsCollector:
         from exporter.kube.watch import Reflector
 
         v1 = client.CoreV1Api(api)
-        kw = {"backoff": self.backoff, "watch_timeout": self.watch_timeout}
+        kw: dict[str, Any] = {"backoff": self.backoff, "watch_timeout": self.watch_timeout}
         events = Reflector(v1.list_event_for_all_namespaces, handler=self.counter, what="events", **kw)
         self.reflectors = [events]
         tasks = []

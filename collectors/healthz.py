@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from typing import Sequence
+from collections.abc import Sequence
 
 import aiohttp
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
 
 from exporter import NAMESPACE
 from exporter.config import CollectorConfig
@@ -99,7 +100,7 @@ class KubeSystemCollector:
 
         async with self.target.client() as api:
             v1 = client.CoreV1Api(api)
-            kw = {"backoff": self.backoff, "watch_timeout": self.watch_timeout}
+            kw: dict[str, Any] = {"backoff": self.backoff, "watch_timeout": self.watch_timeout}
             for ns in self.namespaces:
                 store = PodStore()
                 if ns == "*":
@@ -126,7 +127,8 @@ class KubeSystemCollector:
         return self._families(p for p in pods if wanted is None or _key(p)[0] in wanted)
 
     def _families(self, pods: Iterable[Mapping[str, Any]]) -> Result:
-        b = Builder([CONTAINERS, RESTARTS, WAITING, LAST_TERMINATED, POD_READY], self.deps.labels(self.cfg, node=False))
+        b = Builder([CONTAINERS, RESTARTS, WAITING, LAST_TERMINATED, POD_READY],
+                    self.deps.labels(self.cfg, node=False))
         states: dict[tuple[str, str, str], dict[str, int]] = {}
         policy = self.deps.config.label_policy
         for pod in sorted(pods, key=_key):

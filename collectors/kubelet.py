@@ -10,7 +10,8 @@ ReadWriteMany volume): then `pod` is left out and only the labels those pods agr
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from collectors.stats_summary import claims_of
 from exporter.passthrough import Passthrough, options_table

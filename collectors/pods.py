@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from collectors._pods import parse_quantity, resource_label
 from exporter import NAMESPACE
@@ -144,7 +145,8 @@ def fill(b: Builder, pods: Iterable[PodMeta]) -> int:
                       b.pod(meta.namespace, meta.name, {"phase": phase}, meta))
         ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), None)
         if ready is not None:
-            b.add(READY, 1.0 if ready.get("status") == "True" else 0.0, b.pod(meta.namespace, meta.name, meta=meta))
+            b.add(READY, 1.0 if ready.get("status") == "True" else 0.0,
+                  b.pod(meta.namespace, meta.name, meta=meta))
         for cs in [*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())]:
             if cs.get("name"):
                 _status(b, cs, _labeller(b, meta, cs["name"]))
@@ -191,5 +193,6 @@ class PodsCollector:
         bad = fill(b, index.pods())
         res = b.result()
         res.malformed = bad
-        self.stats = {"series_out": res.series_out, "malformed": bad, **({"response_bytes": size} if size else {})}
+        self.stats = {"series_out": res.series_out, "malformed": bad,
+                      **({"response_bytes": size} if size else {})}
         return res

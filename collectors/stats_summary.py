@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from exporter import NAMESPACE
 from exporter.config import CollectorConfig
@@ -136,7 +137,8 @@ def fill(b: Builder, doc: Mapping[str, Any]) -> None:
             if not vname:
                 continue
             claim = (vol.get("pvcRef") or {}).get("name") or claims.get(vname, "")
-            _fill_fs(b, VOLUMES, vol, b.pod(ns, name, {"volume": vname, "persistentvolumeclaim": claim}, meta))
+            labels = b.pod(ns, name, {"volume": vname, "persistentvolumeclaim": claim}, meta)
+            _fill_fs(b, VOLUMES, vol, labels)
 
 
 @register("stats_summary", default_enabled=True)
@@ -172,5 +174,6 @@ class StatsSummaryCollector:
         b = Builder(TABLE, labels, index)
         fill(b, doc)
         res = b.result()
-        self.stats = {"response_bytes": len(payload), "series_out": res.series_out, "join_misses": res.join_misses}
+        self.stats = {"response_bytes": len(payload), "series_out": res.series_out,
+                      "join_misses": res.join_misses}
         return res

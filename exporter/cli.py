@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from exporter import __version__, config as config_mod, plugins
 from exporter.errors import ConfigError

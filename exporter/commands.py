@@ -18,7 +18,7 @@ from exporter.expfmt import encode_openmetrics, encode_text
 from exporter.merge import merge
 from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
-from exporter.registry import get, registrations
+from exporter.registry import Offline, get, registrations
 from exporter.server import build_app, serve, split_address
 
 
@@ -59,6 +59,9 @@ def transform(args: argparse.Namespace) -> int:
             return 1
     deps = Deps(cfg, None, index)
     collector = get(name).factory(deps, cfg.collectors[name])
+    if not isinstance(collector, Offline):
+        print(f"source {args.source!r} cannot be transformed offline", file=sys.stderr)
+        return 2
     try:
         payloads = [p.read_bytes() for p in args.payload]
     except OSError as exc:

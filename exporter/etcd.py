@@ -13,7 +13,8 @@ import json
 import logging
 import re
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 from exporter.config import CollectorConfig, Endpoint
@@ -83,10 +84,10 @@ async def each_member(ups: dict[str, Upstream], fetch: Callable[[str, Upstream],
             async with asyncio.timeout(timeout):
                 return await fetch(name, up)
         except Exception as exc:  # isolation per member; cancellation still propagates
-            exc = _leaf(exc)
-            level = logging.DEBUG if isinstance(exc, NoDataError) else logging.WARNING
-            log.log(level, "etcd member %s: %s", name, exc or type(exc).__name__)
-            return exc
+            leaf = _leaf(exc)
+            level = logging.DEBUG if isinstance(leaf, NoDataError) else logging.WARNING
+            log.log(level, "etcd member %s: %s", name, leaf or type(leaf).__name__)
+            return leaf
     return list(zip(ups, await asyncio.gather(*(one(n, u) for n, u in ups.items()))))
 
 

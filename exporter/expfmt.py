@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import AbstractSet, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
+from collections.abc import Sequence
 
 from exporter.errors import ParseError
 
@@ -36,7 +37,8 @@ _LABELS_BODY = rb'(?:[^"}]|"(?:[^"\\]|\\.)*")*'
 _LINE = re.compile(
     rb"[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(?:\{(" + _LABELS_BODY + rb")\})?[ \t]*[ \t]([^ \t#]+)"
     rb"(?:[ \t]+([^ \t#]+))?(?:[ \t]*(#)(.*))?\Z", re.S)
-_PAIR = re.compile(rb'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*(,|\Z)', re.S)
+_PAIR = re.compile(rb'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*(,|\Z)',
+                   re.S)
 LABEL_NAME_BYTES = re.compile(rb"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _TS_MS = re.compile(rb"-?[0-9]+\Z")
 _TS_S = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
@@ -247,7 +249,8 @@ def _om_family(fam: Family, taken: AbstractSet[str] = frozenset()) -> tuple[str,
     if fam.type == "counter":
         base = fam.name[:-6]
         if (fam.name.endswith("_total") and base not in taken and base + "_created" not in taken
-                and all(ln.startswith(fam.name.encode()) and ln[len(fam.name)] in b"{ " for ln in fam.samples())):
+                and all(ln.startswith(fam.name.encode()) and ln[len(fam.name)] in b"{ "
+                        for ln in fam.samples())):
             return base, "counter"
         return fam.name, "unknown"
     return fam.name, {"untyped": "unknown"}.get(fam.type, fam.type)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, NamedTuple, Union
+from typing import NamedTuple
+from collections.abc import Iterable, Mapping
 
 from exporter.expfmt import Family, escape_help
 from exporter.podindex import PodIndex
@@ -52,14 +53,15 @@ class PodLabels(NamedTuple):
     joined: Pairs
 
 
-Labels = Union[Mapping[str, object], PodLabels, None]
+Labels = Mapping[str, object] | PodLabels | None
 
 
 class Builder:
     """Collects samples of declared metrics, finished through `labels`; `families()` returns
     them in declaration order (families a rule renamed into come after)."""
 
-    def __init__(self, metrics: Iterable[Metric], labels: CommonLabels, index: PodIndex | None = None) -> None:
+    def __init__(self, metrics: Iterable[Metric], labels: CommonLabels,
+                 index: PodIndex | None = None) -> None:
         self.labels = labels
         self.index = index
         self.misses = 0    # pod-scoped samples whose pod the index did not know

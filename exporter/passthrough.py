@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from exporter.config import CollectorConfig
 from exporter.deps import Deps

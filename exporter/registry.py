@@ -8,15 +8,25 @@ fixture folder and test module.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
 
 from exporter.expfmt import Family
+from exporter.transform.result import Result
 
 
 class Collector(Protocol):
     """Fetch and convert. Raise on failure; the runner isolates and reports it."""
 
     async def collect(self, budget: float) -> Sequence[Family]: ...
+
+
+@runtime_checkable
+class Offline(Protocol):
+    """A collector that can transform saved payloads (`kubebridge transform`): the same
+    families as `collect` makes of those upstream answers, with its counts."""
+
+    def process(self, *payloads: bytes) -> Result: ...
 
 
 @runtime_checkable

@@ -5,7 +5,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 
@@ -116,13 +116,16 @@ STATS = {
     "series_in": _m("series_in", "gauge", "Sample lines read from the upstream in the last collection."),
     "series_out": _m("series_out", "gauge", "Series exposed for the source after join and relabel."),
     "join_misses": _m("join_misses", "gauge", "Series naming a pod missing from the pod index."),
-    "malformed": _m("malformed_lines", "gauge", "Upstream lines rejected as malformed in the last collection."),
-    "dropped": _m("series_dropped", "gauge", "Series dropped by classification, relabeling or deduplication."),
+    "malformed": _m("malformed_lines", "gauge",
+                    "Upstream lines rejected as malformed in the last collection."),
+    "dropped": _m("series_dropped", "gauge",
+                  "Series dropped by classification, relabeling or deduplication."),
 }
 SELF_METRICS = (UP, STATUS, DURATION, ERRORS, *STATS.values())
 
 
-def self_metrics(sources: Sequence[Source], outcomes: Sequence[Outcome], labels: CommonLabels) -> list[Family]:
+def self_metrics(sources: Sequence[Source], outcomes: Sequence[Outcome],
+                 labels: CommonLabels) -> list[Family]:
     """The kubebridge_* families about each source (`collector` names the source described)."""
     b = Builder(SELF_METRICS, labels)
     for src, o in zip(sources, outcomes):

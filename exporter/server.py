@@ -6,7 +6,7 @@ import contextlib
 import html
 import json
 import logging
-from typing import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -26,7 +26,6 @@ from exporter.registry import Background, get
 from exporter.runner import Source, collect_all, self_metrics
 
 log = logging.getLogger("kubebridge.server")
-STATE = web.AppKey("state", "State")
 _MARGIN = 0.5  # seconds kept back from Prometheus' scrape timeout for encoding and transfer
 
 BUILD = Metric(f"{NAMESPACE}_build_info", "gauge", "kubebridge version.", ("version",))
@@ -67,6 +66,9 @@ class State:
                 b.add(metric, value)
         add_registry(b, self.process)
         return b.families()
+
+
+STATE = web.AppKey("state", State)
 
 
 _CLIENT_TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary"}
@@ -150,9 +152,12 @@ def build_app(config: Config, *, index: PodIndex | None = None,
     """The application; `index`/`session` may be injected by tests."""
     app = web.Application()
     needs_pods = any(get(c.name).scope == "node" for c in config.enabled())
-    state = State(config, index if index is not None else (PodIndex(config.label_policy) if needs_pods else None))
+    own_index = index is None
+    if own_index and needs_pods:
+        index = PodIndex(config.label_policy)
+    state = State(config, index)
     app[STATE] = state
-    app.cleanup_ctx.append(_lifecycle(session, index is None))
+    app.cleanup_ctx.append(_lifecycle(session, own_index))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

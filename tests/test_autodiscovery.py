@@ -185,7 +185,8 @@ async def test_discovered_through_each_trigger_with_the_full_join(kubelet, apps,
 async def test_churn_adds_and_removes_targets(kubelet, apps, aiohttp_client):
     app = await apps()
     client = await aiohttp_client(build_app(app_config(kubelet)))
-    text = await scrape_until(client, lambda t: 'kubebridge_up{collector="autodiscovery",cluster="e2e"} 1' in t)
+    up = 'kubebridge_up{collector="autodiscovery",cluster="e2e"} 1'
+    text = await scrape_until(client, lambda t: up in t)
     assert "kubebridge_autodiscovery_target_up{" not in text  # the captured pods ask for nothing
     ns, name = add_app_pod(kubelet, container="app", image="kb-app:1", port=app.port,
                            annotations=check(port="%%port_metrics%%"))

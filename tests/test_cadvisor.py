@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collectors.cadvisor import CadvisorHook, _label_dict, _stale, classify, start_times
 from exporter.expfmt import encode_text
 from exporter.pods import parse_podlist
-from tests.conftest import Fixtures, every_fixture, offline
+from tests.conftest import Fixtures, offline
 
 CAD = Fixtures("cadvisor")
 PODS = Fixtures("kubelet")

@@ -40,8 +40,8 @@ async def main():
         await asyncio.sleep(0.2)  # background loops (watches, event streams) have started
 
 asyncio.run(main())
-print(json.dumps(sorted(m for m in %r if m in sys.modules)))
-""" % (OPTIONAL,)
+print(json.dumps(sorted(m for m in OPTIONAL if m in sys.modules)))
+""".replace("OPTIONAL", repr(OPTIONAL))
 
 
 def loaded(section: dict | None) -> list[str]:

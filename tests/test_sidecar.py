@@ -88,8 +88,8 @@ async def test_sidecar_needs_no_kubelet_and_sends_no_credentials(tmp_path, apps,
     assert (f'app_requests_total{{code="500",team="payments",namespace="shop",pod="{POD}",container="app",'
             'label_app_kubernetes_io_name="checkout",workload="checkout",workload_kind="Deployment",'
             'node="n1",cluster="prod",collector="sidecar"} 1') in text
-    assert ('kubebridge_autodiscovery_target_up{namespace="shop",pod="%s",container="app",'
-            'cluster="prod",collector="sidecar"} 1' % POD) in text
+    assert (f'kubebridge_autodiscovery_target_up{{namespace="shop",pod="{POD}",container="app",'
+            'cluster="prod",collector="sidecar"} 1') in text
     assert 'kubebridge_autodiscovery_targets{trigger="sidecar",cluster="prod",collector="sidecar"} 1' in text
     assert 'kubebridge_up{collector="sidecar",cluster="prod"} 1' in text
     assert kubelet_hits == []

@@ -90,9 +90,9 @@ def test_full_join_on_pod_and_container_series():
                  "kubebridge_stats_container_rootfs_used_bytes",
                  "kubebridge_stats_pod_processes"):
         assert want.items() <= eph[name].items(), name
-    assert eph["kubebridge_stats_summary_container_rootfs_used_bytes"]["container"] == "coredns"
-    node = {n: labels for n, labels, _ in rows if n.startswith("kubebridge_stats_summary_node_")}
-    assert node["kubebridge_stats_summary_node_fs_used_bytes"] == {
+    assert eph["kubebridge_stats_container_rootfs_used_bytes"]["container"] == "coredns"
+    node = {n: labels for n, labels, _ in rows if n.startswith("kubebridge_stats_node_")}
+    assert node["kubebridge_stats_node_fs_used_bytes"] == {
         "node": "datagen-1-35", "cluster": "prod", "collector": "stats_summary"}
 
 

@@ -7,7 +7,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 

@@ -23,7 +23,8 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
 from urllib.parse import quote
 
 import aiohttp
@@ -145,7 +146,7 @@ class FileStore(Store):
         self._files = files
         templates: dict[str, Template] = {}
         bad: dict[Any, tuple[str, str, str]] = {}
-        for p, (_, found, errs) in files.items():
+        for _, (_, found, errs) in files.items():
             for image, tmpl in found.items():
                 templates.setdefault(image, tmpl)  # first file (sorted by name) wins
             bad.update(errs)

@@ -18,7 +18,8 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import aiohttp
 

@@ -21,7 +21,8 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import yaml
 from yarl import URL

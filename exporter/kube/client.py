@@ -12,7 +12,8 @@ kubernetes/kubernetes#68164); kubernetes-asyncio's own refresh only covers its l
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
 
 from exporter.config import Endpoint
 from exporter.deps import Deps
@@ -110,7 +111,7 @@ class KubeTarget:
         conf = await self.configuration()
         tls = TLS(conf.ssl_ca_cert or "", conf.cert_file or "", conf.key_file or "",
                   conf.tls_server_name or "", not conf.verify_ssl)
-        return Upstream(deps.session, conf.host, tls=tls, token=_HeaderToken(conf), max_bytes=max_bytes)
+        return Upstream(deps.session, conf.host or "", tls=tls, token=_HeaderToken(conf), max_bytes=max_bytes)
 
 
 def translate(exc: ApiException, what: str) -> Exception:

@@ -16,8 +16,8 @@ import asyncio
 import logging
 import math
 import time
-from datetime import datetime, timezone
-from typing import AsyncIterator
+from datetime import datetime, UTC
+from collections.abc import AsyncIterator
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -27,7 +27,7 @@ log = logging.getLogger("kubebridge.leader")
 
 
 def _micro(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaseElector:
@@ -75,7 +75,7 @@ class LeaseElector:
 
     async def _try(self) -> bool:
         """One acquire-or-renew round: True if we hold the lease afterwards."""
-        stamp = _micro(datetime.now(timezone.utc))
+        stamp = _micro(datetime.now(UTC))
         try:
             lease = await self.coord.read_namespaced_lease(self.name, self.namespace)
         except ApiException as exc:
@@ -103,10 +103,10 @@ class LeaseElector:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
         try:
             if resource_version is None:
-                await self.coord.create_namespaced_lease(self.namespace, body)
+                await self.coord.create_namespaced_lease(self.namespace, body)  # type: ignore[arg-type]  # (a dict serialises as the model)
             else:
                 meta["resourceVersion"] = resource_version
-                await self.coord.replace_namespaced_lease(self.name, self.namespace, body)
+                await self.coord.replace_namespaced_lease(self.name, self.namespace, body)  # type: ignore[arg-type]  # (as above)
         except ApiException as exc:
             if exc.status == 409:  # another candidate wrote first
                 return False

@@ -15,7 +15,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable
 
 import aiohttp
 from kubernetes_asyncio import watch
@@ -80,7 +81,7 @@ class Reflector:
                 log.info("%s: watch dropped (%s); resuming", self.what, type(exc).__name__)
                 await asyncio.sleep(self.backoff[0])
                 continue
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 self.error = exc
                 log.warning("%s: %s; retrying in %.1fs", self.what, exc or type(exc).__name__, delay)
             except Exception as exc:  # a bug or a surprising object: keep the loop alive, relist
@@ -161,6 +162,6 @@ async def _json(resp: aiohttp.ClientResponse) -> dict:
         resp.release()
     if resp.status != 200:
         exc = ApiException(status=resp.status, reason=resp.reason)
-        exc.body = body.decode("utf-8", "replace")
+        exc.body = body.decode("utf-8", "replace")  # type: ignore[assignment]  # (the client's own errors carry text)
         raise exc
     return json.loads(body)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Protocol
+from typing import Protocol
+from collections.abc import Hashable
 
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta

@@ -11,7 +11,8 @@ and `__name__`; `collector` stays last.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Sequence
 
 from exporter import relabel
 from exporter.expfmt import METRIC_NAME, format_labels

@@ -77,4 +77,5 @@ def replay(plan: Plan, payload: bytes, lines: list[bytes]) -> list[Family] | Non
     plan.rests = kept
     out[2::4] = kept if plan.stamped else list(map(_FIRST, map(bytes.partition, kept, repeat(b" "))))
     blocks = [b"".join(out[a:b]) for a, b in plan.cuts]
-    return [Family(f.name, f.type, f.help, [blocks[i] for i in f.blocks], plan.stamped) for f in plan.families]
+    return [Family(f.name, f.type, f.help, [blocks[i] for i in f.blocks], plan.stamped)
+            for f in plan.families]

@@ -8,7 +8,8 @@ cached too (as join misses); the index lists a pod that appears as changed, so t
 """
 from __future__ import annotations
 
-from typing import Hashable, Iterable, NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Hashable, Iterable, Sequence
 
 from exporter import relabel
 from exporter.errors import ParseError

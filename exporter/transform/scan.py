@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import compress, count, repeat
 from operator import is_, is_not, itemgetter
-from typing import Hashable, NamedTuple
+from typing import NamedTuple
+from collections.abc import Hashable
 
 from exporter.errors import ParseError
 from exporter.expfmt import METRIC_NAME, OM_TYPES, TYPES, Family, parse_line
@@ -203,7 +204,8 @@ class Scanner:
                 raise ParseError(f"value out of range {rest[:40]!r}")
             name = sample.name
             fam = cur
-            if openmetrics and fam is not None and fam.type == "counter" and name == fam.name[:-6] + "_created":
+            created = fam is not None and fam.type == "counter" and name == fam.name[:-6] + "_created"
+            if openmetrics and created:
                 fam = None  # `_created` goes out as a gauge family of its own
             if fam is None or not fam.owns(name):
                 fam = fams.get(name)
