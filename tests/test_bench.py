@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.node import load_capture, perturb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,3 +61,29 @@ def test_variants_keep_every_series_and_change_values() -> None:
     # Comments (HELP/TYPE) are untouched.
     assert [ln for ln in payload.split(b"\n") if ln.startswith(b"#")] == \
         [ln for ln in variant.split(b"\n") if ln.startswith(b"#")]
+
+
+E2E_KEYS = ("raw_ms", "kb_ms", "ratio", "kb_peak_rss_bytes", "kb_idle_rss_bytes", "series_raw", "series_kb",
+            "pods", "duration_s", "interval_s", "scrapes", "prometheus_version")
+
+
+def test_e2e_json_report_for_a_small_node() -> None:
+    """bench.e2e runs a fake kubelet, kubebridge and a real Prometheus and reports; no timing asserted."""
+    if not os.access("/usr/bin/prometheus", os.X_OK):
+        pytest.skip("/usr/bin/prometheus not installed (apt-get install -y prometheus)")
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-m", "bench.e2e", "--pods", "3", "--duration", "12",
+                           "--interval", "2", "--json"],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": path}, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = json.loads(proc.stdout)  # exactly one JSON object on stdout
+    missing = [key for key in E2E_KEYS if key not in report]
+    assert not missing, missing
+    assert report["pods"] == 3 and report["interval_s"] == 2
+    # kubebridge serves more sources than raw cAdvisor (kubelet, probes, stats, pods, healthz, itself).
+    assert report["series_kb"] > report["series_raw"] > 0
+    assert report["up"] == {"raw": True, "kubebridge": True}, report["last_error"]
+    assert report["scrapes"] > 0 and report["scrapes_by_job"]["kubebridge"] > 0
+    assert report["ratio"] > 0
+    assert report["kb_peak_rss_bytes"] > 0 and report["kb_idle_rss_bytes"] > 0
+    assert report["prometheus_version"]
