@@ -45,7 +45,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from bench.node import _bump, _split_sample
 
@@ -429,7 +430,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def _run(args: argparse.Namespace, procs: Processes, tmp: Path, hold: Any) -> dict[str, Any]:
     from exporter.replay.podstatus import crash_loop_backoff
 
-    log = (lambda msg: print(f"[e2e {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True))
+    def log(msg: str) -> None:
+        print(f"[e2e {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
     token = tmp / "token"
     token.write_text(secrets.token_urlsafe(32))
     t0 = time.perf_counter()
@@ -591,7 +593,7 @@ def table(r: dict[str, Any]) -> str:
         f"at ready {mib(r['kb_rss_ready_bytes'])}, at end {mib(r['kb_rss_end_bytes'])}; "
         f"idle (every collector off) {mib(r['kb_idle_rss_bytes'])}",
         f"  kubebridge CPU: {r['kb_cpu_s']} s over the run, {r['kb_cpu_ms_per_scrape']} ms per scrape",
-        f"  kubebridge per source (mean ms): "
+        "  kubebridge per source (mean ms): "
         + ", ".join(f"{k} {v:g}" for k, v in sorted(r["kb_source_ms"].items())),
     ]
     errors = {job: e for job, e in r["last_error"].items() if e}
