@@ -56,7 +56,7 @@ class Plan:
     template: list[bytes]          # output, 4 pieces per emitted line: name, labels, value, newline
     cuts: list[tuple[int, int]]    # per family block: its slice of `template`
     families: list[PlannedFamily]
-    rests: list[bytes]             # what followed each emitted line's head (already validated)
+    values: list[bytes]            # each emitted line's output value (already validated)
     stamped: bool                  # the values carry their timestamps
     counts: Counts
 
@@ -71,11 +71,11 @@ def replay(plan: Plan, payload: bytes, lines: list[bytes]) -> list[Family] | Non
     if (sum(map(len, rests)) != len(payload) - len(lines) + 1 - plan.head_bytes
             or any(compress(rests, plan.comment))):
         return None
-    kept = list(compress(rests, plan.emitted))
-    if not values.all_valid(list(compress(kept, map(ne, kept, plan.rests)))):
+    kept = compress(rests, plan.emitted)
+    vals = list(kept) if plan.stamped else list(map(_FIRST, map(bytes.partition, kept, repeat(b" "))))
+    if not values.all_valid(list(compress(vals, map(ne, vals, plan.values))), plan.stamped):
         return None
-    plan.rests = kept
-    out[2::4] = kept if plan.stamped else list(map(_FIRST, map(bytes.partition, kept, repeat(b" "))))
+    plan.values = out[2::4] = vals
     blocks = [b"".join(out[a:b]) for a, b in plan.cuts]
     return [Family(f.name, f.type, f.help, [blocks[i] for i in f.blocks], plan.stamped)
             for f in plan.families]

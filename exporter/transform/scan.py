@@ -200,7 +200,7 @@ class Scanner:
         try:
             sample = parse_line(stripped, openmetrics)
             rest = sample.value + (b" " + sample.timestamp_ms if sample.timestamp_ms else b"")
-            if not values.valid(rest):
+            if not values.valid(rest if self.stamped else sample.value, self.stamped):
                 raise ParseError(f"value out of range {rest[:40]!r}")
             name = sample.name
             fam = cur
@@ -229,19 +229,18 @@ class Scanner:
         res.join_misses += sum(1 for r in rws if r.missed)
         res.label_conflicts += sum(r.conflicts for r in rws)
         res.dropped += sum(1 for r in rws if r.piece is None)
-        rests = list(map(st.rests.__getitem__, at))
-        if not values.all_valid(rests):
-            self._mend(lines, st, rests, res)
-            rests = list(map(st.rests.__getitem__, at))
+        vals = self._values(st)
+        if not values.all_valid(vals, self.stamped):
+            self._mend(lines, st, vals, res)
+            vals = self._values(st)
         names = list(map(now.names.__getitem__, at))
         pieces = [now.rewrites[p].piece for p in at]  # type: ignore[union-attr]
         keys = list(zip(names, pieces))
         if len(set(keys)) != len(keys):
             self._dedupe(st, keys, res)
-            rests = list(map(st.rests.__getitem__, at))
+            vals = self._values(st)
             names = list(map(now.names.__getitem__, at))
             pieces = [now.rewrites[p].piece for p in at]  # type: ignore[union-attr]
-        vals = rests if self.stamped else list(map(_FIRST, map(bytes.partition, rests, repeat(b" "))))
         template = [b"\n"] * (4 * len(at))
         template[0::4], template[1::4], template[2::4] = names, pieces, vals  # type: ignore[assignment]
         cuts = [(4 * a, 4 * b - 1) for (_, a), (_, b) in zip(st.spans, [*st.spans[1:], (None, len(at))])]
@@ -261,16 +260,22 @@ class Scanner:
         heads: list[bytes] = now.heads  # type: ignore[assignment]  # (no None: checked above)
         return Plan(heads, sum(map(len, heads)), list(map(is_, now.names, repeat(None))), emitted,
                     template, cuts, [PlannedFamily(f.name, f.type, f.help, blocks[f.name])
-                                     for f in res.families], rests, self.stamped,
+                                     for f in res.families], vals, self.stamped,
                     Counts(res.series_in, res.series_out, res.dropped, res.join_misses, res.label_conflicts))
 
-    def _mend(self, lines: list[bytes], st: Scan, rests: list[bytes], res: Result) -> None:
+    def _values(self, st: Scan) -> list[bytes]:
+        """The emitted series' output values: what followed the head, without the timestamp
+        unless timestamps are kept (a dropped timestamp is not validated)."""
+        rests = list(map(st.rests.__getitem__, st.at))
+        return rests if self.stamped else list(map(_FIRST, map(bytes.partition, rests, repeat(b" "))))
+
+    def _mend(self, lines: list[bytes], st: Scan, vals: list[bytes], res: Result) -> None:
         """Some values failed the bulk check: read those lines precisely (other whitespace
         fools the split), and drop what still fails."""
         st.irregular = True
         gone = set()
-        for k, rest in enumerate(rests):
-            if values.valid(rest):
+        for k, val in enumerate(vals):
+            if values.valid(val, self.stamped):
                 continue
             pos = st.at[k]
             got = self._parse(lines[pos], st.family[k], st.families, res, False)
