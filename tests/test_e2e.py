@@ -170,3 +170,15 @@ async def test_scrape_timeout_header_bounds_a_hung_upstream(aiohttp_server, aioh
     assert 'kubebridge_scrape_errors_total{collector="cadvisor",reason="timeout"} 1' in text
     assert 'kubebridge_up{collector="cadvisor"} 0' in text
     never.set()
+
+
+@pytest.mark.parametrize("header, ok", [
+    ("gzip", True), ("gzip, deflate", True), ("deflate, gzip;q=0.5", True), ("*", True),
+    ("gzip;q=0", False), ("identity", False), ("", False), ("GZIP", True), ("gzip;q=x", False)])
+def test_gzip_is_negotiated_as_http_says(header: str, ok: bool):
+    import gzip
+
+    from exporter.server import accepts_gzip, gzip_body
+    assert accepts_gzip(header) is ok
+    body = b"x 1\n" * 10000
+    assert gzip.decompress(gzip_body(body)) == body
