@@ -27,10 +27,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
-from hypothesis import assume, strategies as st
+from hypothesis import assume
+from hypothesis import strategies as st
 
 INT64_MAX = 2**63 - 1
 TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
@@ -283,7 +284,8 @@ class Line:
     sample: Sample | None = None
     spell: Spell | None = None
 
-    def with_sample(self, s: Sample) -> "Line":
+    def with_sample(self, s: Sample) -> Line:
+        assert self.spell is not None, "only a sample line takes another sample"
         return Line(render_sample(s, self.spell), s, self.spell)
 
 
@@ -485,7 +487,7 @@ def parse_canonical(body: bytes) -> Parsed:
 
 PROMTOOL = shutil.which("promtool")
 _LEX = re.compile(rb'([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?[ \t]*'
-                  rb'([^{ \t\n]+)(?:[ \t]+([^ \t]+))?[ \t]*\Z', re.S)
+                  rb'([^{ \t\n]+)(?:[ \t]+([^ \t]+))?[ \t]*\Z', re.DOTALL)
 
 
 def split_sample(line: bytes) -> tuple[bytes, bytes | None, bytes, bytes | None] | None:
@@ -588,12 +590,13 @@ def _om_with_timestamps(body: bytes, ts: int) -> tuple[bytes, str | None]:
 
 
 def _create_blocks(payload: bytes) -> str | None:
+    assert PROMTOOL is not None
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "in.om")
         with open(src, "wb") as f:
             f.write(payload)
         p = subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", src, os.path.join(d, "out")],
-                           capture_output=True)
+                           capture_output=True, check=False)
     if p.returncode == 0:
         return None
     return (p.stderr or p.stdout).decode("utf-8", "replace").strip() or f"exit {p.returncode}"
@@ -619,9 +622,9 @@ def om_rejections(bodies: Iterable[bytes]) -> dict[bytes, str]:
                 bad[group[0]] = "OpenMetrics parser: " + why
             return
         eof = b"# EOF\n"
-        if all(prepared[b].endswith(eof) for b in group):
-            if _create_blocks(b"".join(prepared[b][:-len(eof)] for b in group) + eof) is None:
-                return
+        if (all(prepared[b].endswith(eof) for b in group)
+                and _create_blocks(b"".join(prepared[b][:-len(eof)] for b in group) + eof) is None):
+            return
         half = len(group) // 2
         check(group[:half])
         check(group[half:])
