@@ -115,8 +115,14 @@ def assert_no_rejections(outputs: list[tuple[str, bytes, bytes]]) -> None:
     assert not rejected, describe(rejected, inputs)
 
 
-def lines_of(body: bytes) -> list[bytes]:
-    return [ln for ln in body.split(b"\n") if ln and not ln.startswith(b"#")]
+def samples_of(text: bytes) -> list[tuple[str, dict[str, str], float, int | None]]:
+    """The samples of a text body, parsed strictly: (name, labels, value, timestamp)."""
+    return [(name, dict(labels), float.fromhex(value), ts)
+            for _, name, labels, value, ts in parse_canonical(text).samples]
+
+
+def added(**labels: str) -> dict[str, str]:
+    return {**labels, "cluster": "c", "collector": "t"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,14 +387,14 @@ def test_out_of_range_values_are_dropped_and_counted(typed):
     payload = (b"# TYPE m gauge\n" if typed else b"") + (
         b'm{v="a"} 1e309\nm{v="b"} -1e309\nm{v="c"} 1' + b"0" * 400 + b'\nm{v="ok"} 5\n')
     res, text, om = served(payload)
-    assert lines_of(text) == [b'm{v="ok",cluster="c",collector="t"} 5'], text
+    assert samples_of(text) == [("m", added(v="ok"), 5.0, None)], text
     assert res.malformed == 3
     assert_prometheus_accepts(text, om)
 
 
 def test_invalid_utf8_label_value_is_dropped_and_counted():
     res, text, om = served(b'# TYPE m gauge\nm{v="\xff\xfe"} 1\nm{v="ok"} 2\n')
-    assert lines_of(text) == [b'm{v="ok",cluster="c",collector="t"} 2'], text
+    assert samples_of(text) == [("m", added(v="ok"), 2.0, None)], text
     assert res.malformed == 1
     assert_prometheus_accepts(text, om)
 
@@ -403,7 +409,7 @@ def test_collector_and_exported_collector_never_repeat_a_label_name():
 
 def test_name_label_is_dropped_and_counted():
     res, text, om = served(b'# TYPE m gauge\nm{__name__="other",v="a"} 1\nm{v="ok"} 2\n')
-    assert lines_of(text) == [b'm{v="ok",cluster="c",collector="t"} 2'], text
+    assert samples_of(text) == [("m", added(v="ok"), 2.0, None)], text
     assert res.malformed == 1
     assert_prometheus_accepts(text, om)
 
@@ -438,7 +444,7 @@ def test_type_clash_in_one_payload_is_served_acceptably():
 
 def test_openmetrics_output_writes_timestamps_in_seconds():
     _, text, om = served(b"# TYPE m gauge\nm 1 1700000000123\n", keep_timestamps=True)
-    assert lines_of(text) == [b'm{cluster="c",collector="t"} 1 1700000000123']
+    assert samples_of(text) == [("m", added(), 1.0, 1700000000123)], text
     (fam,) = [f for f in text_string_to_metric_families(om.decode()) if f.name == "m"]
     (sample,) = fam.samples
     assert sample.timestamp is not None and abs(float(sample.timestamp) - 1700000000.123) < 1e-6, om
@@ -448,7 +454,7 @@ def test_openmetrics_output_writes_timestamps_in_seconds():
 @pytest.mark.parametrize("keep", [True, False], ids=["keep_timestamps", "drop_timestamps"])
 def test_timestamp_beyond_int64_is_dropped_and_counted(keep):
     res, text, om = served(b"# TYPE m gauge\nm 1 9223372036854775808\nn 2\n", keep_timestamps=keep)
-    assert lines_of(text) == [b'n{cluster="c",collector="t"} 2'], text
+    assert samples_of(text) == [("n", added(), 2.0, None)], text
     assert res.malformed == 1
     assert_prometheus_accepts(text, om)
 
