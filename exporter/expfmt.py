@@ -32,15 +32,16 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _VALUE = (rb"(?:[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
           rb"|[Ii][Nn][Ff](?:[Ii][Nn][Ii][Tt][Yy])?)|[Nn][Aa][Nn])")
 VALUE = re.compile(_VALUE + rb"\Z")
-VALUE_TS = re.compile(_VALUE + rb"(?: -?[0-9]+)?\Z")  # a value and its timestamp, if any
+# A value and its timestamp, if any (a real scrape refuses a negative one).
+VALUE_TS = re.compile(_VALUE + rb"(?: [0-9]+)?\Z")
 _LABELS_BODY = rb'(?:[^"}]|"(?:[^"\\]|\\.)*")*'
 _LINE = re.compile(
     rb"[ \t]*([a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(?:\{(" + _LABELS_BODY + rb")\})?[ \t]*[ \t]([^ \t#]+)"
-    rb"(?:[ \t]+([^ \t#]+))?(?:[ \t]*(#)(.*))?\Z", re.S)
+    rb"(?:[ \t]+([^ \t#]+))?[ \t]*(?:(#)(.*))?\Z", re.S)
 _PAIR = re.compile(rb'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*(,|\Z)',
                    re.S)
 LABEL_NAME_BYTES = re.compile(rb"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-_TS_MS = re.compile(rb"-?[0-9]+\Z")
+_TS_MS = re.compile(rb"[0-9]+\Z")
 _TS_S = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
 _UNESCAPE = re.compile(r"\\(.)", re.S)
 _UNESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
@@ -247,16 +248,17 @@ def _om_family(fam: Family, taken: AbstractSet[str] = frozenset()) -> tuple[str,
     another family of the output holds (`taken`), e.g. the gauge `go_memstats_alloc_bytes`
     next to the counter `go_memstats_alloc_bytes_total`."""
     if fam.type == "counter":
+        # (A counter family holds only samples of its own name: Family.owns, and the
+        # Builder's counters have no suffixes. So no sample needs to be read here.)
         base = fam.name[:-6]
-        if (fam.name.endswith("_total") and base not in taken and base + "_created" not in taken
-                and all(ln.startswith(fam.name.encode()) and ln[len(fam.name)] in b"{ "
-                        for ln in fam.samples())):
+        if fam.name.endswith("_total") and base not in taken and base + "_created" not in taken:
             return base, "counter"
         return fam.name, "unknown"
     return fam.name, {"untyped": "unknown"}.get(fam.type, fam.type)
 
 
 _INT64 = range(-(1 << 63), 1 << 63)
+_SIGNED_TS = re.compile(rb"-?[0-9]+\Z")  # (the engine passes on none below 0; the encoder copes)
 
 
 def _om_line(line: bytes) -> bytes:
@@ -264,7 +266,7 @@ def _om_line(line: bytes) -> bytes:
     timestamp that is not an int64 is left out: the sample goes out untimed."""
     head, sep, tail = line.rpartition(b" ")
     if sep and b"{" not in tail and b"}" not in tail and b" " in head[head.rfind(b"}") + 1:]:
-        ms = int(tail) if len(tail) <= 20 and _TS_MS.match(tail) else None
+        ms = int(tail) if len(tail) <= 20 and _SIGNED_TS.match(tail) else None
         if ms is None or ms not in _INT64:
             return head
         return head + (b" %d.%03d" % divmod(ms, 1000) if ms >= 0 else b" -%d.%03d" % divmod(-ms, 1000))

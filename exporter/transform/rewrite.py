@@ -17,6 +17,7 @@ from exporter.expfmt import parse_labels
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
 from exporter.transform.hooks import Pairs, PodKey, SeriesHook
+from exporter.transform import values
 from exporter.transform.labels import CommonLabels
 
 
@@ -31,6 +32,14 @@ class Rewrite(NamedTuple):
     pod: PodKey | None
     missed: bool
     conflicts: int
+
+
+class Lane(NamedTuple):
+    """Which cache a label text's rewrite lives in: the hook's variant of its family, and
+    whether the family is a histogram or summary (whose `le` and `quantile` must be floats)."""
+
+    variant: Hashable
+    bounds: bool = False
 
 
 class PodJoin(NamedTuple):
@@ -49,35 +58,38 @@ class LabelRewriter:
         self.index = index if pod_scoped else None
         self.hook = hook
         self.by_name = relabel.uses_name(labels.rules)  # the rewrite depends on the sample name
-        self._lanes: dict[Hashable, dict[bytes, Rewrite]] = {}
-        self._by_pod: dict[PodKey, list[tuple[Hashable, bytes]]] = {}
+        self._lanes: dict[Lane, dict[bytes, Rewrite]] = {}
+        self._by_pod: dict[PodKey, list[tuple[Lane, bytes]]] = {}
         self._joins: dict[PodKey | None, PodJoin] = {}
 
-    def lane(self, variant: Hashable) -> dict[bytes, Rewrite]:
-        """The cache of one variant: label text (name + b"{" + text when by_name) -> rewrite."""
-        lane = self._lanes.get(variant)
-        if lane is None:
-            lane = self._lanes[variant] = {}
-        return lane
+    def lane(self, lane: Lane) -> dict[bytes, Rewrite]:
+        """The cache of one lane: label text (name + b"{" + text when by_name) -> rewrite."""
+        cache = self._lanes.get(lane)
+        if cache is None:
+            cache = self._lanes[lane] = {}
+        return cache
 
-    def text(self, variant: Hashable, name: bytes, text: bytes) -> Rewrite:
+    def text(self, lane: Lane, name: bytes, text: bytes) -> Rewrite:
         """The rewrite of a label text (the bytes between the braces), cached. Raises
         ParseError for a label text Prometheus would reject."""
         key = name + b"{" + text if self.by_name else text
-        lane = self.lane(variant)
-        got = lane.get(key)
+        cache = self.lane(lane)
+        got = cache.get(key)
         if got is None:
-            got = lane[key] = self.pairs(variant, name.decode(), parse_labels(text))
+            got = cache[key] = self.pairs(lane, name.decode(), parse_labels(text))
             if got.pod is not None:
-                self._by_pod.setdefault(got.pod, []).append((variant, key))
+                self._by_pod.setdefault(got.pod, []).append((lane, key))
         return got
 
-    def pairs(self, variant: Hashable, name: str, pairs: Sequence[tuple[str, str]]) -> Rewrite:
+    def pairs(self, lane: Lane, name: str, pairs: Sequence[tuple[str, str]]) -> Rewrite:
         """The rewrite of parsed label pairs (not cached)."""
-        if any(k == "__name__" for k, _ in pairs):
-            raise ParseError("label name __name__ is reserved")
+        for k, v in pairs:
+            if k == "__name__":
+                raise ParseError("label name __name__ is reserved")
+            if lane.bounds and k in ("le", "quantile") and not values.valid(v.encode(), False):
+                raise ParseError(f"{k} is not a float: {v[:40]!r}")
         pk, pod = self._pod_of(pairs)
-        new = self.hook.rewrite(variant, list(pairs), pod)
+        new = self.hook.rewrite(lane.variant, list(pairs), pod)
         if new is None:
             return Rewrite(None, None, pk, pk is not None and pod is None, 0)
         join = self._join(pk, pod)
@@ -111,8 +123,8 @@ class LabelRewriter:
         any_gone = False
         for pk in pods:
             self._joins.pop(pk, None)
-            for variant, key in self._by_pod.pop(pk, ()):
-                any_gone = self._lanes[variant].pop(key, None) is not None or any_gone
+            for lane, key in self._by_pod.pop(pk, ()):
+                any_gone = self._lanes[lane].pop(key, None) is not None or any_gone
         return any_gone
 
     def clear(self) -> None:

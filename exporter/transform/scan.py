@@ -13,19 +13,19 @@ more, then dropped and counted if it still fails. Duplicate output series keep t
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from itertools import compress, count, repeat
 from operator import is_, is_not, itemgetter
 from typing import NamedTuple
-from collections.abc import Hashable
 
 from exporter.errors import ParseError
-from exporter.expfmt import METRIC_NAME, OM_TYPES, TYPES, Family, parse_line
+from exporter.expfmt import METRIC_NAME, OM_TYPES, TYPES, Family, escape_help, parse_line
 from exporter.transform import values
 from exporter.transform.hooks import SeriesHook
 from exporter.transform.plan import Counts, Plan, PlannedFamily
 from exporter.transform.result import Result
-from exporter.transform.rewrite import LabelRewriter, Rewrite
+from exporter.transform.rewrite import LabelRewriter, Lane, Rewrite
 
 _FIRST = itemgetter(0)
 _BLANKS = (b" ", b"\t", b"")
@@ -74,6 +74,10 @@ class Scanner:
         self.stamped = keep_timestamps
         self.last = Positions()
 
+    def lane_of(self, fam: Family) -> Lane:
+        """The rewriter's lane for a family's label texts."""
+        return Lane(self.hook.variant(fam.name), fam.type in ("histogram", "summary"))
+
     def forget(self) -> None:
         """Predict nothing from the last scan (its rewrites may be stale)."""
         self.last = Positions()
@@ -89,17 +93,19 @@ class Scanner:
         predict = len(last.heads) == len(lines) and _same_comments(lines, last)
         cur: Family | None = None
         lane: dict[bytes, Rewrite] = {}
-        variant: Hashable = None
+        key = Lane(None)
         owned: dict[bytes, bool] = {}
         by_name = rw.by_name
         for pos, line in enumerate(lines):
+            if line[:1] in _BLANKS[:2] and line.lstrip(b" \t")[:1] in b"#":
+                line = line.lstrip(b" \t")  # an indented comment, or a line of blanks
             if not line or line[0] == 35:  # blank, or a comment ('#')
                 res.series_in -= 1
                 if line:
                     fam = header(line[1:], cur, st.families, False, res)
-                    if fam is not cur and fam is not None:
-                        cur, owned, variant = fam, {}, self.hook.variant(fam.name)
-                        lane = rw.lane(variant)
+                    if fam is not None:  # (a TYPE may change what the family owns)
+                        cur, owned, key = fam, {}, self.lane_of(fam)
+                        lane = rw.lane(key)
                 heads.append(line)
                 names.append(None)
                 rewrites.append(None)
@@ -136,7 +142,7 @@ class Scanner:
                 r = lane.get(nm + b"{" + text if by_name else text)
                 if r is None:
                     try:
-                        r = rw.text(variant, nm, text)
+                        r = rw.text(key, nm, text)
                     except ParseError:
                         r = None
             if r is None or r.renamed is not None:
@@ -208,11 +214,11 @@ class Scanner:
             if openmetrics and created:
                 fam = None  # `_created` goes out as a gauge family of its own
             if fam is None or not fam.owns(name):
-                fam = fams.get(name)
+                fam = fams.get(name) or owner_of(name, fams)
                 if fam is None:
                     kind = "gauge" if openmetrics and name.endswith("_created") else "untyped"
                     fam = fams[name] = Family(name, kind)
-            r = self.rewriter.pairs(self.hook.variant(fam.name), name, sample.labels)
+            r = self.rewriter.pairs(self.lane_of(fam), name, sample.labels)
         except ParseError as exc:
             res.bad(line, str(exc))
             return None
@@ -225,14 +231,15 @@ class Scanner:
     def _finish(self, lines: list[bytes], st: Scan, res: Result) -> Plan | None:
         """Validate values, drop duplicates, fill the families; the plan if the scan is clean."""
         now, at = st.now, st.at
-        rws = [r for r in now.rewrites if r is not None]
-        res.join_misses += sum(1 for r in rws if r.missed)
-        res.label_conflicts += sum(r.conflicts for r in rws)
-        res.dropped += sum(1 for r in rws if r.piece is None)
+        self._adopt(st)
         vals = self._values(st)
         if not values.all_valid(vals, self.stamped):
             self._mend(lines, st, vals, res)
             vals = self._values(st)
+        rws = [r for r in now.rewrites if r is not None]  # (a malformed line's is gone)
+        res.join_misses += sum(1 for r in rws if r.missed)
+        res.label_conflicts += sum(r.conflicts for r in rws)
+        res.dropped += sum(1 for r in rws if r.piece is None)
         names = list(map(now.names.__getitem__, at))
         pieces = [now.rewrites[p].piece for p in at]  # type: ignore[union-attr]
         keys = list(zip(names, pieces))
@@ -249,7 +256,7 @@ class Scanner:
             fam.lines.append(b"".join(template[a:b]))
             fam.stamped = self.stamped
             blocks.setdefault(fam.name, []).append(n)
-        res.families = [f for f in st.families.values() if f.lines]
+        res.families = list({id(f): f for f in st.families.values() if f.lines}.values())
         res.series_out = len(at)
         self.last = now
         if st.irregular or None in now.heads:
@@ -262,6 +269,20 @@ class Scanner:
                     template, cuts, [PlannedFamily(f.name, f.type, f.help, blocks[f.name])
                                      for f in res.families], vals, self.stamped,
                     Counts(res.series_in, res.series_out, res.dropped, res.join_misses, res.label_conflicts))
+
+    @staticmethod
+    def _adopt(st: Scan) -> None:
+        """Series of a histogram or summary that came outside its block (before its TYPE, or
+        under another family) join its family: one name, one TYPE in the output."""
+        owners = {f.name: o for f in st.families.values()
+                  if (o := owner_of(f.name, st.families)) is not None and o is not f}
+        if not owners:
+            return
+        st.irregular = True
+        for name, owner in owners.items():
+            st.families[name] = owner
+        st.family[:] = [st.families[f.name] for f in st.family]
+        Scanner._keep(st, [True] * len(st.family))
 
     def _values(self, st: Scan) -> list[bytes]:
         """The emitted series' output values: what followed the head, without the timestamp
@@ -280,10 +301,11 @@ class Scanner:
             pos = st.at[k]
             got = self._parse(lines[pos], st.family[k], st.families, res, False)
             st.now.heads[pos] = None
+            st.now.rewrites[pos] = got.rewrite if got is not None else None
             if got is None or got.rewrite.piece is None:
                 gone.add(k)
                 continue
-            st.now.names[pos], st.now.rewrites[pos], st.rests[pos] = got.name, got.rewrite, got.rest
+            st.now.names[pos], st.rests[pos] = got.name, got.rest
             st.family[k] = got.family
         self._keep(st, [k not in gone for k in range(len(st.at))])
 
@@ -318,7 +340,7 @@ def _same_comments(lines: list[bytes], last: Positions) -> bool:
 def header(head: bytes, fam: Family | None, fams: dict[str, Family], openmetrics: bool,
            res: Result) -> Family | None:
     """A comment line (without its '#'): HELP and TYPE name the family that follows."""
-    parts = head.decode("utf-8", "replace").strip(" \t").split(None, 2)
+    parts = _BLANK_RUN.split(head.decode("utf-8", "replace").lstrip(" \t"), 2)
     if len(parts) < 2 or parts[0] not in ("HELP", "TYPE"):
         return fam  # a plain comment, or OpenMetrics' UNIT
     name, rest = parts[1], (parts[2] if len(parts) > 2 else "")
@@ -337,9 +359,39 @@ def header(head: bytes, fam: Family | None, fams: dict[str, Family], openmetrics
         name = fam.name  # HELP after TYPE for an OpenMetrics counter
     cur = fams.get(name)
     if cur is None:
+        owner = owner_of(name, fams)
+        if owner is not None:  # `x_count` after summary `x`: one name, two TYPEs
+            res.bad(b"#" + head, f"{parts[0]} for {name}, a series of {owner.type} {owner.name}")
+            return fam
         cur = fams[name] = Family(name)
     if kind is not None:
         cur.type = kind
     elif cur.help is None:
-        cur.help = rest
+        cur.help = escape_help(_unescape_help(rest, openmetrics))
     return cur
+
+
+_BLANK_RUN = re.compile(r"[ \t]+")
+
+
+def owner_of(name: str, fams: dict[str, Family]) -> Family | None:
+    """The histogram or summary family whose series `name` is (by its suffix), if any."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix):
+            fam = fams.get(name[:-len(suffix)])
+            if fam is not None and fam.owns(name):
+                return fam
+    return None
+
+
+_HELP_ESCAPES = {"\\\\": "\\", "\\n": "\n"}
+_OM_HELP_ESCAPES = {**_HELP_ESCAPES, '\\"': '"'}
+
+
+def _unescape_help(text: str, openmetrics: bool) -> str:
+    """HELP text as written, unescaped: 0.0.4 escapes backslash and newline (any other
+    backslash stands for itself), OpenMetrics also the double quote."""
+    if "\\" not in text:
+        return text
+    table = _OM_HELP_ESCAPES if openmetrics else _HELP_ESCAPES
+    return re.sub(r"\\.?", lambda m: table.get(m.group(0), m.group(0)), text, flags=re.S)

@@ -1,7 +1,8 @@
 """Sample values and timestamps as Prometheus accepts them, checked in bulk.
 
 A value is Go's strconv.ParseFloat syntax (no hex, no underscores), in float64 range; a
-timestamp an int64 of milliseconds. With every digit made 0, a batch's texts come in a few
+timestamp a non-negative int64 of milliseconds (a real scrape refuses a negative one). With
+every digit made 0, a batch's texts come in a few
 distinct shapes (`0.00000e+00 0000000000000`): each shape is matched once, at C speed. Only
 shapes that can overflow (long exponents, hundreds of digits, 19-digit timestamps) are then
 checked text by text.
