@@ -1,7 +1,7 @@
 """What the framework hands every collector: shared session, upstreams, the pod index."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import aiohttp
 
 from exporter.config import CollectorConfig, Config, Endpoint
@@ -18,17 +18,25 @@ class Deps:
     session: aiohttp.ClientSession | None
     index: PodIndex | None
     kubelet: Upstream | None = None
+    _labels: dict[tuple[str, bool], CommonLabels] = field(default_factory=dict, repr=False)
 
     def labels(self, cfg: CollectorConfig, node: bool = True) -> CommonLabels:
         """The common labels and relabel rules (global, then the collector's) of a collector's
-        series; `node`: series that name no pod get this node's name (node agent)."""
-        return CommonLabels(cfg.name, self.config.cluster, self.config.node_name if node else "",
-                            self.config.relabel_configs + cfg.relabel_configs)
+        series; `node`: series that name no pod get this node's name (node agent). One object
+        per collector and kind, so that its cache of finished label sets lives on."""
+        key = (cfg.name, node)
+        got = self._labels.get(key)
+        if got is None:
+            got = self._labels[key] = CommonLabels(
+                cfg.name, self.config.cluster, self.config.node_name if node else "",
+                self.config.relabel_configs + cfg.relabel_configs)
+        return got
 
-    def upstream(self, ep: Endpoint, max_bytes: int = 256 << 20) -> Upstream:
+    def upstream(self, ep: Endpoint, max_bytes: int = 256 << 20, compressed: bool = True) -> Upstream:
         """An Upstream for an endpoint (tokens are per endpoint: never shared across hosts)."""
         if self.session is None:
             raise RuntimeError("offline: no upstream access")
         tls = TLS(ep.ca_file, ep.cert_file, ep.key_file, ep.server_name, ep.insecure_skip_verify)
         token = TokenSource(ep.token_file) if ep.token_file else None
-        return Upstream(self.session, ep.url, tls=tls, token=token, max_bytes=max_bytes)
+        return Upstream(self.session, ep.url, tls=tls, token=token, max_bytes=max_bytes,
+                        compressed=compressed)

@@ -75,7 +75,8 @@ class Builder:
 
     def declare(self, metric: Metric) -> None:
         """Add a declaration (idempotent)."""
-        self._fams.setdefault(metric.name, (metric, metric.family()))
+        if metric.name not in self._fams:
+            self._fams[metric.name] = (metric, metric.family())
 
     def meta(self, namespace: str, pod: str) -> PodMeta | None:
         """The pod's metadata, or None (then the index is asked to refresh early)."""
@@ -110,7 +111,7 @@ class Builder:
             raise ValueError(f"{name}: missing labels {missing}")
         pairs = [(n, str(own[n])) for n in decl.labels]
         pairs += [(n, str(v)) for n, v in own.items() if n not in decl.labels and v is not None]
-        done = self.labels.finish(name + suffix, pairs, joined)
+        done = self.labels.finish_cached(name + suffix, pairs, joined)
         if done is None:
             self.dropped += 1
             return

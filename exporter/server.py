@@ -200,7 +200,8 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
         session = injected or aiohttp.ClientSession(timeout=timeout)
         deps = Deps(state.config, session, state.index)
         if any(get(c.name).scope == "node" for c in state.config.enabled()):
-            deps.kubelet = deps.upstream(state.config.kubelet)  # scope "pod" (sidecar): no kubelet
+            # (scope "pod", the sidecar: no kubelet). The kubelet is node-local: identity encoding.
+            deps.kubelet = deps.upstream(state.config.kubelet, compressed=False)
         for c in state.config.enabled():
             collector = get(c.name).factory(deps, c)
             state.sources.append(Source(c.name, collector, c.timeout))

@@ -10,12 +10,17 @@ and `__name__`; `collector` stays last.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 from collections.abc import Sequence
 
 from exporter import relabel
 from exporter.expfmt import METRIC_NAME, format_labels
+
+
+_CACHED = 100_000
+Pairs = tuple[tuple[str, str], ...]
+_MISSING = object()
 
 
 class Finished(NamedTuple):
@@ -33,10 +38,26 @@ class CommonLabels:
     cluster: str = ""
     node: str = ""
     rules: tuple[relabel.Rule, ...] = ()
+    # finish()'s results by argument, for callers that build the same series every scrape
+    # (see finish_cached). Cleared when it outgrows _CACHED.
+    _done: dict[tuple[str, Pairs, Pairs], Finished | None] = field(default_factory=dict, compare=False,
+                                                                    repr=False)
 
     def defaults(self) -> dict[str, str]:
         """The node and cluster a series gets when it has none of its own."""
         return {k: v for k, v in (("node", self.node), ("cluster", self.cluster)) if v}
+
+    def finish_cached(self, name: str, own: Sequence[tuple[str, str]],
+                      joined: Sequence[tuple[str, str]] = ()) -> Finished | None:
+        """finish(), remembered by its arguments (the declared-table collectors rebuild the
+        same label sets on every scrape)."""
+        key = (name, tuple(own), tuple(joined))
+        got = self._done.get(key, _MISSING)
+        if got is _MISSING:
+            if len(self._done) >= _CACHED:
+                self._done.clear()
+            got = self._done[key] = self.finish(name, own, joined)
+        return got  # type: ignore[return-value]
 
     def finish(self, name: str, own: Sequence[tuple[str, str]],
                joined: Sequence[tuple[str, str]] = ()) -> Finished | None:
