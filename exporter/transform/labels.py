@@ -85,7 +85,7 @@ class CommonLabels:
             name = out.pop("__name__", "")
             if not METRIC_NAME.match(name):
                 return None
-            if "collector" in out:
+            if self.collector and "collector" in out:
                 out["collector"] = out.pop("collector")
             labels = out
         return Finished(name, format_labels(labels.items()))
