@@ -26,20 +26,23 @@ class SerialTransform:
 
     def __init__(self, transformer: Transformer) -> None:
         self.transformer = transformer
-        self._running: asyncio.Future[Result] | None = None
+        self._turn = asyncio.Lock()  # callers take turns...
+        self._running: asyncio.Future[Result] | None = None  # ...and wait for a thread left running
 
     async def run(self, payload: bytes, openmetrics: bool) -> Result:
         """Transform one payload."""
-        running = self._running
-        if running is not None and not running.done():
-            with contextlib.suppress(Exception):  # a transform an earlier scrape gave up on
-                await asyncio.shield(running)
-        if len(payload) <= _INLINE_BYTES:
-            return self.transformer.transform(payload, openmetrics)
-        loop = asyncio.get_running_loop()
-        running = self._running = loop.run_in_executor(None, self.transformer.transform, payload, openmetrics)
-        running.add_done_callback(_retrieve)
-        return await asyncio.shield(running)
+        async with self._turn:
+            running = self._running
+            if running is not None and not running.done():
+                with contextlib.suppress(Exception):  # a transform an earlier scrape gave up on
+                    await asyncio.shield(running)
+            if len(payload) <= _INLINE_BYTES:
+                return self.transformer.transform(payload, openmetrics)
+            loop = asyncio.get_running_loop()
+            running = self._running = loop.run_in_executor(None, self.transformer.transform, payload,
+                                                           openmetrics)
+            running.add_done_callback(_retrieve)
+            return await asyncio.shield(running)
 
 
 class Passthrough:
