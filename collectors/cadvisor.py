@@ -135,11 +135,6 @@ def start_times(payload: bytes) -> bytes:
     return payload[start:end if end >= 0 else len(payload)]
 
 
-def stale_ids(payload: bytes) -> frozenset[str]:
-    """cgroup ids of containers that are not the newest for their (namespace, pod, container)."""
-    return frozenset(_stale(start_times(payload)))
-
-
 def _label_dict(text: bytes) -> dict[str, str] | None:
     """A label text as a dict (None if it does not parse)."""
     labels = label_dict(text)
@@ -152,7 +147,8 @@ def _label_dict(text: bytes) -> dict[str, str] | None:
 
 
 def _stale(block: bytes) -> dict[str, PodKey]:
-    """Stale cgroup id -> the pod it belongs to (see stale_ids)."""
+    """cgroup ids of containers that are not the newest for their (namespace, pod, container),
+    each with the pod it belongs to."""
     newest: dict[tuple[str, str, str], tuple[float, str]] = {}
     every: list[tuple[tuple[str, str, str], str]] = []
     for line in block.split(b"\n"):

@@ -32,7 +32,6 @@ from exporter.config import duration
 from exporter.errors import ConfigError
 from exporter.expfmt import LABEL_NAME
 
-ANNOTATION = "kubebridge.io/{container}.check"
 _ANNOTATION = re.compile(r"^kubebridge\.io/(.+)\.check$")
 PROM_SCRAPE, PROM_PORT, PROM_PATH, PROM_SCHEME = (
     "prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path", "prometheus.io/scheme")
