@@ -28,13 +28,13 @@ from exporter.autodiscovery.templates import Endpoint
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.expfmt import Family
+from exporter.passthrough import SerialTransform
 from exporter.podindex import PodIndex
 from exporter.transform import EVERYTHING, NOTHING, Changes, Options, Pairs, Result, Transformer
 from exporter.pods import PodMeta
 from exporter.upstream import METRICS_ACCEPT, is_openmetrics
 
 log = logging.getLogger("kubebridge.autodiscovery")
-_INLINE_BYTES = 256 << 10  # as exporter.passthrough: bigger payloads are transformed in a thread
 Key = tuple[str, str, str]  # namespace, pod, container
 
 
@@ -129,6 +129,7 @@ class Target:
         self.transformer = Transformer(
             Options(collector=cfg.name, cluster=deps.config.cluster, pod_labels=False,
                     rules=rules + deps.config.relabel_configs + cfg.relabel_configs), None, self.hook)
+        self.serial = SerialTransform(self.transformer)  # one transform at a time, off the loop when big
         self.errors: Counter[str] = errors if errors is not None else Counter()
         self.families: list[Family] = []
         self.up = 0.0
@@ -147,10 +148,7 @@ class Target:
         try:
             async with asyncio.timeout(max(0.05, min(ep.timeout, budget))):
                 body, ctype = await self._fetch(session)
-            if len(body) > _INLINE_BYTES:
-                await asyncio.to_thread(self.ingest, body, is_openmetrics(ctype))
-            else:
-                self.ingest(body, is_openmetrics(ctype))
+            self.accept(await self.serial.run(body, is_openmetrics(ctype)), len(body))
             self.last_ok = time.monotonic()
         except Cut as exc:
             self.fail(exc.reason, str(exc))
@@ -182,8 +180,11 @@ class Target:
 
     def ingest(self, body: bytes, openmetrics: bool) -> Result:
         """Transform one response and apply the series and label limits (raises Cut)."""
-        res = self.transformer.transform(body, openmetrics)
-        self.size = len(body)
+        return self.accept(self.transformer.transform(body, openmetrics), len(body))
+
+    def accept(self, res: Result, size: int) -> Result:
+        """Apply the series and label limits to a transform's result (raises Cut)."""
+        self.size = size
         if self.hook.violation:
             raise Cut("label_limit", self.hook.violation)
         if res.series_in > self.limits.series:
