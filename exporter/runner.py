@@ -19,6 +19,7 @@ from exporter.upstream import UpstreamError
 
 log = logging.getLogger("kubebridge.runner")
 STATUSES = ("ok", "down", "not_permitted", "no_data")
+_GRACE = 0.05  # seconds a run's starter waits past the run's own deadline
 
 
 @dataclass
@@ -58,13 +59,22 @@ class Source:
 
     async def collect(self, budget: float) -> Outcome:
         """Run the collector, or join the run already in flight (concurrent scrapes share one
-        upstream fetch)."""
-        if self._inflight is None:
-            if self.timeout:
-                budget = min(budget, self.timeout)
-            self._inflight = asyncio.ensure_future(self._run(budget))
-            self._inflight.add_done_callback(self._clear)
-        return await asyncio.shield(self._inflight)
+        upstream fetch). Either way the caller waits at most its own budget: a run started by
+        a caller with a longer one reads as a timeout to this caller, and goes on for others."""
+        if self.timeout:
+            budget = min(budget, self.timeout)
+        inflight, wait = self._inflight, budget
+        if inflight is None:
+            inflight = self._inflight = asyncio.ensure_future(self._run(budget))
+            inflight.add_done_callback(self._clear)
+            wait += _GRACE  # (the run's own deadline reports the timeout, with its stats)
+        try:
+            async with asyncio.timeout(wait):
+                return await asyncio.shield(inflight)
+        except TimeoutError:
+            if inflight.done():  # (the run itself timed out at the same moment)
+                return inflight.result()
+            return Outcome(self.name, status="down", reason="timeout", seconds=budget)
 
     def _clear(self, _: asyncio.Future[Outcome]) -> None:
         self._inflight = None

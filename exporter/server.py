@@ -89,13 +89,20 @@ def add_registry(b: Builder, registry: CollectorRegistry) -> None:
             b.add(metric, s.value, s.labels, suffix=s.name[len(name):] if s.name.startswith(name) else "")
 
 
+_MAX_BUDGET = 120.0  # seconds: a header asking for more (or `inf`) is clamped to this
+
+
 def budget(headers: Mapping[str, str], default: float) -> float:
-    """Per-source time budget: Prometheus' scrape timeout minus a margin, else the default."""
+    """Per-source time budget: Prometheus' scrape timeout minus a margin, else the default;
+    clamped to 0.5 s .. _MAX_BUDGET (NaN and garbage read as absent)."""
     raw = headers.get("X-Prometheus-Scrape-Timeout-Seconds")
     try:
-        return max(0.5, min(float(raw) - _MARGIN, 300.0)) if raw else default
+        value = float(raw) - _MARGIN if raw else default
     except ValueError:
-        return default
+        value = default
+    if value != value:  # NaN
+        value = default
+    return max(0.5, min(value, _MAX_BUDGET))
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -101,6 +101,9 @@ CTX = PodContext("10.1.2.3", "shop", "web-1", "app", (("metrics", 9100),))
     ({"url": "http://%%kube_pod_name%%:80/"}, "refused"),
     ({"port": "%%port_admin%%"}, "no port named 'admin'"),
     ({"port": 70000}, "must be a number from 1 to 65535"),
+    ({"port": "\u00b2"}, "must be a number from 1 to 65535"),            # passes str.isdigit()
+    ({"port": "\u0661\u0660\u0662\u0665\u0660"}, "must be a number from 1 to 65535"),  # Arabic-Indic 10250
+    ({"port": "0"}, "must be a number from 1 to 65535"),
     ({"scheme": "file", "port": 1}, "must be http or https"),
 ])
 def test_render_refuses(doc, message):
@@ -477,3 +480,16 @@ async def test_demo_shows_discovered_app_metrics_joined(tmp_path, aiohttp_client
     for trigger in ("annotation", "prometheus_io"):
         assert (f'kubebridge_autodiscovery_targets{{trigger="{trigger}",cluster="demo",'
                 'collector="autodiscovery"} 1') in text
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "\u0661\u0660\u0662\u0665\u0660", "99999", "0", "-1"])
+def test_a_pods_bad_port_annotation_is_that_pods_error(port: str):
+    """Ports are ASCII digits in range: anything else makes an error candidate for that pod (counted
+    and logged by the engine), never an exception that would stop the node's target list."""
+    conts = [("app", "app:1", [("metrics", 9000)])]
+    annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": port}
+    item = pod("p", containers=conts, annotations=annotations)
+    [c] = candidates(item, {})
+    assert c.error and "port" in c.error and c.template is None
+    with pytest.raises(TemplateError):
+        render(parse({"port": port}), CTX, 1.0)

@@ -68,3 +68,35 @@ async def test_a_cancelled_scrape_does_not_cancel_the_shared_fetch():
     await asyncio.sleep(0)
     first.cancel()
     assert (await second).status == "ok"
+
+
+async def test_a_joining_scrape_waits_only_its_own_budget():
+    """A scrape that joins a collection in flight (started by a caller with a long budget) gets
+    its answer within its own budget; the run goes on for the caller that started it."""
+    import asyncio
+    import time
+
+    class Hung:
+        async def collect(self, budget: float):
+            await asyncio.sleep(budget)
+            return []
+
+    src = Source("slow", Hung())
+    first = asyncio.ensure_future(src.collect(3.0))
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    joined = await src.collect(0.3)
+    assert time.monotonic() - started < 1.0
+    assert (joined.status, joined.reason) == ("down", "timeout")
+    assert not first.done()  # the starter's run is not cut short by the joiner giving up
+    first.cancel()
+
+
+def test_the_budget_header_is_clamped():
+    from exporter.server import budget
+    assert budget({"X-Prometheus-Scrape-Timeout-Seconds": "inf"}, 10.0) == 120.0
+    assert budget({"X-Prometheus-Scrape-Timeout-Seconds": "nan"}, 10.0) == 10.0
+    assert budget({"X-Prometheus-Scrape-Timeout-Seconds": "x"}, 10.0) == 10.0
+    assert budget({"X-Prometheus-Scrape-Timeout-Seconds": "3"}, 10.0) == 2.5
+    assert budget({"X-Prometheus-Scrape-Timeout-Seconds": "-5"}, 10.0) == 0.5
+    assert budget({}, 10.0) == 10.0

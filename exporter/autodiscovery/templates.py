@@ -32,6 +32,8 @@ from exporter.config import duration
 from exporter.errors import ConfigError
 from exporter.expfmt import LABEL_NAME
 
+# ASCII digits only: str.isdigit() admits "²" (int() then raises) and "١٠٢٥٠" (int() reads 10250).
+_PORT = re.compile(r"[0-9]{1,5}\Z")
 _ANNOTATION = re.compile(r"^kubebridge\.io/(.+)\.check$")
 PROM_SCRAPE, PROM_PORT, PROM_PATH, PROM_SCHEME = (
     "prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path", "prometheus.io/scheme")
@@ -239,7 +241,7 @@ def render(tmpl: Template, ctx: PodContext, default_timeout: float) -> Endpoint:
     if scheme not in ("http", "https"):
         raise TemplateError(f"scheme {scheme!r}: must be http or https")
     raw_port = render_text(tmpl.port, ctx, "port")
-    if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+    if not _PORT.match(raw_port) or not 0 < int(raw_port) < 65536:
         raise TemplateError(f"port {raw_port!r}: must be a number from 1 to 65535")
     port = int(raw_port)
     if port in ctx.denied_ports:
@@ -329,7 +331,7 @@ def _prometheus(annotations: Mapping[str, Any], conts: Sequence[tuple[str, str, 
     if chosen is None:
         return None
     where = PROM_SCRAPE
-    if port and not port.isdigit():
+    if port and not (_PORT.match(port) and 0 < int(port) < 65536):
         return Candidate(chosen[0], "prometheus_io", PROM_PORT, error=f"not a port number: {port!r}",
                          text=text)
     if not port and not chosen[2]:
