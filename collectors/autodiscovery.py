@@ -101,20 +101,33 @@ class AutodiscoveryCollector(EngineCollector):
         specs: dict[Key, TargetSpec] = {}
         bad: dict[Any, tuple[str, str, str]] = {}
         for meta in index.pods():
-            if not self._eligible(meta):
-                continue
-            for cand in candidates(meta.raw, images, annotations=self.opt["annotations"],
-                                   prometheus=self.opt["prometheus_annotations"]):
-                key = (meta.namespace, meta.name, cand.container)
-                try:
-                    specs[key] = self._spec(index, meta, cand)
-                except TemplateError as exc:
-                    what = "annotation" if cand.trigger in ("annotation", "prometheus_io") else "template"
-                    message = (f"pod {meta.namespace}/{meta.name} container {cand.container!r}: "
-                               f"{what} {cand.where} rejected: {exc}")
-                    bad[(key, cand.where)] = (cand.trigger, cand.text or repr(cand.template), message)
+            try:
+                self._sync_pod(index, meta, images, specs, bad)
+            except Exception as exc:  # a pod shaped like no pod: only its own targets are lost
+                key = (meta.namespace, meta.name, "")
+                for stale in [k for k in specs if k[:2] == key[:2]]:
+                    del specs[stale]
+                bad[(key, "pod")] = ("pod", f"{type(exc).__name__}: {exc}",
+                                     f"pod {meta.namespace}/{meta.name}: unreadable, not scraped "
+                                     f"({type(exc).__name__}: {exc})")
         self.errors.sync("pods", bad)
         self.engine.set_targets(specs)
+
+    def _sync_pod(self, index: PodIndex, meta: PodMeta, images: dict[str, Any], specs: dict[Key, TargetSpec],
+                  bad: dict[Any, tuple[str, str, str]]) -> None:
+        """The targets of one pod into `specs`, its rejected templates into `bad`."""
+        if not self._eligible(meta):
+            return
+        for cand in candidates(meta.raw, images, annotations=self.opt["annotations"],
+                               prometheus=self.opt["prometheus_annotations"]):
+            key = (meta.namespace, meta.name, cand.container)
+            try:
+                specs[key] = self._spec(index, meta, cand)
+            except TemplateError as exc:
+                what = "annotation" if cand.trigger in ("annotation", "prometheus_io") else "template"
+                message = (f"pod {meta.namespace}/{meta.name} container {cand.container!r}: "
+                           f"{what} {cand.where} rejected: {exc}")
+                bad[(key, cand.where)] = (cand.trigger, cand.text or repr(cand.template), message)
 
     def _eligible(self, meta: PodMeta) -> bool:
         status = meta.raw.get("status") or {}

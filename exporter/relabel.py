@@ -3,10 +3,8 @@
 Label names follow the legacy rule `[a-zA-Z_][a-zA-Z0-9_]*` (Prometheus 2.x `model.LabelName.IsValid`);
 Prometheus 3 accepts any UTF-8 name, which an exposition-format exporter cannot emit.
 
-Regexes are RE2 in Prometheus and are translated to Python `re` (see `_translate`). Not covered:
-Unicode classes (`\\p{..}`, rejected), Unicode case folding under `(?i)` and `\\s` matching `\\v`
-(re.ASCII is used for RE2's ASCII `\\d \\w \\s \\b`), negated POSIX classes (rejected), the 1000
-repeat-count limit, a `}` quantifier followed by `+` (possessive in Python, nested repeat in RE2), and
+Regexes are RE2, as in Prometheus (Go's regexp is RE2): compiled by google-re2, so matching is
+linear in the input whatever the pattern, and what Go rejects is rejected. Not covered:
 non-decimal Unicode digits in `$name` template references (Python `\\w`, Go letters/digits only).
 """
 from __future__ import annotations
@@ -14,8 +12,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import re2  # type: ignore[import-untyped]
 
 from exporter.errors import ConfigError
 
@@ -28,10 +29,19 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # relabelTargetLegacy: a label name that may contain $1 / ${name} templates.
 _TEMPLATED_NAME = re.compile(r"(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+", re.ASCII)
 _TEMPLATE_REF = re.compile(r"\$(?:\$|\{(\w+)\}|(\w+))?")
-_POSIX = {"alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ",
-          "cntrl": "\\x00-\\x1f\\x7f", "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~",
-          "punct": "!-/:-@\\[-`{-~", "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z", "word": "0-9A-Za-z_",
-          "xdigit": "0-9A-Fa-f"}
+class Pattern(Protocol):
+    """The part of a compiled RE2 pattern (google-re2's `re2._Regexp`) that relabeling uses."""
+
+    groups: int
+    groupindex: Mapping[str, int]
+
+    def fullmatch(self, text: str) -> Match | None: ...
+
+
+class Match(Protocol):
+    re: Pattern
+
+    def group(self, index: int | str) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -41,111 +51,39 @@ class Rule:
     action: str
     source_labels: tuple[str, ...]
     separator: str
-    regex: re.Pattern[str]
+    regex: Pattern
     target_label: str
     replacement: str
     modulus: int
 
 
-_SAME_ESCAPES = frozenset("afnrtvdDsSwW")  # same meaning in Python under re.ASCII
-_ANCHOR_ESCAPES = {"b": r"\b", "B": r"\B", "A": r"\A", "z": r"\Z"}
-_NUMERIC_ESCAPE = re.compile(r"x\{[0-9A-Fa-f]{1,6}\}|x[0-9A-Fa-f]{2}|0[0-7]{0,2}|[1-7][0-7]{1,2}")
-_ESC = r"\\(x\{[0-9A-Fa-f]{1,6}\}|x[0-9A-Fa-f]{2}|[0-7]{1,3}|.?)"
-_CLASS_TOKEN = re.compile(r"\[:(\^?)([a-z]+):\]|" + _ESC + "|.", re.S)
-_TOKEN = re.compile(r"\\Q(?P<quote>.*?)(?:\\E|\Z)|" + _ESC.replace("(", "(?P<esc>", 1)
-                    + r"|\[(?P<cls>\^?\]?(?:\[:\^?[a-z]+:\]|\\.|[^\]\\])*)\]"
-                    + r"|\((?P<group>\?P?<[A-Za-z0-9_]+>|\?[imsU]*(?:-[imsU]+)?[:)]|\?.?.?)?"
-                    + r"|(?P<quant>[*+?]\+|\{,\d*\})|.", re.S)
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # an invalid regex is reported as a ConfigError, not on stderr
+MAX_REGEX_LENGTH = 4096
 
 
-def _escape(e: str, in_class: bool) -> str:
-    """Translate the RE2 escape `\\e`."""
-    if _NUMERIC_ESCAPE.fullmatch(e):  # RE2 octal (\0, \12, \123: never a backreference) and \x{10FFFF}
-        code = int(e.strip("x{}"), 16) if e[0] == "x" else int(e, 8)
-        if code <= 0x10FFFF:
-            return re.escape(chr(code))
-    elif len(e) == 1 and e.isascii() and not e.isalnum() or e in _SAME_ESCAPES:
-        return "\\" + e
-    elif e in _ANCHOR_ESCAPES and not in_class:
-        return _ANCHOR_ESCAPES[e]
-    elif e.isdigit():
-        raise ValueError(f"backreference \\{e} is not supported (RE2)")
-    elif e in ("p", "P"):
-        raise ValueError(f"Unicode class \\{e} is not supported")
-    raise ValueError(f"invalid escape sequence \\{e}" if e else "trailing backslash at end of expression")
+def compile_regex(regex: str) -> Pattern:
+    """Compile like Prometheus' NewRegexp: anchored "^(?s:regex)$", RE2 semantics.
+
+    RE2 runs in time linear in the input and rejects what Go's regexp rejects (backreferences,
+    lookaround, possessive quantifiers, repeats over 1000), so a rule from a pod annotation
+    cannot stall the event loop. ValueError on an invalid or oversized regex.
+    """
+    if len(regex) > MAX_REGEX_LENGTH:
+        raise ValueError(f"longer than {MAX_REGEX_LENGTH} characters")
+    anchored = r"^(?s:(?:" + regex + r"))$"
+    try:
+        compiled: Pattern = re2.compile(anchored, _RE2_OPTIONS)
+    except re2.error as err:
+        raise ValueError(_re2_reason(err, anchored)) from None
+    return compiled
 
 
-def _char_class(body: str) -> str:
-    out = ["[^" if body.startswith("^") else "["]
-    for m in _CLASS_TOKEN.finditer(body[body.startswith("^"):]):
-        if m[2]:
-            if m[1] or m[2] not in _POSIX:
-                raise ValueError(f"unsupported character class {m[0]}")
-            out.append(_POSIX[m[2]])
-        elif m[3] is not None:
-            out.append(_escape(m[3], in_class=True))
-        else:  # escape what Python reads as a nested set or set operation
-            out.append("\\" + m[0] if m[0] in "[]&~|" else m[0])
-    return "".join(out) + "]"
-
-
-def _translate(src: str) -> str:
-    """RE2 syntax -> Python `re` syntax with the same meaning, or ValueError."""
-    out: list[str] = []
-    # One frame per open group: ([multiline], flag scopes opened by a bare "(?i)" in it).
-    # RE2's "(?i)" lasts to the end of the enclosing group; Python only allows it at the start,
-    # so it becomes "(?i:" closed at the group's "|" and ")" (and reopened after "|").
-    frames: list[tuple[list[bool], list[str]]] = [([False], [])]
-    for m in _TOKEN.finditer(src):
-        tok, (mode, scopes) = m[0], frames[-1]
-        group = m["group"] or ""
-        if m["quote"] is not None:
-            out.append(re.escape(m["quote"]))
-        elif m["esc"] is not None:
-            out.append(_escape(m["esc"], in_class=False))
-        elif m["cls"] is not None:
-            out.append(_char_class(m["cls"]))
-        elif m["quant"] and tok[0] == "{":
-            out.append("\\" + tok)  # RE2 reads "{,n}" literally, Python as {0,n}
-        elif m["quant"]:
-            raise ValueError("possessive quantifiers are not supported (RE2)")
-        elif tok[0] == "(" and (not group or group[-1] == ">"):
-            frames.append(([mode[0]], []))
-            out.append("(" + group.replace("?<", "?P<", 1))
-        elif tok[0] == "(" and (f := re.fullmatch(r"\?([imsU]*)(?:-([imsU]+))?([:)])", group)):
-            on, off = f[1], f[2] or ""
-            if "U" in on + off:
-                raise ValueError("flag U (ungreedy) is not supported")
-            multiline = "m" in on or ("m" not in off and mode[0])
-            flags = on + ("-" + off if off else "")
-            if f[3] == ":":
-                frames.append(([multiline], []))
-                out.append(f"(?{flags}:")
-            elif flags:
-                mode[0] = multiline
-                scopes.append(flags)
-                out.append(f"(?{flags}:")
-        elif tok[0] == "(":
-            if group[1:2] in ("=", "!") or group[1:3] in ("<=", "<!"):
-                raise ValueError("lookaround assertions are not supported (RE2)")
-            raise ValueError(f"invalid or unsupported group '({group}'")
-        elif tok == ")":
-            if len(frames) == 1:
-                raise ValueError("unexpected )")
-            out.append(")" * (len(scopes) + 1))
-            frames.pop()
-        elif tok == "|":
-            out.append(")" * len(scopes) + "|" + "".join(f"(?{f}:" for f in scopes))
-        elif tok == "$":  # RE2 "$" is end of text only; Python's also matches before a final "\n"
-            out.append("$" if mode[0] else r"\Z")
-        else:
-            out.append(tok)
-    return "".join(out) + ")" * len(frames[0][1])
-
-
-def compile_regex(regex: str) -> re.Pattern[str]:
-    """Compile like Prometheus' NewRegexp: anchored "^(?s:regex)$"."""
-    return re.compile(r"\A(?s:(?:" + _translate(regex) + r"))\Z", re.ASCII)
+def _re2_reason(err: Exception, anchored: str) -> str:
+    """RE2's message ("missing ): <whole pattern>") without our anchoring."""
+    reason = err.args[0] if err.args else err
+    text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    return text.removesuffix(": " + anchored)
 
 
 _DEFAULT_REGEX = compile_regex("(.*)")
@@ -183,9 +121,8 @@ def _parse_rule(item: object, path: str) -> Rule:
     regex_src = _string(item, "regex", "(.*)", path)
     try:
         regex = _DEFAULT_REGEX if "regex" not in item else compile_regex(regex_src)
-    except (ValueError, re.error) as err:
-        reason = getattr(err, "msg", err)
-        raise ConfigError(f"{path}.regex", f"invalid regex '{regex_src}': {reason}") from None
+    except ValueError as err:
+        raise ConfigError(f"{path}.regex", f"invalid regex '{regex_src}': {err}") from None
     modulus = item.get("modulus") or 0
     if isinstance(modulus, bool) or not isinstance(modulus, int) or not 0 <= modulus < 2**64:
         raise ConfigError(f"{path}.modulus", "must be a non-negative integer")
@@ -238,7 +175,7 @@ def parse_rules(raw: object, path: str) -> tuple[Rule, ...]:
     return tuple(_parse_rule(item, f"{path}[{i}]") for i, item in enumerate(raw))
 
 
-def _expand(template: str, m: re.Match[str]) -> str:
+def _expand(template: str, m: Match) -> str:
     """Go's Regexp.ExpandString: $1 ${1} $name ${name}; "$$" is "$"; unknown groups expand to ""."""
     def ref(r: re.Match[str]) -> str:
         name = r[1] or r[2]

@@ -433,6 +433,42 @@ async def test_invalid_templates_are_logged_once_and_counted(caplog):
     assert c.errors.counts == {"annotation": 4, "prometheus_io": 1}
 
 
+def test_a_pod_shaped_like_no_pod_loses_only_its_own_targets(caplog):
+    """A kubelet can hand us anything: containers that are text, ports that are a number. That
+    pod is counted and logged by name; its neighbours' targets stay."""
+    odd = pod("odd", annotations=check(port=1))
+    odd["spec"]["containers"] = ["app"]
+    portless = pod("portless", annotations=check(port=1))
+    portless["spec"]["containers"][0]["ports"] = 5
+    c = make([odd, portless, pod("fine", annotations=check(port=1))])
+    with caplog.at_level(logging.WARNING, "kubebridge.autodiscovery"):
+        c.sync()
+    assert [k[1] for k in c.engine.targets] == ["fine"]
+    assert c.errors.counts == {"pod": 2}
+    assert "pod shop/odd: unreadable, not scraped (AttributeError" in caplog.text
+    assert "pod shop/portless: unreadable, not scraped (TypeError" in caplog.text
+
+
+async def test_an_annotations_regex_is_re2(apps, caplog):
+    """The regex a pod writes runs on RE2: a backtracking bomb against the pod's own long value
+    answers at once, and what RE2 rejects (lookaround) is that pod's template error."""
+    app = await apps(b'slow{v="' + b"a" * 1000 + b'b"} 1\n')
+    def rule(regex: str) -> list[dict]:
+        return [{"source_labels": ["v"], "regex": regex, "action": "drop"}]
+    bomb = check(port=app.port, relabel_configs=rule("(a+)+"))
+    look = check(port=app.port, relabel_configs=rule("a(?=b)"))
+    c = make([pod("bomb", annotations=bomb), pod("look", annotations=look)])
+    try:
+        with caplog.at_level(logging.WARNING, "kubebridge.autodiscovery"):
+            s = await collect(c)
+        assert s.by("kubebridge_autodiscovery_target_up", "pod") == {"bomb": 1.0}
+        assert [lb["pod"] for lb, _ in s.get("slow")] == ["bomb"]
+        assert "invalid regex 'a(?=b)': invalid perl operator: (?=" in caplog.text
+        assert c.errors.counts == {"annotation": 1}
+    finally:
+        await c.engine.close()
+
+
 # --- golden (offline, as `kubebridge transform --source autodiscovery`) ---------------------------
 
 def test_golden(tmp_path, golden):

@@ -56,7 +56,8 @@ TARGET_ERRORS = _m("target_errors_total", "counter", "Failed target scrapes by r
 TARGETS = _m("targets", "gauge", "Discovered targets by trigger (annotation, prometheus_io, image, "
              "sidecar).", "trigger")
 TEMPLATE_ERRORS = _m("template_errors_total", "counter", "Rejected templates by source (annotation, "
-                     "prometheus_io, file, etcd, etcd_v2, consul, config).", "source")
+                     "prometheus_io, file, etcd, etcd_v2, consul, config; pod: a pod object that could "
+                     "not be read).", "source")
 TEMPLATES = _m("templates", "gauge", "Valid per-image templates a store holds.", "source")
 STORE_UP = _m("template_store_up", "gauge", "1 if the store's last read of its backend succeeded.", "source")
 TABLE = (TARGET_UP, TARGET_DURATION, TARGET_SERIES, TARGET_ERRORS, TARGETS, TEMPLATE_ERRORS, TEMPLATES,
