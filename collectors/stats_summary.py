@@ -27,7 +27,7 @@ from exporter.deps import Deps
 from exporter.expfmt import Family
 from exporter.families import Builder, Labels, Metric
 from exporter.transform import Result
-from exporter.transform.labels import CommonLabels
+from exporter.labels import CommonLabels
 from exporter.podindex import PodIndex
 from exporter.registry import register
 

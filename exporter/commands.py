@@ -79,16 +79,16 @@ def transform(args: argparse.Namespace) -> int:
     return 1 if res.malformed else 0
 
 
-def demo(listen: str, duration: float) -> int:
+def demo(listen: str, duration: float, cluster: str = "demo") -> int:
     """Start the replay cluster and kubebridge on loopback; serve until Ctrl-C or `duration`."""
     logs.setup("info", "text")
     try:
-        return asyncio.run(_demo(listen, duration))
+        return asyncio.run(_demo(listen, duration, cluster))
     except KeyboardInterrupt:
         return 0
 
 
-async def _demo(listen: str, duration: float) -> int:
+async def _demo(listen: str, duration: float, cluster_name: str) -> int:
     from exporter.replay.cluster import ReplayCluster
 
     with tempfile.TemporaryDirectory(prefix="kubebridge-demo-") as tmp:
@@ -96,7 +96,7 @@ async def _demo(listen: str, duration: float) -> int:
         token.write_text(secrets.token_urlsafe(32))
         cluster = ReplayCluster(Path(tmp), token)
         await cluster.start()
-        cfg = config_mod.parse(cluster.exporter_config(listen), env={})
+        cfg = config_mod.parse({**cluster.exporter_config(listen), "cluster": cluster_name}, env={})
         app = build_app(cfg)
         runner = web.AppRunner(app, shutdown_timeout=5.0)
         await runner.setup()

@@ -6,7 +6,7 @@ import aiohttp
 
 from exporter.config import CollectorConfig, Config, Endpoint
 from exporter.podindex import PodIndex
-from exporter.transform.labels import CommonLabels
+from exporter.labels import CommonLabels
 from exporter.upstream import TLS, TokenSource, Upstream
 
 

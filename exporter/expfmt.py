@@ -2,7 +2,7 @@
 
 Internally every family is kept in text-format 0.0.4 form: a name, a type, HELP text (0.0.4
 escaping) and the sample lines as bytes, without newline. Upstream bytes that did not change are
-never re-encoded; the fast path in `pipeline.py` relies on that. OpenMetrics is converted at the
+never re-encoded; the engine's replay (`transform/plan.py`) relies on that. OpenMetrics is converted at the
 edges: on input (counter `_total` families, `_created` series, seconds timestamps, exemplars) and
 on output (`encode_openmetrics`).
 """
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from collections.abc import Set as AbstractSet
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from exporter.errors import ParseError
 
@@ -206,6 +207,46 @@ def parse_line(line: bytes, openmetrics: bool = False) -> Sample:
         elif not _TS_MS.match(ts):
             raise ParseError(f"bad timestamp {ts[:40]!r}")
     return Sample(name.decode(), parse_labels(labels) if labels else (), value, ts)
+
+
+class Comment(NamedTuple):
+    """A HELP or TYPE line: the family it names, and its HELP text (unescaped) or type."""
+
+    keyword: str
+    name: str
+    text: str
+
+
+_BLANK_RUN = re.compile(r"[ \t]+")
+_HELP_ESCAPES = {"\\\\": "\\", "\\n": "\n"}
+_OM_HELP_ESCAPES = {**_HELP_ESCAPES, '\\"': '"'}
+
+
+def parse_comment(line: bytes, openmetrics: bool = False) -> Comment | None:
+    """A comment line without its '#': HELP or TYPE, else None (plain comments, OpenMetrics'
+    UNIT). ParseError for a bad metric name or type. An OpenMetrics counter's TYPE names the
+    family with its `_total`, as 0.0.4 does."""
+    parts = _BLANK_RUN.split(line.decode("utf-8", "replace").lstrip(" \t"), 2)
+    if len(parts) < 2 or parts[0] not in ("HELP", "TYPE"):
+        return None
+    keyword, name, rest = parts[0], parts[1], (parts[2] if len(parts) > 2 else "")
+    if not METRIC_NAME.match(name):
+        raise ParseError("bad metric name in HELP/TYPE")
+    if keyword == "HELP":
+        return Comment(keyword, name, _unescape_help(rest, openmetrics))
+    kind = OM_TYPES.get(rest) if openmetrics else (rest if rest in TYPES else None)
+    if kind is None:
+        raise ParseError(f"unknown type {rest!r}")
+    return Comment(keyword, name + "_total" if openmetrics and rest == "counter" else name, kind)
+
+
+def _unescape_help(text: str, openmetrics: bool) -> str:
+    """HELP text as written, unescaped: 0.0.4 escapes backslash and newline (any other
+    backslash stands for itself), OpenMetrics also the double quote."""
+    if "\\" not in text:
+        return text
+    table = _OM_HELP_ESCAPES if openmetrics else _HELP_ESCAPES
+    return re.sub(r"\\.?", lambda m: table.get(m.group(0), m.group(0)), text, flags=re.S)
 
 
 def escape_help(text: str) -> str:

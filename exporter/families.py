@@ -16,7 +16,7 @@ from exporter.expfmt import Family, escape_help
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
 from exporter.transform.hooks import Pairs, PodKey
-from exporter.transform.labels import CommonLabels
+from exporter.labels import CommonLabels
 from exporter.transform.result import Result
 
 

@@ -14,7 +14,7 @@ from exporter.errors import NoDataError, NotPermittedError, ParseError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.registry import Collector
-from exporter.transform.labels import CommonLabels
+from exporter.labels import CommonLabels
 from exporter.upstream import UpstreamError
 
 log = logging.getLogger("kubebridge.runner")

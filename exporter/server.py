@@ -20,7 +20,7 @@ from exporter.expfmt import (OPENMETRICS_TYPE, TEXT_TYPE, Family, encode_openmet
                              wants_openmetrics)
 from exporter.families import Builder, Metric
 from exporter.merge import merge
-from exporter.transform.labels import CommonLabels
+from exporter.labels import CommonLabels
 from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import Background, get

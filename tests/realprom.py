@@ -36,9 +36,10 @@ def wait_http(url: str, deadline: float = 30.0) -> None:
 
 
 @contextmanager
-def demo(port: int) -> Iterator[subprocess.Popen]:
+def demo(port: int, cluster: str = "demo") -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}",
-                             "--duration", "120"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "--duration", "180", "--cluster", cluster],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         yield proc

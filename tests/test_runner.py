@@ -6,7 +6,7 @@ import asyncio
 from exporter.errors import NoDataError, NotPermittedError
 from exporter.expfmt import Family, encode_text
 from exporter.runner import Source, collect_all, self_metrics
-from exporter.transform import CommonLabels
+from exporter.labels import CommonLabels
 
 
 class Fake:

@@ -5,8 +5,7 @@ See docs/architecture.md for the path of one sample.
 """
 from exporter.transform.engine import Options, Transformer
 from exporter.transform.hooks import EVERYTHING, NOTHING, Changes, NoHook, Pairs, PodKey, SeriesHook
-from exporter.transform.labels import CommonLabels, Finished
 from exporter.transform.result import BadLine, Result
 
-__all__ = ["BadLine", "Changes", "CommonLabels", "EVERYTHING", "Finished", "NOTHING", "NoHook", "Options",
-           "Pairs", "PodKey", "Result", "SeriesHook", "Transformer"]
+__all__ = ["BadLine", "Changes", "EVERYTHING", "NOTHING", "NoHook", "Options", "Pairs", "PodKey", "Result",
+           "SeriesHook", "Transformer"]

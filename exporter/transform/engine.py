@@ -19,7 +19,7 @@ from exporter import relabel
 from exporter.podindex import PodIndex
 from exporter.transform import plan as replay
 from exporter.transform.hooks import NoHook, SeriesHook
-from exporter.transform.labels import CommonLabels
+from exporter.labels import CommonLabels
 from exporter.transform.result import Result
 from exporter.transform.rewrite import LabelRewriter
 from exporter.transform.scan import Scanner

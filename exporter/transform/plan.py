@@ -1,7 +1,7 @@
 """The replay: a payload shaped exactly like the last clean one, rewritten at C speed.
 
 Between two scrapes an upstream usually serves the same series in the same order with new
-values. After a clean scan (see scan.Scan.clean) a `Plan` records, by line position, what each
+values. After a clean scan (nothing irregular, see scan.Scanner) a `Plan` records, by line position, what each
 line must start with (its series head, or the whole line for comments and blank lines) and an
 output template (name, label piece, value, newline per emitted series) of which only the
 values change. The next payload is checked against the plan and rewritten with map/compress/

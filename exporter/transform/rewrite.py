@@ -18,7 +18,7 @@ from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
 from exporter.transform.hooks import Pairs, PodKey, SeriesHook
 from exporter.transform import values
-from exporter.transform.labels import CommonLabels
+from exporter.labels import CommonLabels
 
 
 class Rewrite(NamedTuple):

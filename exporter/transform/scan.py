@@ -8,19 +8,19 @@ Each sample line is, in order of cost:
    rewriter's cache (or made once: rewrite.LabelRewriter);
 3. precise: anything else (other whitespace, escapes that fool the split, samples outside
    their family, renamed series) goes through the precise parser, uncached.
-Values are validated in bulk at the end; a line whose value fails is parsed precisely once
-more, then dropped and counted if it still fails. Duplicate output series keep the last.
+Then one repair step: stray histogram and summary series join their family, values are
+validated in bulk (a line whose value fails is parsed precisely once more, then dropped and
+counted if it still fails), and duplicate output series keep the last.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from itertools import compress, count, repeat
-from operator import is_, is_not, itemgetter
+from itertools import compress, repeat
+from operator import is_, itemgetter
 from typing import NamedTuple
 
 from exporter.errors import ParseError
-from exporter.expfmt import METRIC_NAME, OM_TYPES, TYPES, Family, escape_help, parse_line
+from exporter.expfmt import METRIC_NAME, Family, escape_help, parse_comment, parse_line
 from exporter.transform import values
 from exporter.transform.hooks import SeriesHook
 from exporter.transform.plan import Counts, Plan, PlannedFamily
@@ -34,12 +34,28 @@ _BLANKS = (b" ", b"\t", b"")
 @dataclass
 class Positions:
     """What a scan saw at each line position, for the next one to predict with: the head a
-    sample line started with (None: look again), its output name and its rewrite (None for
-    comments and blank lines)."""
+    sample line started with (the whole line for comments and blanks; None: look again), its
+    output name and its rewrite (None for comments, blank and bad lines)."""
 
     heads: list[bytes | None] = field(default_factory=list)
     names: list[bytes | None] = field(default_factory=list)
     rewrites: list[Rewrite | None] = field(default_factory=list)
+
+
+@dataclass
+class Scan:
+    """One pass: its Positions, and per position what followed the head and the family the
+    line belongs to; the families by name; whether a replay could repeat it."""
+
+    now: Positions = field(default_factory=Positions)
+    rests: list[bytes] = field(default_factory=list)
+    fams: list[Family | None] = field(default_factory=list)
+    families: dict[str, Family] = field(default_factory=dict)
+    irregular: bool = False
+
+    def emitted(self) -> list[int]:
+        """The positions of the series that go out."""
+        return [p for p, r in enumerate(self.now.rewrites) if r is not None and r.piece is not None]
 
 
 class Precise(NamedTuple):
@@ -49,20 +65,6 @@ class Precise(NamedTuple):
     name: bytes
     rewrite: Rewrite
     rest: bytes
-
-
-@dataclass
-class Scan:
-    """One pass: per position (Positions plus what followed each head), per emitted series
-    its position and family, and where each family block starts among the emitted."""
-
-    now: Positions
-    rests: list[bytes] = field(default_factory=list)
-    at: list[int] = field(default_factory=list)           # emitted series -> position
-    family: list[Family] = field(default_factory=list)    # emitted series -> family
-    spans: list[tuple[Family, int]] = field(default_factory=list)
-    families: dict[str, Family] = field(default_factory=dict)
-    irregular: bool = False  # something a replay cannot repeat: no plan from this scan
 
 
 class Scanner:
@@ -86,16 +88,15 @@ class Scanner:
         """Scan a text-format payload into res.families; returns a plan when a replay can
         repeat this scan."""
         last, rw = self.last, self.rewriter
-        now = Positions()
-        st = Scan(now)
-        heads, names, rewrites, rests = now.heads, now.names, now.rewrites, st.rests
-        at, fam_of, spans = st.at, st.family, st.spans
+        st = Scan()
+        heads, names, rewrites, rests, fams = st.now.heads, st.now.names, st.now.rewrites, st.rests, st.fams
         predict = len(last.heads) == len(lines) and _same_comments(lines, last)
         cur: Family | None = None
         lane: dict[bytes, Rewrite] = {}
         key = Lane(None)
         owned: dict[bytes, bool] = {}
         by_name = rw.by_name
+        head: bytes | None
         for pos, line in enumerate(lines):
             if line[:1] in _BLANKS[:2] and line.lstrip(b" \t")[:1] in b"#":
                 line = line.lstrip(b" \t")  # an indented comment, or a line of blanks
@@ -106,57 +107,40 @@ class Scanner:
                     if fam is not None:  # (a TYPE may change what the family owns)
                         cur, owned, key = fam, {}, self.lane_of(fam)
                         lane = rw.lane(key)
-                heads.append(line)
-                names.append(None)
-                rewrites.append(None)
-                rests.append(b"")
-                continue
-            if predict:
-                head = last.heads[pos]
-                if head is not None and line.startswith(head):
-                    r = last.rewrites[pos]
-                    heads.append(head)
-                    names.append(last.names[pos])
-                    rewrites.append(r)
-                    rests.append(line[len(head):])
-                    if r is not None and r.piece is not None:
-                        at.append(pos)
-                        fam_of.append(cur)  # type: ignore[arg-type]  # (a predicted line had one)
-                        if not spans or spans[-1][0] is not cur:
-                            spans.append((cur, len(at) - 1))  # type: ignore[arg-type]
+                head, nm, r, rest = line, None, None, b""
+            elif predict and (head := last.heads[pos]) is not None and line.startswith(head):
+                nm, r, rest = last.names[pos], last.rewrites[pos], line[len(head):]
+            else:
+                i = line.find(b"{")
+                if i > 0:  # `name{text} rest`
+                    k = line.rfind(b"} ") + 2
+                    split = k - 2 > i
+                    nm, text = line[:i], line[i + 1:k - 2]
+                else:  # `name rest`
+                    k = line.find(b" ") + 1
+                    split = i < 0 and k > 1
+                    nm, text = line[:k - 1], b""
+                ok = owned.get(nm)
+                if ok is None and cur is not None:
+                    ok = owned[nm] = METRIC_NAME.match(nm.decode("latin-1")) is not None and cur.owns(
+                        nm.decode())
+                r = None
+                if split and ok and line[k:k + 1] not in _BLANKS:
+                    r = lane.get(nm + b"{" + text if by_name else text)
+                    if r is None:
+                        try:
+                            r = rw.text(key, nm, text)
+                        except ParseError:
+                            r = None
+                if r is None or r.renamed is not None:
+                    self._precise(line, cur, st, res)
                     continue
-            i = line.find(b"{")
-            if i > 0:  # `name{text} rest`
-                k = line.rfind(b"} ") + 2
-                split = k - 2 > i
-                nm, text = line[:i], line[i + 1:k - 2]
-            else:  # `name rest`
-                k = line.find(b" ") + 1
-                split = i < 0 and k > 1
-                nm, text = line[:k - 1], b""
-            ok = owned.get(nm)
-            if ok is None and cur is not None:
-                ok = owned[nm] = METRIC_NAME.match(nm.decode("latin-1")) is not None and cur.owns(nm.decode())
-            r = None
-            if split and ok and line[k:k + 1] not in _BLANKS:
-                r = lane.get(nm + b"{" + text if by_name else text)
-                if r is None:
-                    try:
-                        r = rw.text(key, nm, text)
-                    except ParseError:
-                        r = None
-            if r is None or r.renamed is not None:
-                self._precise(line, pos, cur, st, res)
-                continue
-            heads.append(line[:k])
+                head, rest = line[:k], line[k:]
+            heads.append(head)
             names.append(nm)
             rewrites.append(r)
-            rests.append(line[k:])
-            if r.piece is not None:
-                at.append(pos)
-                fam_of.append(cur)  # type: ignore[arg-type]  # (ok: owned by cur)
-                if not spans or spans[-1][0] is not cur:
-                    spans.append((cur, len(at) - 1))  # type: ignore[arg-type]
+            rests.append(rest)
+            fams.append(cur)
         return self._finish(lines, st, res)
 
     def openmetrics(self, lines: list[bytes], res: Result) -> None:
@@ -166,36 +150,36 @@ class Scanner:
             end -= 1
         if not end or lines[end - 1].rstrip(b"\r") != b"# EOF":
             raise ParseError("OpenMetrics payload does not end with '# EOF' (truncated?)")
-        st = Scan(Positions())
+        st = Scan(irregular=True)
         cur: Family | None = None
-        for pos, line in enumerate(lines[:end - 1]):
+        for line in lines[:end - 1]:
             if line.startswith(b"#"):
                 res.series_in -= 1
                 cur = header(line[1:], cur, st.families, True, res)
-                st.now.heads.append(line)
-                st.now.names.append(None)
-                st.now.rewrites.append(None)
-                st.rests.append(b"")
+                self._record(st, line, None, None, b"", cur)
             else:
-                self._precise(line, pos, cur, st, res, openmetrics=True)
+                self._precise(line, cur, st, res, openmetrics=True)
         res.series_in -= len(lines) - end + 1
-        st.irregular = True
         self._finish(lines, st, res)
 
-    def _precise(self, line: bytes, pos: int, cur: Family | None, st: Scan, res: Result,
+    @staticmethod
+    def _record(st: Scan, head: bytes | None, name: bytes | None, r: Rewrite | None, rest: bytes,
+                fam: Family | None) -> None:
+        st.now.heads.append(head)
+        st.now.names.append(name)
+        st.now.rewrites.append(r)
+        st.rests.append(rest)
+        st.fams.append(fam)
+
+    def _precise(self, line: bytes, cur: Family | None, st: Scan, res: Result,
                  openmetrics: bool = False) -> None:
-        """Record a line read by the precise parser at its position (or count it bad)."""
+        """Record a line read by the precise parser at the next position (or count it bad)."""
         st.irregular = True
         got = self._parse(line, cur, st.families, res, openmetrics)
-        st.now.heads.append(None)
-        st.now.names.append(got.name if got else None)
-        st.now.rewrites.append(got.rewrite if got else None)
-        st.rests.append(got.rest if got else b"")
-        if got is not None and got.rewrite.piece is not None:
-            st.at.append(pos)
-            st.family.append(got.family)
-            if not st.spans or st.spans[-1][0] is not got.family:
-                st.spans.append((got.family, len(st.at) - 1))
+        if got is None:
+            self._record(st, None, None, None, b"", cur)
+        else:
+            self._record(st, None, got.name, got.rewrite, got.rest, got.family)
 
     def _parse(self, line: bytes, cur: Family | None, fams: dict[str, Family], res: Result,
                openmetrics: bool) -> Precise | None:
@@ -229,30 +213,21 @@ class Scanner:
         return Precise(fam, name.encode(), r, rest)
 
     def _finish(self, lines: list[bytes], st: Scan, res: Result) -> Plan | None:
-        """Validate values, drop duplicates, fill the families; the plan if the scan is clean."""
-        now, at = st.now, st.at
-        self._adopt(st)
-        vals = self._values(st)
-        if not values.all_valid(vals, self.stamped):
-            self._mend(lines, st, vals, res)
-            vals = self._values(st)
-        rws = [r for r in now.rewrites if r is not None]  # (a malformed line's is gone)
-        res.join_misses += sum(1 for r in rws if r.missed)
-        res.label_conflicts += sum(r.conflicts for r in rws)
-        res.dropped += sum(1 for r in rws if r.piece is None)
-        names = list(map(now.names.__getitem__, at))
-        pieces = [now.rewrites[p].piece for p in at]  # type: ignore[union-attr]
-        keys = list(zip(names, pieces))
-        if len(set(keys)) != len(keys):
-            self._dedupe(st, keys, res)
-            vals = self._values(st)
-            names = list(map(now.names.__getitem__, at))
-            pieces = [now.rewrites[p].piece for p in at]  # type: ignore[union-attr]
+        """Repair, fill the families; the plan if the scan was clean."""
+        now = st.now
+        at, vals = self._repair(lines, st, res)
+        family: list[Family] = [st.fams[p] for p in at]  # type: ignore[misc]  # (emitted: has one)
+        spans: list[tuple[Family, int]] = []  # (family, its block's first emitted series)
+        for k, fam in enumerate(family):
+            if not spans or spans[-1][0] is not fam:
+                spans.append((fam, k))
         template = [b"\n"] * (4 * len(at))
-        template[0::4], template[1::4], template[2::4] = names, pieces, vals  # type: ignore[assignment]
-        cuts = [(4 * a, 4 * b - 1) for (_, a), (_, b) in zip(st.spans, [*st.spans[1:], (None, len(at))])]
+        template[0::4] = list(map(now.names.__getitem__, at))  # type: ignore[arg-type]
+        template[1::4] = [now.rewrites[p].piece for p in at]  # type: ignore[union-attr,misc]
+        template[2::4] = vals
+        cuts = [(4 * a, 4 * b - 1) for (_, a), (_, b) in zip(spans, [*spans[1:], (None, len(at))])]
         blocks: dict[str, list[int]] = {}
-        for n, ((fam, _), (a, b)) in enumerate(zip(st.spans, cuts)):
+        for n, ((fam, _), (a, b)) in enumerate(zip(spans, cuts)):
             fam.lines.append(b"".join(template[a:b]))
             fam.stamped = self.stamped
             blocks.setdefault(fam.name, []).append(n)
@@ -270,65 +245,54 @@ class Scanner:
                                      for f in res.families], vals, self.stamped,
                     Counts(res.series_in, res.series_out, res.dropped, res.join_misses, res.label_conflicts))
 
-    @staticmethod
-    def _adopt(st: Scan) -> None:
-        """Series of a histogram or summary that came outside its block (before its TYPE, or
-        under another family) join its family: one name, one TYPE in the output."""
+    def _repair(self, lines: list[bytes], st: Scan, res: Result) -> tuple[list[int], list[bytes]]:
+        """The emitted positions and their output values, after the three repairs (each one
+        makes the scan irregular: no plan). Counts drops, join misses and label conflicts."""
+        now = st.now
+        # Series of a histogram or summary that came outside its block (before its TYPE, or
+        # under another family) join its family: one name, one TYPE in the output.
         owners = {f.name: o for f in st.families.values()
                   if (o := owner_of(f.name, st.families)) is not None and o is not f}
-        if not owners:
-            return
-        st.irregular = True
-        for name, owner in owners.items():
-            st.families[name] = owner
-        st.family[:] = [st.families[f.name] for f in st.family]
-        Scanner._keep(st, [True] * len(st.family))
+        if owners:
+            st.irregular = True
+            st.families.update(owners)
+            st.fams[:] = [f if f is None else owners.get(f.name, f) for f in st.fams]
+        at = st.emitted()
+        vals = self._values(st, at)
+        if not values.all_valid(vals, self.stamped):  # other whitespace fools the split
+            st.irregular = True
+            for p, val in zip(at, vals):
+                if not values.valid(val, self.stamped):
+                    got = self._parse(lines[p], st.fams[p], st.families, res, False)
+                    now.heads[p] = None
+                    now.rewrites[p] = got.rewrite if got is not None else None
+                    if got is not None:
+                        now.names[p], st.rests[p], st.fams[p] = got.name, got.rest, got.family
+            at = st.emitted()
+            vals = self._values(st, at)
+        rws = [r for r in now.rewrites if r is not None]
+        res.join_misses += sum(1 for r in rws if r.missed)
+        res.label_conflicts += sum(r.conflicts for r in rws)
+        res.dropped += sum(1 for r in rws if r.piece is None)
+        # Two lines, one output series (upstream duplicates, or a hook or rule that removed the
+        # labels that told them apart): keep the last, as Prometheus keeps one anyway.
+        keys = [(now.names[p], now.rewrites[p].piece) for p in at]  # type: ignore[union-attr]
+        last = {key: k for k, key in enumerate(keys)}
+        if len(last) != len(keys):
+            st.irregular = True
+            res.dropped += len(keys) - len(last)
+            for k, key in enumerate(keys):
+                if last[key] != k:
+                    now.heads[at[k]] = None  # look again: the twin may be gone next time
+            kept = sorted(last.values())
+            at, vals = [at[k] for k in kept], [vals[k] for k in kept]
+        return at, vals
 
-    def _values(self, st: Scan) -> list[bytes]:
+    def _values(self, st: Scan, at: list[int]) -> list[bytes]:
         """The emitted series' output values: what followed the head, without the timestamp
         unless timestamps are kept (a dropped timestamp is not validated)."""
-        rests = list(map(st.rests.__getitem__, st.at))
+        rests = list(map(st.rests.__getitem__, at))
         return rests if self.stamped else list(map(_FIRST, map(bytes.partition, rests, repeat(b" "))))
-
-    def _mend(self, lines: list[bytes], st: Scan, vals: list[bytes], res: Result) -> None:
-        """Some values failed the bulk check: read those lines precisely (other whitespace
-        fools the split), and drop what still fails."""
-        st.irregular = True
-        gone = set()
-        for k, val in enumerate(vals):
-            if values.valid(val, self.stamped):
-                continue
-            pos = st.at[k]
-            got = self._parse(lines[pos], st.family[k], st.families, res, False)
-            st.now.heads[pos] = None
-            st.now.rewrites[pos] = got.rewrite if got is not None else None
-            if got is None or got.rewrite.piece is None:
-                gone.add(k)
-                continue
-            st.now.names[pos], st.rests[pos] = got.name, got.rest
-            st.family[k] = got.family
-        self._keep(st, [k not in gone for k in range(len(st.at))])
-
-    def _dedupe(self, st: Scan, keys: list[tuple[bytes | None, bytes | None]], res: Result) -> None:
-        """Two lines, one output series (upstream duplicates, or a hook or rule that removed
-        the labels that told them apart): keep the last, as Prometheus keeps one anyway."""
-        last = {key: k for k, key in enumerate(keys)}
-        keep = [last[key] == k for k, key in enumerate(keys)]
-        res.dropped += keep.count(False)
-        for k in compress(count(), map(is_not, keep, repeat(True))):
-            st.now.heads[st.at[k]] = None  # look again: the twin may be gone next time
-        st.irregular = True
-        self._keep(st, keep)
-
-    @staticmethod
-    def _keep(st: Scan, keep: list[bool]) -> None:
-        """Keep the emitted series where `keep` is true; spans follow."""
-        st.at[:] = compress(st.at, keep)
-        st.family[:] = compress(st.family, keep)
-        st.spans[:] = []
-        for k, fam in enumerate(st.family):
-            if not st.spans or st.spans[-1][0] is not fam:
-                st.spans.append((fam, k))
 
 
 def _same_comments(lines: list[bytes], last: Positions) -> bool:
@@ -340,38 +304,28 @@ def _same_comments(lines: list[bytes], last: Positions) -> bool:
 def header(head: bytes, fam: Family | None, fams: dict[str, Family], openmetrics: bool,
            res: Result) -> Family | None:
     """A comment line (without its '#'): HELP and TYPE name the family that follows."""
-    parts = _BLANK_RUN.split(head.decode("utf-8", "replace").lstrip(" \t"), 2)
-    if len(parts) < 2 or parts[0] not in ("HELP", "TYPE"):
-        return fam  # a plain comment, or OpenMetrics' UNIT
-    name, rest = parts[1], (parts[2] if len(parts) > 2 else "")
-    if not METRIC_NAME.match(name):
-        res.bad(b"#" + head, "bad metric name in HELP/TYPE")
+    try:
+        comment = parse_comment(head, openmetrics)
+    except ParseError as exc:
+        res.bad(b"#" + head, str(exc))
         return fam
-    kind = None
-    if parts[0] == "TYPE":
-        kind = OM_TYPES.get(rest) if openmetrics else (rest if rest in TYPES else None)
-        if kind is None:
-            res.bad(b"#" + head, f"unknown type {rest!r}")
-            return fam
-        if openmetrics and rest == "counter":
-            name += "_total"  # OpenMetrics names the family without the sample suffix
+    if comment is None:
+        return fam
+    name = comment.name
     if openmetrics and fam is not None and fam.name == name + "_total":
         name = fam.name  # HELP after TYPE for an OpenMetrics counter
     cur = fams.get(name)
     if cur is None:
         owner = owner_of(name, fams)
         if owner is not None:  # `x_count` after summary `x`: one name, two TYPEs
-            res.bad(b"#" + head, f"{parts[0]} for {name}, a series of {owner.type} {owner.name}")
+            res.bad(b"#" + head, f"{comment.keyword} for {name}, a series of {owner.type} {owner.name}")
             return fam
         cur = fams[name] = Family(name)
-    if kind is not None:
-        cur.type = kind
+    if comment.keyword == "TYPE":
+        cur.type = comment.text
     elif cur.help is None:
-        cur.help = escape_help(_unescape_help(rest, openmetrics))
+        cur.help = escape_help(comment.text)
     return cur
-
-
-_BLANK_RUN = re.compile(r"[ \t]+")
 
 
 def owner_of(name: str, fams: dict[str, Family]) -> Family | None:
@@ -382,16 +336,3 @@ def owner_of(name: str, fams: dict[str, Family]) -> Family | None:
             if fam is not None and fam.owns(name):
                 return fam
     return None
-
-
-_HELP_ESCAPES = {"\\\\": "\\", "\\n": "\n"}
-_OM_HELP_ESCAPES = {**_HELP_ESCAPES, '\\"': '"'}
-
-
-def _unescape_help(text: str, openmetrics: bool) -> str:
-    """HELP text as written, unescaped: 0.0.4 escapes backslash and newline (any other
-    backslash stands for itself), OpenMetrics also the double quote."""
-    if "\\" not in text:
-        return text
-    table = _OM_HELP_ESCAPES if openmetrics else _HELP_ESCAPES
-    return re.sub(r"\\.?", lambda m: table.get(m.group(0), m.group(0)), text, flags=re.S)
