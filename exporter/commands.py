@@ -10,8 +10,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aiohttp import web
-
 from exporter import __version__, config as config_mod, logs
 from exporter.deps import Deps
 from exporter.expfmt import encode_openmetrics, encode_text
@@ -36,7 +34,7 @@ def run(cfg: config_mod.Config) -> int:
     if source is not None:
         app.middlewares.append(guard.middleware(source))
     try:
-        asyncio.run(serve_until_signal(app, host, port, source, lambda site: _started(cfg, site, source)))
+        asyncio.run(serve_until_signal(app, host, port, source, lambda url: _started(cfg, url, source)))
     except OSError as exc:  # the address is taken, or not ours
         log.error("cannot listen on %s: %s", cfg.listen_address, exc.strerror or exc)
         return 1
@@ -48,19 +46,19 @@ def start_message(cfg: config_mod.Config, url: str, source: WebConfigSource | No
     and node (the things an operator checks first)."""
     enabled = [c.name for c in cfg.enabled()]
     node_scoped = any(get(n).scope == "node" for n in enabled)
-    web = source.config if source is not None else None
+    wc = source.config if source is not None else None
     guard_text = ", ".join(x for x in (
-        "TLS" + (" with client certificates" if web and web.tls and web.tls.client_auth_type != "NoClientCert"
+        "TLS" + (" with client certificates" if wc and wc.tls and wc.tls.client_auth_type != "NoClientCert"
                  else "") if source is not None and source.tls_enabled else "",
-        "basic auth" if web and web.users else "") if x) or "no TLS, no auth"
+        "basic auth" if wc and wc.users else "") if x) or "no TLS, no auth"
     return (f"kubebridge {__version__} listening on {url}{cfg.telemetry_path} ({guard_text}); "
             f"collectors: {', '.join(enabled) or 'none'}; "
             f"kubelet: {cfg.kubelet.url if node_scoped else 'not used'}; "
             f"node: {cfg.node_name or 'unset'}; cluster: {cfg.cluster or 'unset'}")
 
 
-def _started(cfg: config_mod.Config, site: web.TCPSite, source: WebConfigSource | None) -> None:
-    log.info("%s", start_message(cfg, site.name, source))
+def _started(cfg: config_mod.Config, url: str, source: WebConfigSource | None) -> None:
+    log.info("%s", start_message(cfg, url, source))
 
 
 def _line_no(payload: bytes, line: bytes) -> int:
@@ -136,10 +134,9 @@ async def _demo(listen: str, duration: float, source: WebConfigSource | None) ->
             if source is not None:
                 app.middlewares.append(guard.middleware(source))
 
-            def started(site: web.TCPSite) -> None:
-                _started(cfg, site, source)
-                print(f"kubebridge demo: metrics at {site.name}/metrics, landing page at {site.name}/",
-                      flush=True)
+            def started(url: str) -> None:
+                _started(cfg, url, source)
+                print(f"kubebridge demo: metrics at {url}/metrics, landing page at {url}/", flush=True)
                 for what, url in cluster.urls().items():
                     print(f"  replay {what}: {url}", flush=True)
 

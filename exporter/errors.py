@@ -1,6 +1,7 @@
 """Error types shared by the framework and the collectors."""
 from __future__ import annotations
 
+import os
 import re
 import ssl
 
@@ -56,8 +57,12 @@ def describe(exc: BaseException) -> str:
         text = f"TLS certificate of {exc.host}:{exc.port} not accepted: {why}"
     elif isinstance(exc, aiohttp.ClientConnectorError):
         os_error = exc.os_error
-        why = (getattr(os_error, "reason", None) if isinstance(os_error, ssl.SSLError) else None) \
-            or os_error.strerror or str(os_error) or os_error.__class__.__name__
+        if isinstance(os_error, ssl.SSLError):
+            why = os_error.reason or os_error.__class__.__name__
+        elif os_error.errno:  # (asyncio's strerror is "Connect call failed (address)")
+            why = os.strerror(os_error.errno)
+        else:
+            why = str(os_error) or os_error.__class__.__name__
         text = f"cannot connect to {exc.host}:{exc.port}: {why}"
     elif isinstance(exc, TimeoutError):
         text = "timed out"

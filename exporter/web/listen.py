@@ -122,17 +122,25 @@ def site(runner: web.BaseRunner, host: str, port: int, source: WebConfigSource |
     return web.TCPSite(runner, host or None, port)
 
 
+def url(host: str, port: int, source: WebConfigSource | None) -> str:
+    """The base URL a listener on host:port serves."""
+    scheme = "https" if source is not None and source.tls_enabled else "http"
+    shown = f"[{host}]" if ":" in host else (host or "0.0.0.0")
+    return f"{scheme}://{shown}:{port}"
+
+
 async def serve_until_signal(app: web.Application, host: str, port: int,
-                             source: WebConfigSource | None, started: Callable[[web.TCPSite], None],
+                             source: WebConfigSource | None, starting: Callable[[str], None],
                              duration: float = 0.0) -> None:
     """Serve until SIGTERM/SIGINT (or `duration` seconds); shutdown stays well inside
-    Kubernetes' 30 s grace period."""
+    Kubernetes' 30 s grace period. `starting(url)` is called before anything else runs (the
+    start line comes first in the log), and an address that cannot be bound follows it."""
+    starting(url(host, port, source))
     runner = web.AppRunner(app, shutdown_timeout=5.0, access_log=None, handle_signals=False)
     await runner.setup()
     s = site(runner, host, port, source)
     try:
         await s.start()
-        started(s)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
