@@ -68,4 +68,9 @@ def describe(exc: BaseException) -> str:
         text = "timed out"
     else:
         text = str(exc) or exc.__class__.__name__
-    return _REPR.sub(lambda m: m.group(1).rsplit(".", 1)[-1], " ".join(text.split()))
+    return scrub_reprs(" ".join(text.split()))
+
+
+def scrub_reprs(text: str) -> str:
+    """`<ssl.SSLContext object at 0x7f…>` -> `SSLContext`."""
+    return _REPR.sub(lambda m: m.group(1).rsplit(".", 1)[-1], text)

@@ -80,9 +80,9 @@ def _source_row(s: Source, now: float) -> str:
     return (f'<tr class="source" data-collector="{e(s.name)}"><td>{e(s.name)}</td>'
             f'<td class="status {e(status)}">{e(shown)}</td><td class="reason">{reason}</td>'
             f'<td class="detail">{detail}</td><td class="last-ok">{_ago(s.last_ok, now)}</td>'
-            f'<td class="num series-in">{_num(stats, "series_in")}</td>'
-            f'<td class="num series-out">{_num(stats, "series_out")}</td>'
-            f'<td class="num duration">{duration}</td></tr>')
+            f'<td class="series-in num">{_num(stats, "series_in")}</td>'
+            f'<td class="series-out num">{_num(stats, "series_out")}</td>'
+            f'<td class="duration num">{duration}</td></tr>')
 
 
 def _pod_index(index: PodIndex | None, now: float) -> str:
