@@ -18,7 +18,8 @@ from exporter.replay.kubelet import ReplayKubelet
 from exporter.server import build_app
 from tests.realprom import free_port
 
-ARTIFACTS = Path(os.environ.get("KUBEBRIDGE_TEST_ARTIFACTS", Path(__file__).parent.parent / "tmp" / "artifacts"))
+ARTIFACTS = Path(os.environ.get("KUBEBRIDGE_TEST_ARTIFACTS",
+                                Path(__file__).parent.parent / "tmp" / "artifacts"))
 
 
 def chromium() -> str:
