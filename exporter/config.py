@@ -164,10 +164,10 @@ def http_url(raw: Any, path: str) -> str:
     return raw.rstrip("/")
 
 
-def port_number(raw: str, path: str) -> int:
-    """A TCP port: ASCII digits, 1..65535."""
-    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= 65535:
-        raise ConfigError(path, f"port {raw!r} out of range (1-65535)")
+def port_number(raw: str, path: str, lowest: int = 1) -> int:
+    """A TCP port: ASCII digits, `lowest`..65535 (a listener may ask for 0: any free port)."""
+    if not (raw.isascii() and raw.isdigit()) or not lowest <= int(raw) <= 65535:
+        raise ConfigError(path, f"port {raw!r} out of range ({lowest}-65535)")
     return int(raw)
 
 
@@ -286,7 +286,7 @@ def listen_address(raw: str, path: str = "listen_address") -> str:
     m = re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s\[\]]*):([^:]*)$", raw)
     if not m:
         raise ConfigError(path, "must be HOST:PORT (e.g. 0.0.0.0:9500)")
-    port_number(m.group(2), path)
+    port_number(m.group(2), path, lowest=0)
     return raw
 
 

@@ -234,16 +234,10 @@ async def _fetch_pods(deps: Deps) -> dict:
     return parse_podlist(json.loads(resp.body))
 
 
-def serve(app: web.Application, host: str, port: int) -> None:
-    """Run until SIGTERM/SIGINT; shutdown stays well inside Kubernetes' 30 s grace period."""
-    web.run_app(app, host=host or None, port=port, shutdown_timeout=5.0, access_log=None,
-                print=lambda *a: None, handle_signals=True)
-
-
 def split_address(addr: str) -> tuple[str, int]:
     """`host:port` -> (host, port); `[::1]:9500` works too."""
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)
 
 
-__all__: Sequence[str] = ["build_app", "serve", "split_address", "State", "STATE"]
+__all__: Sequence[str] = ["build_app", "split_address", "State", "STATE"]
