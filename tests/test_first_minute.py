@@ -74,3 +74,37 @@ def test_one_spelling_of_the_listen_flag():
     assert run.listen_address == "0.0.0.0:9100"
     demo_help = parser()._subparsers._group_actions[0].choices["demo"].format_help()  # type: ignore[union-attr]
     assert "--web.listen-address" in demo_help and "--listen " not in demo_help
+
+
+async def test_describe_a_real_tls_connection_error():
+    # The original symptom: aiohttp's message for a refused HTTPS connection names the context
+    # object (`ssl:<ssl.SSLContext object at 0x…>`).
+    import ssl
+
+    import aiohttp
+
+    from exporter.errors import describe
+    port = free_port()
+    async with aiohttp.ClientSession() as session:
+        try:
+            await session.get(f"https://127.0.0.1:{port}/pods", ssl=ssl.create_default_context())
+        except aiohttp.ClientConnectorError as exc:
+            assert "object at 0x" in str(exc)  # (what used to be logged)
+            assert describe(exc) == f"cannot connect to 127.0.0.1:{port}: Connection refused"
+        else:
+            raise AssertionError("nothing listens there")
+
+
+def test_log_filter_scrubs_reprs_from_any_logger(capsys):
+    import logging
+
+    from exporter import logs
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.setup("info", "text")
+        logging.getLogger("aiohttp.client").warning("Cannot connect ssl:%s [x]", object())
+        err = capsys.readouterr().err
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    assert "ssl:object [x]" in err and "0x" not in err, err

@@ -68,7 +68,7 @@ class _Handshake(asyncio.Protocol):
         except asyncio.CancelledError:
             transport.close()
             raise
-        except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
+        except Exception as exc:  # a failed handshake ends this connection only
             log.debug("TLS handshake from %s failed: %s", transport.get_extra_info("peername"),
                       exc.__class__.__name__)
             transport.close()
