@@ -179,3 +179,37 @@ def test_a_bad_web_config_stops_the_start(tmp_path, pki):
     assert out.returncode == 2, out
     assert "tls_server_config: missing one of key or key_file" in out.stderr
     assert "basic_auth_users.alice: not a bcrypt hash" in out.stderr
+
+
+def test_versions_and_cipher_suites(tmp_path, pki):
+    doc = {"tls_server_config": {
+        "cert_file": str(pki.cert_file), "key_file": str(pki.key_file), "max_version": "TLS12",
+        "cipher_suites": ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+                          "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"]}}
+    web = write_web_config(tmp_path / "web.yml", doc)
+    with kubebridge(tmp_path, "--collector.disable-defaults", web_config=web) as kb:
+        conn = http.client.HTTPSConnection("127.0.0.1", kb.port, context=client_context(pki), timeout=10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        tls = conn.sock
+        assert isinstance(tls, ssl.SSLSocket)
+        assert tls.version() == "TLSv1.2"
+        cipher = tls.cipher()
+        assert cipher is not None and "AES256-GCM-SHA384" in cipher[0], cipher
+        conn.close()
+        # A client that only offers other TLS 1.2 suites is refused.
+        narrow = client_context(pki)
+        narrow.maximum_version = ssl.TLSVersion.TLSv1_2
+        narrow.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            get(f"https://{kb.base}/healthz", narrow)
+    # min_version TLS13 refuses a TLS 1.2 client.
+    doc["tls_server_config"] = {"cert_file": str(pki.cert_file), "key_file": str(pki.key_file),
+                                "min_version": "TLS13"}
+    write_web_config(web, doc)
+    with kubebridge(tmp_path, "--collector.disable-defaults", web_config=web) as kb:
+        old = client_context(pki)
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            get(f"https://{kb.base}/healthz", old)
+        assert get(f"https://{kb.base}/healthz", client_context(pki)).status == 200
