@@ -27,7 +27,7 @@ import aiohttp
 from collectors import _docker as dp
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
-from exporter.errors import NoDataError
+from exporter.errors import NoDataError, describe
 from exporter.expfmt import Family
 from exporter.families import Builder, PodLabels
 from exporter.transform import Result
@@ -197,7 +197,7 @@ class DockerCollector:
                     log.debug("docker events: %s", exc)
                 # A background loop must outlive any failure (the runner only guards collect()).
                 except Exception as exc:
-                    log.warning("docker events stream failed (%s); retrying in %.1fs", exc, delay)
+                    log.warning("docker events stream failed (%s); retrying in %.1fs", describe(exc), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
         finally:

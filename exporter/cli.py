@@ -5,16 +5,29 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from exporter import __version__, config as config_mod, plugins
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, ConfigErrors
 from exporter.registry import registrations
+
+
+def _web_flags(p: argparse.ArgumentParser, listen_default: str | None = None) -> None:
+    p.add_argument("--web.listen-address", dest="listen_address", default=listen_default,
+                   help="HOST:PORT to serve on" + (f" (default {listen_default})" if listen_default else ""))
+    p.add_argument("--web.config.file", dest="web_config_file",
+                   help="exporter-toolkit web config: TLS, basic auth, headers (node_exporter's format)")
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML config file")
-    p.add_argument("--web.listen-address", dest="listen_address", help="HOST:PORT to serve on")
+    _web_flags(p)
+    p.add_argument("--web.telemetry-path", dest="telemetry_path",
+                   help="path of the metrics (default /metrics)")
+    p.add_argument("--web.disable-exporter-metrics", dest="disable_exporter_metrics", action="store_true",
+                   default=None, help="leave out the process_* and python_* metrics of kubebridge itself")
+    p.add_argument("--collector.disable-defaults", dest="disable_defaults", action="store_true",
+                   help="run only the collectors enabled explicitly (flag or config file)")
     p.add_argument("--log.level", dest="log_level", choices=config_mod.LOG_LEVELS)
     p.add_argument("--log.format", dest="log_format", choices=("text", "json"))
     p.add_argument("--cluster", help="value of the `cluster` label on every series")
@@ -32,8 +45,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"kubebridge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     _run_flags(sub.add_parser("run", help="run the exporter"))
-    cc = sub.add_parser("check-config", help="validate a config file (exit 0 valid, 2 invalid)")
-    cc.add_argument("file", type=Path)
+    cc = sub.add_parser("check-config", help="validate a config file and/or a web config file, reporting "
+                        "every error (exit 0 valid, 2 invalid)")
+    cc.add_argument("file", type=Path, nargs="?")
+    cc.add_argument("--web.config.file", dest="web_config_file", type=Path)
     tf = sub.add_parser("transform", help="print the exposition for a saved payload, offline")
     tf.add_argument("--source", required=True, help="collector name (cadvisor, kubelet, probes, ...)")
     tf.add_argument("--pods", type=Path, help="kubelet /pods JSON to join with")
@@ -42,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
     tf.add_argument("--openmetrics", action="store_true", help="encode OpenMetrics instead of 0.0.4")
     tf.add_argument("payload", type=Path, nargs="+", help="the payload file(s)")
     dm = sub.add_parser("demo", help="run against the built-in replay cluster")
-    dm.add_argument("--listen", default="127.0.0.1:9500", help="HOST:PORT for kubebridge")
+    _web_flags(dm, "127.0.0.1:9500")
+    dm.add_argument("--listen", dest="listen_address", help=argparse.SUPPRESS)  # the old spelling
     dm.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C)")
     dm.add_argument("--cluster", default="demo", help="the cluster label of every series (default demo)")
     return p
@@ -50,8 +66,9 @@ def parser() -> argparse.ArgumentParser:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Flag values that override the file and environment."""
-    out: dict[str, Any] = {k: getattr(args, k) for k in ("listen_address", "log_level", "log_format",
-                                                          "cluster") if getattr(args, k, None)}
+    out: dict[str, Any] = {k: getattr(args, k) for k in (
+        "listen_address", "log_level", "log_format", "cluster", "web_config_file", "telemetry_path",
+        "disable_exporter_metrics", "disable_defaults") if getattr(args, k, None)}
     flags = {r.name: getattr(args, f"collector_{r.name}") for r in registrations()
              if getattr(args, f"collector_{r.name}", None) is not None}
     if flags:
@@ -65,9 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "check-config":
-            config_mod.load(args.file)
-            print(f"{args.file}: ok")
-            return 0
+            return check_config(args.file, args.web_config_file)
         if args.command == "run":
             from exporter.commands import run
             return run(config_mod.load(args.config, overrides=overrides(args)))
@@ -75,7 +90,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             from exporter.commands import transform
             return transform(args)
         from exporter.commands import demo
-        return demo(args.listen, args.duration, args.cluster)
+        return demo(args.listen_address, args.duration, args.web_config_file, args.cluster)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+
+
+def check_config(path: Path | None, web_path: Path | None) -> int:
+    """Validate both files, printing every error of each (the environment is not consulted)."""
+    from exporter.web import config as web_config
+
+    if path is None and web_path is None:
+        print("check-config: give a config file, --web.config.file, or both", file=sys.stderr)
+        return 2
+    status = 0
+    todo: list[tuple[Path, Callable[[Path], Any]]] = [(path, config_mod.load)] if path else []
+    todo += [(web_path, web_config.load)] if web_path else []
+    while todo:
+        what, check = todo.pop(0)
+        try:
+            got = check(what)
+            print(f"{what}: ok")
+            if isinstance(got, config_mod.Config) and got.web_config_file and web_path is None:
+                todo.append((Path(got.web_config_file), web_config.load))  # the one it names
+        except ConfigErrors as exc:
+            print(f"{what}: {len(exc.errors)} errors", file=sys.stderr)
+            for err in exc.errors:
+                print(f"  {err}", file=sys.stderr)
+            status = 2
+        except ConfigError as exc:
+            print(f"{what}: {exc}", file=sys.stderr)
+            status = 2
+    return status

@@ -4,30 +4,61 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import secrets
-import signal
 import sys
 import tempfile
 from pathlib import Path
 
-from aiohttp import web
-
-from exporter import config as config_mod, logs
+from exporter import __version__, config as config_mod, logs
 from exporter.deps import Deps
 from exporter.expfmt import encode_openmetrics, encode_text
 from exporter.merge import merge
 from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import Offline, get, registrations
-from exporter.server import build_app, serve, split_address
+from exporter.server import build_app, split_address
+from exporter.web import guard
+from exporter.web.listen import serve_until_signal
+from exporter.web.tls import WebConfigSource
+
+log = logging.getLogger("kubebridge")
 
 
 def run(cfg: config_mod.Config) -> int:
     """Serve until SIGTERM."""
     logs.setup(cfg.log_level, cfg.log_format)
+    source = WebConfigSource(cfg.web_config_file) if cfg.web_config_file else None
     host, port = split_address(cfg.listen_address)
-    serve(build_app(cfg), host, port)
+    app = build_app(cfg)
+    if source is not None:
+        app.middlewares.append(guard.middleware(source))
+    try:
+        asyncio.run(serve_until_signal(app, host, port, source, lambda url: _started(cfg, url, source)))
+    except OSError as exc:  # the address is taken, or not ours
+        log.error("cannot listen on %s: %s", cfg.listen_address, exc.strerror or exc)
+        return 1
     return 0
+
+
+def start_message(cfg: config_mod.Config, url: str, source: WebConfigSource | None) -> str:
+    """The one line a successful start logs: version, address, protection, collectors, kubelet
+    and node (the things an operator checks first)."""
+    enabled = [c.name for c in cfg.enabled()]
+    node_scoped = any(get(n).scope == "node" for n in enabled)
+    wc = source.config if source is not None else None
+    guard_text = ", ".join(x for x in (
+        "TLS" + (" with client certificates" if wc and wc.tls and wc.tls.client_auth_type != "NoClientCert"
+                 else "") if source is not None and source.tls_enabled else "",
+        "basic auth" if wc and wc.users else "") if x) or "no TLS, no auth"
+    return (f"kubebridge {__version__} listening on {url}{cfg.telemetry_path} ({guard_text}); "
+            f"collectors: {', '.join(enabled) or 'none'}; "
+            f"kubelet: {cfg.kubelet.url if node_scoped else 'not used'}; "
+            f"node: {cfg.node_name or 'unset'}; cluster: {cfg.cluster or 'unset'}")
+
+
+def _started(cfg: config_mod.Config, url: str, source: WebConfigSource | None) -> None:
+    log.info("%s", start_message(cfg, url, source))
 
 
 def _line_no(payload: bytes, line: bytes) -> int:
@@ -79,16 +110,17 @@ def transform(args: argparse.Namespace) -> int:
     return 1 if res.malformed else 0
 
 
-def demo(listen: str, duration: float, cluster: str = "demo") -> int:
+def demo(listen: str, duration: float, web_config_file: str | None = None, cluster: str = "demo") -> int:
     """Start the replay cluster and kubebridge on loopback; serve until Ctrl-C or `duration`."""
     logs.setup("info", "text")
+    source = WebConfigSource(web_config_file) if web_config_file else None
     try:
-        return asyncio.run(_demo(listen, duration, cluster))
+        return asyncio.run(_demo(listen, duration, source, cluster))
     except KeyboardInterrupt:
         return 0
 
 
-async def _demo(listen: str, duration: float, cluster_name: str) -> int:
+async def _demo(listen: str, duration: float, source: WebConfigSource | None, cluster_name: str) -> int:
     from exporter.replay.cluster import ReplayCluster
 
     with tempfile.TemporaryDirectory(prefix="kubebridge-demo-") as tmp:
@@ -96,25 +128,20 @@ async def _demo(listen: str, duration: float, cluster_name: str) -> int:
         token.write_text(secrets.token_urlsafe(32))
         cluster = ReplayCluster(Path(tmp), token)
         await cluster.start()
-        cfg = config_mod.parse({**cluster.exporter_config(listen), "cluster": cluster_name}, env={})
-        app = build_app(cfg)
-        runner = web.AppRunner(app, shutdown_timeout=5.0)
-        await runner.setup()
-        host, port = split_address(listen)
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        base = f"http://{listen}"
-        print(f"kubebridge demo: metrics at {base}/metrics, landing page at {base}/", flush=True)
-        for what, url in cluster.urls().items():
-            print(f"  replay {what}: {url}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await asyncio.wait_for(stop.wait(), duration or None)
-        except TimeoutError:
-            pass
-        await runner.cleanup()
-        await cluster.stop()
+            cfg = config_mod.parse({**cluster.exporter_config(listen), "cluster": cluster_name}, env={})
+            app = build_app(cfg)
+            if source is not None:
+                app.middlewares.append(guard.middleware(source))
+
+            def started(url: str) -> None:
+                _started(cfg, url, source)
+                print(f"kubebridge demo: metrics at {url}/metrics, landing page at {url}/", flush=True)
+                for what, url in cluster.urls().items():
+                    print(f"  replay {what}: {url}", flush=True)
+
+            host, port = split_address(listen)
+            await serve_until_signal(app, host, port, source, started, duration)
+        finally:
+            await cluster.stop()
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from exporter import relabel
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, ConfigErrors
 from exporter.pods import DEFAULT_ALLOWLIST, LabelPolicy
 from exporter.registry import Option, Registration, registrations
 
@@ -69,6 +69,11 @@ class Config:
     relabel_configs: tuple[relabel.Rule, ...] = ()
     kubelet: Endpoint = Endpoint("https://127.0.0.1:10250")
     collectors: Mapping[str, CollectorConfig] = field(default_factory=dict)
+    # The node_exporter-style web flags (also config keys): where /metrics is served, whether
+    # process_*/python_* are left out, and the exporter-toolkit web config (TLS, basic auth).
+    telemetry_path: str = "/metrics"
+    disable_exporter_metrics: bool = False
+    web_config_file: str = ""
 
     @property
     def label_policy(self) -> LabelPolicy:
@@ -81,11 +86,41 @@ class Config:
 
 
 def _unknown(keys: Mapping[str, Any], known: tuple[str, ...] | list[str], path: str) -> None:
+    errors = []
     for key in keys:
         if key not in known:
             hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(_join(path, str(key)), f"unknown key{extra}")
+            errors.append(ConfigError(_join(path, str(key)), f"unknown key{extra}"))
+    _raise(errors)
+
+
+def _raise(errors: list[ConfigError]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
+
+
+class _Errors:
+    """Collects every ConfigError of a section instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def check(self, fn: Any, *args: Any, default: Any = None) -> Any:
+        """fn(*args), or `default` with its error(s) recorded."""
+        try:
+            return fn(*args)
+        except ConfigErrors as exc:
+            self.errors.extend(exc.errors)
+        except ConfigError as exc:
+            self.errors.append(exc)
+        return default
+
+    def done(self) -> None:
+        """Raise what was collected (one error as itself, several as ConfigErrors)."""
+        _raise(self.errors)
 
 
 def _join(path: str, key: str) -> str:
@@ -117,10 +152,23 @@ def duration(raw: Any, path: str) -> float:
 
 
 def http_url(raw: Any, path: str) -> str:
-    """An http(s) URL with a host."""
+    """An http(s) URL with a host, and a port in 1..65535 if it names one."""
     if not isinstance(raw, str) or not re.match(r"^https?://[^/\s]+(/\S*)?$", raw):
         raise ConfigError(path, "not an http(s) URL")
+    authority = raw.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    host, sep, port = authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+    if sep:
+        port_number(port, path)
+    if not (host if sep else authority).strip("[]"):
+        raise ConfigError(path, "URL has no host")
     return raw.rstrip("/")
+
+
+def port_number(raw: str, path: str, lowest: int = 1) -> int:
+    """A TCP port: ASCII digits, `lowest`..65535 (a listener may ask for 0: any free port)."""
+    if not (raw.isascii() and raw.isdigit()) or not lowest <= int(raw) <= 65535:
+        raise ConfigError(path, f"port {raw!r} out of range ({lowest}-65535)")
+    return int(raw)
 
 
 def _typed(raw: Any, default: Any, path: str) -> Any:
@@ -145,13 +193,20 @@ def endpoint(raw: Any, path: str, default: Endpoint) -> Endpoint:
     """An `Endpoint` section; keys left out keep `default`'s values."""
     section = _map(raw, path)
     fields = Endpoint.__dataclass_fields__
-    _unknown(section, list(fields), path)
-    values = {k: _typed(v, getattr(default, k), _join(path, k)) for k, v in section.items()}
+    errs = _Errors()
+    errs.check(_unknown, section, list(fields), path)
+    values = {}
+    for k, v in section.items():
+        if k in fields:
+            got = errs.check(_typed, v, getattr(default, k), _join(path, k), default=errs)
+            if got is not errs:
+                values[k] = got
     if "url" in values:
-        values["url"] = http_url(values["url"], _join(path, "url"))
+        values["url"] = errs.check(http_url, values["url"], _join(path, "url"), default=default.url)
     for k in ("token_file", "ca_file", "cert_file", "key_file"):
         if values.get(k) and not Path(values[k]).exists():
-            raise ConfigError(_join(path, k), f"file not found: {values[k]}")
+            errs.errors.append(ConfigError(_join(path, k), f"file not found: {values[k]}"))
+    errs.done()
     url = values.get("url", default.url)
     if url.startswith("http://") and "token_file" not in values:
         # Plain http (the kubelet's read-only port): the default service-account token would
@@ -160,37 +215,48 @@ def endpoint(raw: Any, path: str, default: Endpoint) -> Endpoint:
     return replace(default, **values)
 
 
-def _collector(reg: Registration, raw: Any, path: str, env: Mapping[str, str]) -> CollectorConfig:
+def _collector(reg: Registration, raw: Any, path: str, env: Mapping[str, str],
+               default_enabled: bool) -> CollectorConfig:
     section = _map(raw, path)
     common = ("enabled", "relabel_configs", "timeout")
-    _unknown(section, [*common, *reg.options], path)
-    enabled = _typed(section.get("enabled", reg.default_enabled), True, _join(path, "enabled"))
-    rules = relabel.parse_rules(section.get("relabel_configs") or [], _join(path, "relabel_configs"))
-    timeout = duration(section["timeout"], _join(path, "timeout")) if "timeout" in section else 0.0
+    errs = _Errors()
+    errs.check(_unknown, section, [*common, *reg.options], path)
+    enabled = errs.check(_typed, section.get("enabled", default_enabled), True, _join(path, "enabled"),
+                         default=False)
+    rules = errs.check(relabel.parse_rules, section.get("relabel_configs") or [],
+                       _join(path, "relabel_configs"), default=())
+    timeout = errs.check(duration, section["timeout"], _join(path, "timeout"), default=0.0) \
+        if "timeout" in section else 0.0
     options: dict[str, Any] = {}
     for key, opt in reg.options.items():
-        kpath = _join(path, key)
-        value: Any  # an Endpoint, a tuple of them, or the option's plain value
-        if opt.kind == "endpoint":
-            value = endpoint(section.get(key), kpath, _endpoint_default(opt.default, env))
-        elif opt.kind == "endpoints":
-            items = section.get(key, opt.default)
-            if not isinstance(items, (list, tuple)):
-                raise ConfigError(kpath, "must be a list of endpoints")
-            members = tuple(endpoint(item, f"{kpath}[{i}]", Endpoint(""))
-                            if not isinstance(item, Endpoint) else item for i, item in enumerate(items))
-            bad = next((i for i, ep in enumerate(members) if not ep.url), None)
-            if bad is not None:
-                raise ConfigError(f"{kpath}[{bad}].url", "required")
-            value = members
-        else:
-            value = _typed(section[key], opt.default, kpath) if key in section else opt.default
-        if opt.kind == "value" and key in section and opt.check is not None:
-            problem = opt.check(value)
-            if problem:
-                raise ConfigError(kpath, problem)
-        options[key] = value
+        options[key] = errs.check(_option, key, opt, section, path, env, default=opt.default)
+    errs.done()
     return CollectorConfig(reg.name, enabled, rules, timeout, MappingProxyType(options))
+
+
+def _option(key: str, opt: Option, section: Mapping[str, Any], path: str, env: Mapping[str, str]) -> Any:
+    """One collector-specific option, validated."""
+    kpath = _join(path, key)
+    value: Any  # an Endpoint, a tuple of them, or the option's plain value
+    if opt.kind == "endpoint":
+        value = endpoint(section.get(key), kpath, _endpoint_default(opt.default, env))
+    elif opt.kind == "endpoints":
+        items = section.get(key, opt.default)
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(kpath, "must be a list of endpoints")
+        members = tuple(endpoint(item, f"{kpath}[{i}]", Endpoint(""))
+                        if not isinstance(item, Endpoint) else item for i, item in enumerate(items))
+        bad = next((i for i, ep in enumerate(members) if not ep.url), None)
+        if bad is not None:
+            raise ConfigError(f"{kpath}[{bad}].url", "required")
+        value = members
+    else:
+        value = _typed(section[key], opt.default, kpath) if key in section else opt.default
+    if opt.kind == "value" and key in section and opt.check is not None:
+        problem = opt.check(value)
+        if problem:
+            raise ConfigError(kpath, problem)
+    return value
 
 
 def _endpoint_default(ep: Endpoint, env: Mapping[str, str]) -> Endpoint:
@@ -205,61 +271,107 @@ def _endpoint_default(ep: Endpoint, env: Mapping[str, str]) -> Endpoint:
 
 TOP_KEYS = ("listen_address", "log_level", "log_format", "cluster", "node_name", "pod_namespace",
             "scrape_timeout", "pod_refresh_interval", "label_allowlist", "label_denylist",
-            "relabel_configs", "kubelet", "collectors")
+            "relabel_configs", "kubelet", "collectors", "telemetry_path",
+            "disable_exporter_metrics", "web_config_file")
 ENV = {  # environment variable -> top-level key
     "KUBEBRIDGE_LISTEN_ADDRESS": "listen_address", "KUBEBRIDGE_LOG_LEVEL": "log_level",
     "KUBEBRIDGE_LOG_FORMAT": "log_format", "KUBEBRIDGE_CLUSTER": "cluster",
     "NODE_NAME": "node_name", "POD_NAMESPACE": "pod_namespace",
 }
+_FLAG_ONLY = ("collectors", "disable_defaults")  # overrides that are not top-level keys
+
+
+def listen_address(raw: str, path: str = "listen_address") -> str:
+    """HOST:PORT (`[::1]:9500` too), the port in 1..65535."""
+    m = re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s\[\]]*):([^:]*)$", raw)
+    if not m:
+        raise ConfigError(path, "must be HOST:PORT (e.g. 0.0.0.0:9500)")
+    port_number(m.group(2), path, lowest=0)
+    return raw
+
+
+def telemetry_path(raw: str, path: str = "telemetry_path") -> str:
+    """An absolute URL path other than the probe and landing paths."""
+    if not re.match(r"^/[A-Za-z0-9._~/-]*$", raw) or raw in ("/", "/healthz", "/readyz"):
+        raise ConfigError(path, "must be a path like /metrics (not /, /healthz or /readyz)")
+    return raw
 
 
 def parse(doc: Any, env: Mapping[str, str] | None = None,
           overrides: Mapping[str, Any] | None = None) -> Config:
-    """Validate a loaded YAML document (plus environment and flag overrides)."""
+    """Validate a loaded YAML document (plus environment and flag overrides); every error is
+    reported at once (ConfigErrors when there are several)."""
     env = dict(os.environ if env is None else env)
+    over = dict(overrides or {})
     raw = dict(_map(doc, ""))
-    _unknown(raw, TOP_KEYS, "")
+    errs = _Errors()
+    errs.check(_unknown, raw, TOP_KEYS, "")
     for var, key in ENV.items():
         if env.get(var):
             raw[key] = env[var]
-    raw.update({k: v for k, v in (overrides or {}).items() if k != "collectors"})
-    base = Config()
+    raw.update({k: v for k, v in over.items() if k not in _FLAG_ONLY})
     values: dict[str, Any] = {}
-    for key in ("listen_address", "cluster", "node_name", "pod_namespace", "log_level", "log_format"):
+    for key in ("listen_address", "cluster", "node_name", "pod_namespace", "log_level", "log_format",
+                "telemetry_path", "web_config_file"):
         if key in raw:
-            values[key] = _typed(raw[key], "", key)
+            got = errs.check(_typed, raw[key], "", key, default=errs)
+            if got is not errs:
+                values[key] = got
     if values.get("log_level", "info") not in LOG_LEVELS:
-        raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+        errs.errors.append(ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}"))
+        values.pop("log_level")
     if values.get("log_format", "text") not in ("text", "json"):
-        raise ConfigError("log_format", "must be text or json")
-    listen = values.get("listen_address", base.listen_address)
-    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}$", listen):
-        raise ConfigError("listen_address", "must be HOST:PORT (e.g. 0.0.0.0:9500)")
+        errs.errors.append(ConfigError("log_format", "must be text or json"))
+        values.pop("log_format")
+    for key, check in (("listen_address", listen_address), ("telemetry_path", telemetry_path)):
+        if key in values and errs.check(check, values[key], default=errs) is errs:
+            values.pop(key)
+    if values.get("web_config_file") and not Path(values["web_config_file"]).is_file():
+        errs.errors.append(ConfigError("web_config_file", f"file not found: {values['web_config_file']}"))
+    if "disable_exporter_metrics" in raw:
+        values["disable_exporter_metrics"] = errs.check(
+            _typed, raw["disable_exporter_metrics"], False, "disable_exporter_metrics", default=False)
     for key in ("scrape_timeout", "pod_refresh_interval"):
         if key in raw:
-            values[key] = duration(raw[key], key)
+            got = errs.check(duration, raw[key], key, default=errs)
+            if got is not errs:
+                values[key] = got
     for key in ("label_allowlist", "label_denylist"):
         if key in raw:
-            values[key] = _typed(raw[key], (), key)
-    values["relabel_configs"] = relabel.parse_rules(raw.get("relabel_configs") or [], "relabel_configs")
+            got = errs.check(_typed, raw[key], (), key, default=errs)
+            if got is not errs:
+                values[key] = got
+    values["relabel_configs"] = errs.check(relabel.parse_rules, raw.get("relabel_configs") or [],
+                                           "relabel_configs", default=())
     kubelet_default = _endpoint_default(Endpoint("https://$NODE_IP:10250"), env)
     if env.get("KUBEBRIDGE_KUBELET_URL"):
         kubelet_default = replace(kubelet_default, url=env["KUBEBRIDGE_KUBELET_URL"])
-    values["kubelet"] = endpoint(raw.get("kubelet"), "kubelet", kubelet_default)
-    values["collectors"] = _collectors(raw.get("collectors"), env, (overrides or {}).get("collectors", {}))
+    values["kubelet"] = errs.check(endpoint, raw.get("kubelet"), "kubelet", kubelet_default,
+                                   default=kubelet_default)
+    values["collectors"] = errs.check(_collectors, raw.get("collectors"), env, over.get("collectors", {}),
+                                      over.get("disable_defaults") is True, default={})
+    errs.done()
     return Config(**values)
 
 
-def _collectors(raw: Any, env: Mapping[str, str], flags: Mapping[str, bool]) -> Mapping[str, CollectorConfig]:
+def _collectors(raw: Any, env: Mapping[str, str], flags: Mapping[str, bool],
+                disable_defaults: bool = False) -> Mapping[str, CollectorConfig]:
+    """Every registered collector's section. `disable_defaults` (`--collector.disable-defaults`):
+    only the collectors enabled explicitly, by flag or by `enabled: true`, run."""
     section = _map(raw, "collectors")
     regs = {r.name: r for r in registrations()}
-    _unknown(section, list(regs), "collectors")
+    errs = _Errors()
+    errs.check(_unknown, section, list(regs), "collectors")
     out = {}
     for name, reg in regs.items():
-        cfg = _collector(reg, section.get(name), f"collectors.{name}", env)
+        default_enabled = reg.default_enabled and not disable_defaults
+        cfg = errs.check(_collector, reg, section.get(name), f"collectors.{name}", env, default_enabled)
+        if cfg is None:
+            continue
         if name in flags:
             cfg = replace(cfg, enabled=flags[name])
         out[name] = cfg
+    errs.done()
     return MappingProxyType(out)
 
 

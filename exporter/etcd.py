@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from exporter.config import CollectorConfig, Endpoint
 from exporter.deps import Deps
-from exporter.errors import ConfigError, NoDataError
+from exporter.errors import ConfigError, NoDataError, describe
 from exporter.transform import Options, Result, SeriesHook, Transformer
 from exporter.registry import Option
 from exporter.upstream import Upstream
@@ -86,7 +86,7 @@ async def each_member(ups: dict[str, Upstream], fetch: Callable[[str, Upstream],
         except Exception as exc:  # isolation per member; cancellation still propagates
             leaf = _leaf(exc)
             level = logging.DEBUG if isinstance(leaf, NoDataError) else logging.WARNING
-            log.log(level, "etcd member %s: %s", name, leaf or type(leaf).__name__)
+            log.log(level, "etcd member %s: %s", name, describe(leaf))
             return leaf
     return list(zip(ups, await asyncio.gather(*(one(n, u) for n, u in ups.items()))))
 

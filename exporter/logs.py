@@ -6,6 +6,8 @@ import logging
 import sys
 import time
 
+from exporter.errors import scrub_reprs
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg (+ exc)."""
@@ -19,9 +21,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class NoObjectReprs(logging.Filter):
+    """A last line of defence: `<ssl.SSLContext object at 0x…>` in any message (aiohttp's,
+    a library's) becomes `SSLContext`. The framework's own messages use errors.describe."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if " object at 0x" in msg:
+            record.msg, record.args = scrub_reprs(msg), None
+        return True
+
+
 def setup(level: str = "info", fmt: str = "text") -> None:
     """Configure the root logger once."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(NoObjectReprs())
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

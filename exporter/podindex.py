@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from exporter.errors import NotPermittedError, describe
 from exporter.pods import LabelPolicy, PodMeta, pod_labels
 
 log = logging.getLogger("kubebridge.podindex")
@@ -27,6 +28,12 @@ class PodIndex:
         self._log: list[tuple[int, tuple[str, str]]] = []
         self.generation = 0
         self.synced = asyncio.Event()
+        # Set once the first refresh succeeded OR was refused (403): either way the agent can
+        # serve (a refused /pods means series without pod labels, reported, not a stalled
+        # rollout). Connection errors do not set it: the kubelet may just not be up yet.
+        self.settled = asyncio.Event()
+        self.status = ""  # "" (not tried yet), "ok", "not_permitted", "down"
+        self.detail = ""  # the last error, one line
         self.last_sync = 0.0
         self.syncs = 0
         self.errors = 0
@@ -74,7 +81,9 @@ class PodIndex:
             del self._log[:-_LOG_LIMIT]
         self.last_sync = time.time()
         self.syncs += 1
+        self.status, self.detail = "ok", ""
         self.synced.set()
+        self.settled.set()
         return len(changed)
 
     def changed_since(self, generation: int) -> set[tuple[str, str]] | None:
@@ -109,11 +118,27 @@ class PodIndex:
                 raise
             except Exception as exc:  # the index keeps its last good listing
                 self.errors += 1
-                log.warning("pod list failed (%s); retrying in %.0fs", exc, backoff)
-                delay, backoff = backoff, min(backoff * 2, interval)
+                delay, backoff = self._failed(exc, backoff, interval)
             self._wake.clear()
             await asyncio.sleep(min(min_gap, delay))
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, delay - min_gap))
             except TimeoutError:
                 pass
+
+    def _failed(self, exc: Exception, backoff: float, interval: float) -> tuple[float, float]:
+        """Record a failed refresh; returns (delay, next backoff). A refusal (403) is logged
+        once per change of state and retried at the normal interval; other errors back off."""
+        detail = describe(exc)
+        if isinstance(exc, NotPermittedError):
+            if self.status != "not_permitted":
+                log.warning("the kubelet refused the pod list (%s): series keep their own labels but "
+                            "get no pod labels, workload or node. Grant nodes/pods (Kubernetes >= 1.33) "
+                            "or nodes/proxy (before 1.33) to the service account.", detail)
+            self.status, self.detail = "not_permitted", detail
+            self.settled.set()
+            return interval, backoff
+        if self.status != "down" or self.detail != detail:
+            log.warning("pod list failed (%s); retrying in %.0fs", detail, backoff)
+        self.status, self.detail = "down", detail
+        return backoff, min(backoff * 2, interval)

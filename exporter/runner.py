@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import aiohttp
 
 from exporter import NAMESPACE
-from exporter.errors import NoDataError, NotPermittedError, ParseError
+from exporter.errors import NoDataError, NotPermittedError, ParseError, describe
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.registry import Collector
@@ -30,6 +30,7 @@ class Outcome:
     families: Sequence[Family] = ()
     status: str = "ok"
     reason: str = ""
+    detail: str = ""  # the error in one line (no reprs, no secrets), for logs and the landing page
     seconds: float = 0.0
     stats: Mapping[str, float] = field(default_factory=dict)
 
@@ -55,6 +56,9 @@ class Source:
         self.timeout = timeout  # the source's own cap (0: the scrape budget alone)
         self.errors: dict[str, int] = {}
         self.last: Outcome | None = None
+        self.last_ok = 0.0  # wall clock of the last collection that was not an error (0: never)
+        self.last_error: Outcome | None = None
+        self.last_error_at = 0.0
         self._inflight: asyncio.Future[Outcome] | None = None
 
     async def collect(self, budget: float) -> Outcome:
@@ -89,16 +93,19 @@ class Source:
             log.debug("collector %s: no data (%s)", self.name, exc)
             out.status = "no_data"
         except NotPermittedError as exc:
-            log.info("collector %s: not permitted (%s)", self.name, exc)
-            out.status, out.reason = "not_permitted", "not_permitted"
+            out.status, out.reason, out.detail = "not_permitted", "not_permitted", describe(exc)
+            log.info("collector %s: not permitted (%s)", self.name, out.detail)
         except Exception as exc:  # never BaseException: cancellation must propagate
-            out.status, out.reason = "down", _reason(exc)
+            out.status, out.reason, out.detail = "down", _reason(exc), describe(exc)
             if out.reason == "internal":
                 log.exception("collector %s failed", self.name)
             else:
-                log.warning("collector %s: %s (%s)", self.name, out.reason, exc or type(exc).__name__)
+                log.warning("collector %s: %s (%s)", self.name, out.reason, out.detail)
         if out.reason:
             self.errors[out.reason] = self.errors.get(out.reason, 0) + 1
+            self.last_error, self.last_error_at = out, time.time()
+        else:
+            self.last_ok = time.time()
         out.seconds = time.perf_counter() - start
         out.stats = dict(getattr(self.collector, "stats", {}) or {})
         self.last = out

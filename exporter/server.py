@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import json
 import logging
 import zlib
@@ -25,6 +24,7 @@ from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import Background, get
 from exporter.runner import Source, collect_all, self_metrics
+from exporter.web.landing import render as render_landing
 
 log = logging.getLogger("kubebridge.server")
 _MARGIN = 0.5  # seconds kept back from Prometheus' scrape timeout for encoding and transfer
@@ -36,6 +36,10 @@ POD_METRICS = (
     Metric(f"{NAMESPACE}_pod_index_syncs_total", "counter", "Successful pod index refreshes."),
     Metric(f"{NAMESPACE}_pod_index_errors_total", "counter", "Failed pod index refreshes."),
 )
+POD_INDEX_STATUS = Metric(f"{NAMESPACE}_pod_index_status", "gauge",
+                          "The pod list's last refresh: ok, not_permitted (403: series lose their "
+                          "pod labels; fix the RBAC), down, or pending (not tried yet).", ("status",))
+POD_INDEX_STATUSES = ("ok", "not_permitted", "down", "pending")
 MERGE_CONFLICTS = Metric(f"{NAMESPACE}_merge_type_conflicts", "gauge",
                          "Families dropped in the last scrape because another source exposes the "
                          "same name with another type.", ("collector",))
@@ -59,13 +63,17 @@ class State:
 
     def exporter_metrics(self) -> list[Family]:
         """Build info, pod index state and process metrics."""
-        b = Builder([BUILD, *POD_METRICS], self.labels)
+        b = Builder([BUILD, *POD_METRICS, POD_INDEX_STATUS], self.labels)
         b.add(BUILD, 1, {"version": __version__})
         if self.index is not None:
             for metric, value in zip(POD_METRICS, (len(self.index), self.index.last_sync,
                                                    self.index.syncs, self.index.errors)):
                 b.add(metric, value)
-        add_registry(b, self.process)
+            now = self.index.status or "pending"
+            for st in POD_INDEX_STATUSES:
+                b.add(POD_INDEX_STATUS, 1.0 if st == now else 0.0, {"status": st})
+        if not self.config.disable_exporter_metrics:
+            add_registry(b, self.process)
         return b.families()
 
 
@@ -157,28 +165,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready once the pod index has synced (if this instance joins pods)."""
+    """Ready means "can serve": once the pod index's first refresh succeeded or was refused
+    (403, reported by kubebridge_pod_index_status); not while the kubelet is unreachable."""
     state: State = request.app[STATE]
-    if state.index is not None and not state.index.synced.is_set():
+    if state.index is not None and not state.index.settled.is_set():
         return web.Response(status=503, text="pod index not synced yet\n")
     return web.Response(text="ok\n")
 
 
 async def landing(request: web.Request) -> web.Response:
-    """A small HTML page with links and each source's last state."""
+    """The landing page (exporter/web/landing.py)."""
     state: State = request.app[STATE]
-    rows = "".join(
-        f"<tr><td>{html.escape(s.name)}</td><td>{s.last.status if s.last else 'not scraped yet'}</td>"
-        f"<td>{s.last.seconds * 1000:.1f} ms</td></tr>" if s.last else
-        f"<tr><td>{html.escape(s.name)}</td><td>not scraped yet</td><td></td></tr>"
-        for s in state.sources)
-    pods = f"<p>Pod index: {len(state.index)} pods</p>" if state.index is not None else ""
-    page = (f"<!doctype html><html><head><title>kubebridge</title></head><body>"
-            f"<h1>kubebridge {__version__}</h1><ul><li><a href='metrics'>/metrics</a></li>"
-            f"<li><a href='healthz'>/healthz</a></li><li><a href='readyz'>/readyz</a></li></ul>"
-            f"{pods}<table border=1><tr><th>source</th><th>status</th><th>duration</th></tr>"
-            f"{rows}</table></body></html>")
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=render_landing(state.config, state.sources, state.index),
+                        content_type="text/html")
 
 
 def build_app(config: Config, *, index: PodIndex | None = None,
@@ -192,7 +191,7 @@ def build_app(config: Config, *, index: PodIndex | None = None,
     state = State(config, index)
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle(session, own_index))
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get(config.telemetry_path, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", landing)
@@ -235,16 +234,10 @@ async def _fetch_pods(deps: Deps) -> dict:
     return parse_podlist(json.loads(resp.body))
 
 
-def serve(app: web.Application, host: str, port: int) -> None:
-    """Run until SIGTERM/SIGINT; shutdown stays well inside Kubernetes' 30 s grace period."""
-    web.run_app(app, host=host or None, port=port, shutdown_timeout=5.0, access_log=None,
-                print=lambda *a: None, handle_signals=True)
-
-
 def split_address(addr: str) -> tuple[str, int]:
     """`host:port` -> (host, port); `[::1]:9500` works too."""
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)
 
 
-__all__: Sequence[str] = ["build_app", "serve", "split_address", "State", "STATE"]
+__all__: Sequence[str] = ["build_app", "split_address", "State", "STATE"]

@@ -37,8 +37,8 @@ def wait_http(url: str, deadline: float = 30.0) -> None:
 
 @contextmanager
 def demo(port: int, cluster: str = "demo") -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}",
-                             "--duration", "180", "--cluster", cluster],
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo",
+                             "--web.listen-address", f"127.0.0.1:{port}", "--duration", "180", "--cluster", cluster],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
@@ -49,7 +49,9 @@ def demo(port: int, cluster: str = "demo") -> Iterator[subprocess.Popen]:
 
 
 @contextmanager
-def prometheus(tmp: Path, targets: list[str], interval: str = "1s") -> Iterator[str]:
+def prometheus(tmp: Path, targets: list[str], interval: str = "1s",
+               jobs: list[dict[str, Any]] | None = None) -> Iterator[str]:
+    """A Prometheus scraping `targets` (job kubebridge), plus any extra scrape configs `jobs`."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus not installed (CI installs Debian's prometheus)")
@@ -57,7 +59,8 @@ def prometheus(tmp: Path, targets: list[str], interval: str = "1s") -> Iterator[
     cfg = tmp / "prometheus.yml"
     cfg.write_text(json.dumps({
         "global": {"scrape_interval": interval, "scrape_timeout": interval},
-        "scrape_configs": [{"job_name": "kubebridge", "static_configs": [{"targets": targets}]}]}))
+        "scrape_configs": [*([{"job_name": "kubebridge", "static_configs": [{"targets": targets}]}]
+                             if targets else []), *(jobs or [])]}))
     proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
                              f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -22,7 +22,7 @@ import aiohttp
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from exporter.errors import NoDataError
+from exporter.errors import NoDataError, describe
 from exporter.kube.client import translate
 
 log = logging.getLogger("kubebridge.kubewatch")
@@ -83,7 +83,7 @@ class Reflector:
                 continue
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 self.error = exc
-                log.warning("%s: %s; retrying in %.1fs", self.what, exc or type(exc).__name__, delay)
+                log.warning("%s: %s; retrying in %.1fs", self.what, describe(exc), delay)
             except Exception as exc:  # a bug or a surprising object: keep the loop alive, relist
                 self.error = exc
                 need_list = True

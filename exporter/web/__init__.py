@@ -1,0 +1,2 @@
+"""The HTTP side: exporter-toolkit web config (TLS, basic auth, headers), the listener and the
+landing page."""
