@@ -38,7 +38,8 @@ def wait_http(url: str, deadline: float = 30.0) -> None:
 @contextmanager
 def demo(port: int, cluster: str = "demo") -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "demo",
-                             "--web.listen-address", f"127.0.0.1:{port}", "--duration", "180", "--cluster", cluster],
+                             "--web.listen-address", f"127.0.0.1:{port}", "--duration", "180",
+                             "--cluster", cluster],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
