@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "kubebridge.rules.yaml"
 UNIT_TESTS = sorted((ROOT / "alerts" / "tests").glob("*.yaml"))
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
+KPS_PAGE = ROOT / "docs" / "kube-prometheus-stack.md"
 # Chart.yaml `home`: the runbooks are docs/runbooks.md under it.
 RUNBOOK_BASE = "https://kubebridge.invalid/docs/runbooks.md#"
 RUNBOOK_PARTS = ("Meaning", "Impact", "Diagnosis", "Mitigation")
@@ -145,6 +146,19 @@ def test_github_anchor() -> None:
     assert github_anchor("KubeAPIErrorBudgetBurn") == "kubeapierrorbudgetburn"
     assert github_anchor("Before you page: what every alert assumes") == \
         "before-you-page-what-every-alert-assumes"
+
+
+def test_kube_prometheus_stack_page() -> None:
+    """docs/kube-prometheus-stack.md places every kubebridge alert (overlap or kubebridge-only),
+    and the stack alerts its values disable are all replaced by a kubebridge alert of that name."""
+    text = KPS_PAGE.read_text()
+    names = {r["alert"] for r in alerts()}
+    assert {n for n in names if f"`{n}`" not in text} == set()
+    (snippet,) = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    values = yaml.safe_load(snippet)
+    assert values["kubelet"]["enabled"] is False and values["kubeApiServer"]["enabled"] is False
+    assert set(values["defaultRules"]["disabled"]) <= names
+    assert all(v is False for v in values["defaultRules"]["rules"].values())
 
 
 BURN_WINDOW = re.compile(r"kubebridge:apiserver_request:burnrate(\w+)")
