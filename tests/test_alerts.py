@@ -143,6 +143,13 @@ def test_no_runbook_without_an_alert() -> None:
     assert stale == set()
 
 
+def test_runbook_links_resolve() -> None:
+    """The runbooks' links to each other (`](#anchor)`) name sections that exist."""
+    text = RUNBOOKS.read_text()
+    links = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert links and links - set(runbook_sections()) == set()
+
+
 def test_github_anchor() -> None:
     assert github_anchor("KubeAPIErrorBudgetBurn") == "kubeapierrorbudgetburn"
     assert github_anchor("Before you page: what every alert assumes") == \
