@@ -51,15 +51,17 @@ def demo(port: int, cluster: str = "demo") -> Iterator[subprocess.Popen]:
 
 @contextmanager
 def prometheus(tmp: Path, targets: list[str], interval: str = "1s",
-               jobs: list[dict[str, Any]] | None = None) -> Iterator[str]:
-    """A Prometheus scraping `targets` (job kubebridge), plus any extra scrape configs `jobs`."""
+               jobs: list[dict[str, Any]] | None = None, rule_files: tuple[Path, ...] = ()) -> Iterator[str]:
+    """A Prometheus scraping `targets` (job kubebridge), plus any extra scrape configs `jobs`,
+    evaluating `rule_files` as often."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus not installed (CI installs Debian's prometheus)")
     port = free_port()
     cfg = tmp / "prometheus.yml"
     cfg.write_text(json.dumps({
-        "global": {"scrape_interval": interval, "scrape_timeout": interval},
+        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+        "rule_files": [str(f) for f in rule_files],
         "scrape_configs": [*([{"job_name": "kubebridge", "static_configs": [{"targets": targets}]}]
                              if targets else []), *(jobs or [])]}))
     proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
