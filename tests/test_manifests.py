@@ -321,16 +321,21 @@ def test_dashboards_configmap_in_sync() -> None:
 
 
 def dockerfile() -> list[tuple[str, str, str]]:
-    """(stage, instruction, arguments), continuation lines joined."""
+    """(stage, instruction, arguments), continuation lines joined, `${ARG}` in FROM resolved to
+    the ARG's default."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
-    out, stage = [], ""
+    out, stage, args = [], "", {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         instr, _, rest = line.partition(" ")
         instr = instr.upper()
+        if instr == "ARG" and not stage:
+            name, _, default = rest.partition("=")
+            args[name] = default
         if instr == "FROM":
+            rest = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest)
             stage = rest
         out.append((stage, instr, rest.strip()))
     return out
@@ -341,6 +346,8 @@ def test_dockerfile() -> None:
     stages = [rest for _, i, rest in lines if i == "FROM"]
     assert len(stages) >= 2, "multi-stage"
     assert all(s.startswith("python:3.11-slim") for s in stages), "python:3.11-slim based"
+    for s in stages:
+        assert re.fullmatch(r"python:3\.11-slim\S*@sha256:[0-9a-f]{64}( AS \w+)?", s), f"{s}: pin the digest"
     final = stages[-1]
     last = [(i, rest) for s, i, rest in lines if s == final]
     users = [rest for i, rest in last if i == "USER"]
@@ -352,7 +359,11 @@ def test_dockerfile() -> None:
         "no build tools in the final image"
     assert any(i == "COPY" and rest.startswith("--from=") for i, rest in last), \
         "the final stage copies the build"
-    assert any(i == "RUN" and "pip install ." in rest for s, i, rest in lines if s != final)
+    builds = [rest for s, i, rest in lines if s != final and i == "RUN" and "pip install" in rest]
+    assert any("-c requirements.lock ." in rest for rest in builds), "dependencies pinned by the lock"
+    for rest in builds:  # build tools pinned too
+        for req in re.findall(r"\b(setuptools|wheel)(\S*)", rest.split("uninstall")[0]):
+            assert req[1].startswith("=="), f"{req}: pin it"
     ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
                if ln.strip() and not ln.startswith("#")]
     for _stage, instr, rest in lines:
@@ -362,6 +373,11 @@ def test_dockerfile() -> None:
         for src in sources:
             assert (ROOT / src).exists(), f"COPY {src}: no such file"
             assert src.rstrip("/") not in ignored, f"COPY {src}: excluded by .dockerignore"
+            assert not src.endswith((".key", ".pem")), f"COPY {src}: no private keys in the image"
+            if (ROOT / src).is_dir():
+                keys = [p for p in (ROOT / src).rglob("*") if p.suffix in (".key", ".pem")]
+                assert not keys, f"COPY {src} would copy {keys}"
+    assert {"**/*.key", "**/*.pem"} <= set(ignored), ".dockerignore keeps keys out of the build context"
 
 
 def test_dockerfile_copies_what_setup_cfg_packages() -> None:
