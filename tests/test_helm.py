@@ -75,6 +75,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "host-network": {"hostNetwork": True},
     "bring-your-own-rbac": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "kb"}},
     "alerts": {"prometheusRule": {"enabled": True, "additionalLabels": {"release": "prom"}}},
+    "env-list-and-names": {
+        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}],
+        "fullnameOverride": "kb", "clusterAgent": {"serviceAccountName": "kb-events"}},
 }
 
 # --------------------------------------------------------------------------- rendering
@@ -93,19 +96,31 @@ def render(values: dict[str, Any], kube_version: str = "1.30.0", *,
     return json.loads(out)
 
 
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def objects(rendered: dict[str, str]) -> list[dict]:
     return [d for path, text in rendered.items() if path.endswith(".yaml")
-            for d in yaml.safe_load_all(text) if d]
+            for d in yaml.load_all(text, Loader=LOADER) if d]
+
+
+_valid: set[tuple[str, str]] = set()
 
 
 def validate(objs: Iterable[dict], kube_version: str) -> None:
     """Every object against that Kubernetes version's schemas, strict. Custom resources
-    (ServiceMonitor, PrometheusRule) have none there: checked by the tests below instead."""
+    (ServiceMonitor, PrometheusRule) have none there: checked by the tests below instead.
+    An object already found valid for that version (the same dashboards in every variant) is
+    not validated again."""
     for obj in objs:
+        key = (kube_version, json.dumps(obj, sort_keys=True))
+        if key in _valid:
+            continue
         try:
             kv.validate(obj, kube_version, strict=True)
         except kv.SchemaNotFoundError:
             assert obj["apiVersion"] == "monitoring.coreos.com/v1", obj["kind"]
+        _valid.add(key)
 
 
 def config_text(objs: list[dict]) -> str:
@@ -280,6 +295,11 @@ def test_config_and_flags_load(variant: str, tmp_path: Path) -> None:
         assert [m.url for m in cfg.collectors["etcd"].options["members"]] == \
             ["http://10.0.0.10:2381", "http://10.0.0.11:2381"]
         assert agent_args(workloads(objs)["cluster-agent"])["etcd"] is True
+    if variant == "env-list-and-names":
+        for w in workloads(objs).values():
+            assert main_container(w)["env"][-1]["valueFrom"]["secretKeyRef"] == {"name": "t", "key": "k"}
+        accounts = {o["metadata"]["name"] for o in by_kind(objs, "ServiceAccount")}
+        assert accounts == {"kb-node-agent", "kb-events"}
     if variant == "docker-node":
         node = workloads(objs)["node-agent"]
         assert cfg.collectors["docker"].options["socket"] == "unix:///var/run/docker.sock"

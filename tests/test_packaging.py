@@ -93,3 +93,16 @@ def test_demo_certificates_are_made_not_shipped(tmp_path: Path) -> None:
     first, second = (Path(r.stdout.strip()) for r in runs)
     assert first != second, "each process its own"
     assert not first.exists() and not second.exists(), "removed at exit"
+
+
+def test_build_image_script() -> None:
+    """scripts/build-image parses, names the Dockerfile's pinned base, and documents pushing."""
+    script = ROOT / "scripts" / "build-image"
+    assert subprocess.run(["bash", "-n", str(script)], timeout=30).returncode == 0
+    out = subprocess.run([str(script), "--print-base"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    base = out.stdout.strip()
+    assert re.fullmatch(r"python:3\.11-slim\S*@sha256:[0-9a-f]{64}", base)
+    assert f"ARG BASE={base}" in (ROOT / "Dockerfile").read_text()
+    text = script.read_text()
+    assert "push" in text and "image.registry" in text and "image.digest" in text
