@@ -127,7 +127,7 @@ app.kubernetes.io/component: {{ .component }}
 - --web.listen-address=127.0.0.1:9500
 {{- end }}
 {{- if .ctx.Values.webConfig.secretName }}
-- --web.config.file=/etc/kubebridge/web/{{ .ctx.Values.webConfig.fileName }}
+- --web.config.file=/etc/kubebridge-web/{{ .ctx.Values.webConfig.fileName }}
 {{- end }}
 {{- with .ctx.Values.extraArgs }}
 {{ toYaml . }}
@@ -301,7 +301,7 @@ containers:
         mountPath: /tmp
       {{- if $.Values.webConfig.secretName }}
       - name: web-config
-        mountPath: /etc/kubebridge/web
+        mountPath: /etc/kubebridge-web
         readOnly: true
       {{- end }}
       {{- if $docker }}
