@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -644,6 +645,24 @@ def test_rules_copy_in_sync() -> None:
     (rule,) = by_kind(objects(render({"prometheusRule": {"enabled": True}})), "PrometheusRule")
     assert rule["spec"]["groups"] == yaml.safe_load(source)["groups"]
     assert rule["metadata"]["namespace"] == NAMESPACE
+
+
+def test_prometheus_rule_loads_in_promtool(tmp_path: Path) -> None:
+    """The PrometheusRule's groups (some alerts disabled, an extra group added) are a rule file
+    the real promtool accepts, as the Prometheus Operator hands them to Prometheus."""
+    promtool = shutil.which("promtool") or pytest.skip("promtool not installed (apt-get install prometheus)")
+    extra = {"name": "site", "rules": [{"alert": "SiteKubebridgeAbsent",
+                                        "expr": "absent(kubebridge_build_info)", "for": "10m",
+                                        "labels": {"severity": "warning"}}]}
+    values = {"prometheusRule": {"enabled": True, "disabled": ["KubeletDown", "KubeAPIDown"],
+                                 "extraGroups": [extra]}}
+    (rule,) = by_kind(objects(render(values)), "PrometheusRule")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    out = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    names = [r.get("alert") for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert "SiteKubebridgeAbsent" in names and "KubeletDown" not in names and "KubeAPIDown" not in names
 
 
 def test_bad_combinations_fail_the_render() -> None:
