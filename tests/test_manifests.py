@@ -218,21 +218,72 @@ def test_kustomize_build(tmp_path: Path) -> None:
     for b in by_kind(objs, "ClusterRoleBinding"):
         assert b["subjects"][0]["namespace"] == "kubebridge"
     listed = set(yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"])
-    # The default deployment; other files in manifests/ are opt-in (legacy RBAC, examples).
+    # The default deployment; the optional parts are components (manifests/components/).
     assert listed == {"namespace.yaml", "serviceaccounts.yaml", "rbac.yaml", "configmap.yaml", "service.yaml",
                       "daemonset.yaml", "deployment.yaml", "dashboards-configmap.yaml"}
-    # The legacy RBAC file works in a kustomization too (docs/deploy.md says to add it there).
+
+
+COMPONENTS = MANIFESTS / "components"
+
+
+def kustomize_overlay(tmp_path: Path, components: list[str], namespace: str = "monitoring") -> list[dict]:
+    """`kubectl kustomize` of an overlay on manifests/ that adds `components` (names under
+    manifests/components/) and sets the namespace, the way docs/deploy.md tells users to."""
+    kubectl = shutil.which("kubectl") or pytest.skip("kubectl not installed")
     overlay = tmp_path / "overlay"
-    shutil.copytree(MANIFESTS, overlay)
-    k = yaml.safe_load((overlay / "kustomization.yaml").read_text())
-    k["resources"].append("rbac-legacy-nodes-proxy.yaml")
-    k["namespace"] = "monitoring"
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(k))
-    out = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True)
+    shutil.copytree(MANIFESTS, overlay / "manifests")
+    (overlay / "site").mkdir()
+    (overlay / "site" / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": ["../manifests"], "namespace": namespace,
+        "components": [f"../manifests/components/{c}" for c in components]}))
+    out = subprocess.run([kubectl, "kustomize", str(overlay / "site")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    legacy = one([d for d in yaml.safe_load_all(out.stdout) if d], "ClusterRoleBinding", "nodes-proxy")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_kustomize_components_are_components() -> None:
+    names = sorted(p.name for p in COMPONENTS.iterdir() if p.is_dir())
+    assert names == ["legacy-rbac", "prometheus-rule", "service-monitor"]
+    for name in names:
+        k = yaml.safe_load((COMPONENTS / name / "kustomization.yaml").read_text())
+        assert k["kind"] == "Component" and k["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+
+
+def test_kustomize_legacy_rbac_component(tmp_path: Path) -> None:
+    objs = kustomize_overlay(tmp_path, ["legacy-rbac"])
+    validate(objs)
+    role = one(objs, "ClusterRole", "nodes-proxy")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
+    legacy = one(objs, "ClusterRoleBinding", "nodes-proxy")
     assert legacy["subjects"] == [{"kind": "ServiceAccount", "name": "kubebridge-node-agent",
                                    "namespace": "monitoring"}]
+    assert one(objs, "ServiceAccount", "node-agent")["metadata"]["namespace"] == "monitoring"
+    assert "nodes/proxy" not in json.dumps(kustomize_overlay(tmp_path / "plain", [])), "opt-in only"
+
+
+def test_kustomize_service_monitor_component(tmp_path: Path) -> None:
+    objs = kustomize_overlay(tmp_path, ["service-monitor"])
+    validate(objs)
+    (sm,) = by_kind(objs, "ServiceMonitor")
+    assert sm["metadata"]["namespace"] == "monitoring" and "namespaceSelector" not in sm["spec"]
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["honorLabels"] is True and ep["port"] == "metrics"
+    for svc in by_kind(objs, "Service"):
+        assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        assert svc["spec"]["ports"][0]["name"] == "metrics"
+    for w in by_kind(objs, "DaemonSet") + by_kind(objs, "Deployment"):
+        ann = w["spec"]["template"]["metadata"].get("annotations", {})
+        assert not any(k.startswith("prometheus.io/") for k in ann), "not scraped twice"
+
+
+def test_kustomize_prometheus_rule_component(tmp_path: Path) -> None:
+    objs = kustomize_overlay(tmp_path, ["prometheus-rule", "service-monitor", "legacy-rbac"])
+    validate(objs)
+    (rule,) = by_kind(objs, "PrometheusRule")
+    assert rule["metadata"]["namespace"] == "monitoring"
+    source = yaml.safe_load((ROOT / "alerts" / "kubebridge.rules.yaml").read_text())
+    assert rule["spec"]["groups"] == source["groups"], "run python charts/build.py"
 
 
 def test_rbac_least_privilege() -> None:
@@ -242,7 +293,7 @@ def test_rbac_least_privilege() -> None:
 
 
 def test_rbac_legacy_variant() -> None:
-    objs = docs(MANIFESTS / "rbac-legacy-nodes-proxy.yaml")
+    objs = docs(MANIFESTS / "components" / "legacy-rbac" / "rbac-legacy-nodes-proxy.yaml")
     validate(objs)
     role = one(objs, "ClusterRole", "nodes-proxy")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
@@ -321,16 +372,21 @@ def test_dashboards_configmap_in_sync() -> None:
 
 
 def dockerfile() -> list[tuple[str, str, str]]:
-    """(stage, instruction, arguments), continuation lines joined."""
+    """(stage, instruction, arguments), continuation lines joined, `${ARG}` in FROM resolved to
+    the ARG's default."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
-    out, stage = [], ""
+    out, stage, args = [], "", {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         instr, _, rest = line.partition(" ")
         instr = instr.upper()
+        if instr == "ARG" and not stage:
+            name, _, default = rest.partition("=")
+            args[name] = default
         if instr == "FROM":
+            rest = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest)
             stage = rest
         out.append((stage, instr, rest.strip()))
     return out
@@ -341,6 +397,8 @@ def test_dockerfile() -> None:
     stages = [rest for _, i, rest in lines if i == "FROM"]
     assert len(stages) >= 2, "multi-stage"
     assert all(s.startswith("python:3.11-slim") for s in stages), "python:3.11-slim based"
+    for s in stages:
+        assert re.fullmatch(r"python:3\.11-slim\S*@sha256:[0-9a-f]{64}( AS \w+)?", s), f"{s}: pin the digest"
     final = stages[-1]
     last = [(i, rest) for s, i, rest in lines if s == final]
     users = [rest for i, rest in last if i == "USER"]
@@ -352,7 +410,11 @@ def test_dockerfile() -> None:
         "no build tools in the final image"
     assert any(i == "COPY" and rest.startswith("--from=") for i, rest in last), \
         "the final stage copies the build"
-    assert any(i == "RUN" and "pip install ." in rest for s, i, rest in lines if s != final)
+    builds = [rest for s, i, rest in lines if s != final and i == "RUN" and "pip install" in rest]
+    assert any("-c requirements.lock ." in rest for rest in builds), "dependencies pinned by the lock"
+    for rest in builds:  # build tools pinned too
+        for req in re.findall(r"\b(setuptools|wheel)(\S*)", rest.split("uninstall")[0]):
+            assert req[1].startswith("=="), f"{req}: pin it"
     ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
                if ln.strip() and not ln.startswith("#")]
     for _stage, instr, rest in lines:
@@ -362,6 +424,11 @@ def test_dockerfile() -> None:
         for src in sources:
             assert (ROOT / src).exists(), f"COPY {src}: no such file"
             assert src.rstrip("/") not in ignored, f"COPY {src}: excluded by .dockerignore"
+            assert not src.endswith((".key", ".pem")), f"COPY {src}: no private keys in the image"
+            if (ROOT / src).is_dir():
+                keys = [p for p in (ROOT / src).rglob("*") if p.suffix in (".key", ".pem")]
+                assert not keys, f"COPY {src} would copy {keys}"
+    assert {"**/*.key", "**/*.pem"} <= set(ignored), ".dockerignore keeps keys out of the build context"
 
 
 def test_dockerfile_copies_what_setup_cfg_packages() -> None:

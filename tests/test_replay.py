@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.replay import synth
+from exporter.replay import paths, synth
+from exporter.replay.democerts import demo_certs
 from exporter.replay.kubelet import ReplayKubelet
 from tests.conftest import FIXTURES, Fixtures
 
@@ -244,10 +245,14 @@ async def test_set_pods_scales_the_served_node(tmp_path: Path) -> None:
     assert in_summary == {k for k in keys if not k[1].startswith("e2e-container-creating")}
 
 
-def test_package_data_and_certs_are_found_via_importlib_resources(tmp_path: Path) -> None:
+def test_package_data_is_found_via_importlib_resources_and_certs_are_made(tmp_path: Path) -> None:
     root = files("exporter.replay")
-    for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key", "README"):
-        assert (root / "certs" / name).is_file()
+    assert not (root / "certs").is_dir(), "no private key ships in the package"
+    made = paths.cert_file("ca.crt").parent
+    for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key"):
+        assert paths.cert_file(name) == made / name and (made / name).is_file()
+    assert (made.stat().st_mode & 0o077) == 0, "a private directory"
+    assert paths.cert_file("server.key") == demo_certs().server_key, "made once per process"
     for fixture in (CADVISOR, PODS, SUMMARY):
         assert (root / "data" / fixture.name).read_bytes() == fixture.read_bytes()
     kubelet = ReplayKubelet.from_package_data(tmp_path / "token")
@@ -256,12 +261,12 @@ def test_package_data_and_certs_are_found_via_importlib_resources(tmp_path: Path
 
 @pytest.mark.asyncio
 async def test_client_certificate_chains_to_the_demo_ca() -> None:
-    certs = files("exporter.replay") / "certs"
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(certs / "ca.crt"))
-    server.load_cert_chain(str(certs / "server.crt"), str(certs / "server.key"))
+    certs = demo_certs()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(certs.ca_cert))
+    server.load_cert_chain(str(certs.server_cert), str(certs.server_key))
     server.verify_mode = ssl.CERT_REQUIRED
-    client = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-    client.load_cert_chain(str(certs / "client.crt"), str(certs / "client.key"))
+    client = ssl.create_default_context(cafile=str(certs.ca_cert))
+    client.load_cert_chain(str(certs.client_cert), str(certs.client_key))
     peer: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -276,6 +281,7 @@ async def test_client_certificate_chains_to_the_demo_ca() -> None:
     listener.close()
     await listener.wait_closed()
     assert subject["commonName"] == "kubebridge-replay-client"
+    assert subject["organizationName"] == "system:masters"
 
 
 # -- synthetic nodes ------------------------------------------------------------------

@@ -11,8 +11,9 @@ wheel. Nothing here is used by the exporter's own collection path.
   with N pods (fresh names/UIDs/container IDs) and remove pods, for scale tests.
 - `exporter.replay.resource`: /metrics/resource derived from a /stats/summary (no real
   capture of that endpoint exists).
-- Package data: `certs/` (DEMO-ONLY CA, server and client certificates, see certs/README)
-  and `data/` (the captured payloads, see data/PROVENANCE.md), located with
+- `exporter.replay.democerts`: the DEMO-ONLY CA, server and client certificates, made at
+  first use in a private temporary directory (no private key ships in the package).
+- Package data: `data/` (the captured payloads, see data/PROVENANCE.md), located with
   `importlib.resources.files("exporter.replay")`.
 
 Submodules are not imported here so `synth` stays usable without aiohttp.

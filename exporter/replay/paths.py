@@ -1,4 +1,4 @@
-"""Locations of the replay package data (demo certificates and captured payloads).
+"""Locations of the replay package data (captured payloads) and of the demo certificates.
 
 Resolved through importlib.resources so they are found both in a source checkout and in
 an installed wheel. The server needs real filesystem paths (ssl.load_cert_chain takes
@@ -52,8 +52,11 @@ def _resource(*parts: str) -> Path:
 
 
 def cert_file(name: str) -> Path:
-    """A DEMO-ONLY certificate or key: ca.crt, ca.key, server.crt/.key, client.crt/.key."""
-    return _resource("certs", name)
+    """A DEMO-ONLY certificate or key of this process (ca.crt, server.crt/.key, client.crt/.key),
+    made at first use by `democerts.demo_certs` (never shipped: no private key is in the package)."""
+    from exporter.replay.democerts import demo_certs
+
+    return demo_certs().by_name()[name]
 
 
 def data_file(name: str) -> Path:
