@@ -225,7 +225,10 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
         deps = Deps(state.config, session, state.index, topology=state.topology)
         if any(get(c.name).scope == "node" for c in state.config.enabled()):
             # (scope "pod", the sidecar: no kubelet). The kubelet is node-local: identity encoding.
-            deps.kubelet = deps.upstream(state.config.kubelet, compressed=False)
+            # Through the API server's node proxy (docs/topology.md) the bytes cross the network
+            # twice: ask for gzip there.
+            proxied = "/api/v1/nodes/" in state.config.kubelet.url
+            deps.kubelet = deps.upstream(state.config.kubelet, compressed=proxied)
         for c in state.config.enabled():
             collector = get(c.name).factory(deps, c)
             state.sources.append(Source(c.name, collector, c.timeout))

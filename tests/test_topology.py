@@ -274,6 +274,11 @@ async def test_kubelet_through_the_apiserver_node_proxy(cluster, aiohttp_client)
     proxied = {p.split("?")[0] for p in api.requests if "/proxy/" in p}
     base = f"/api/v1/nodes/{kubelet.node_name}/proxy"
     assert {f"{base}/metrics/cadvisor", f"{base}/pods", f"{base}/stats/summary"} <= proxied
+    # Through the API server the kubelet's bytes cross the network: gzip is asked for (and sent).
+    asked = [h.get("Accept-Encoding", "") for p, h in kubelet.requests if p == "/metrics/cadvisor"]
+    assert asked and all("gzip" in a for a in asked)
+    payload = re.search(r'kubebridge_upstream_response_bytes\{collector="cadvisor"[^}]*\} (\S+)', text)
+    assert payload and 0 < api.proxied_bytes
     # The API server authorizes nodes/proxy: without it the source reads not_permitted.
     api.forbid(f"{base}/metrics/cadvisor")
     text = (await scrape(client)).decode()

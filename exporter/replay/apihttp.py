@@ -173,6 +173,7 @@ class ApiHttp:
         async with aiohttp.ClientSession(auto_decompress=False) as session:
             async with session.get(url, params=request.query, headers=headers, ssl=ctx) as resp:
                 body = await resp.read()
+                self.srv.proxied_bytes += len(body)
                 out = {k: v for k, v in resp.headers.items() if k in ("Content-Type", "Content-Encoding")}
                 return web.Response(status=resp.status, body=body, headers=out)
 

@@ -43,6 +43,7 @@ class ReplayApiserver:
       requests              every request's path and query, 401s included
       put_node(obj)         create or replace a Node (its labels: region, zone, roles)
       proxy_node(name, url, ca_file)  /api/v1/nodes/<name>/proxy/... reaches that kubelet
+      proxied_bytes         response bytes relayed by the node proxy (as sent: gzip stays gzip)
     """
 
     def __init__(self, source: Path | None, token_file: Path, *, version: str = "1.35",
@@ -57,6 +58,7 @@ class ReplayApiserver:
         self.unhealthy_components: dict[str, str] = {}
         self.requests: list[str] = []
         self.node_proxies: dict[str, tuple[str, Path]] = {}
+        self.proxied_bytes = 0
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
         self.metrics = read("apiserver", f"nri-k8s-{version}-apiserver-metrics.txt")
