@@ -33,7 +33,7 @@ _BYTES = re.compile(rb'^kubebridge_upstream_response_bytes\{collector="([a-z_]+)
 
 
 async def _measure(cfg: config_mod.Config, scrapes: int,
-                   api: ReplayApiserver) -> tuple[list[float], float, float]:
+                   api: ReplayApiserver) -> tuple[list[float], float, float, float]:
     from aiohttp.test_utils import TestClient, TestServer
 
     async with TestClient(TestServer(build_app(cfg))) as client:
@@ -43,14 +43,15 @@ async def _measure(cfg: config_mod.Config, scrapes: int,
             await asyncio.sleep(0.05)
         await client.get("/metrics")  # warm: the engine's plans exist from here on
         times, body = [], b""
-        wire = api.proxied_bytes
+        wire, requests = api.proxied_bytes, sum("/proxy/" in p for p in api.requests)
         for _ in range(scrapes):
             start = time.perf_counter()
             resp = await client.get("/metrics")
             body = await resp.read()
             times.append(time.perf_counter() - start)
         relayed = sum(float(v) for _, v in _BYTES.findall(body))
-        return times, relayed, (api.proxied_bytes - wire) / scrapes
+        requests = sum("/proxy/" in p for p in api.requests) - requests
+        return times, relayed, (api.proxied_bytes - wire) / scrapes, requests / scrapes
 
 
 async def main(scrapes: int) -> None:
@@ -70,11 +71,11 @@ async def main(scrapes: int) -> None:
                        "ca_file": str(api.ca_file)}
             for name, ep in (("direct", direct), ("apiserver proxy", proxied)):
                 cfg = config_mod.parse({"node_name": kubelet.node_name, "kubelet": ep}, env={})
-                times, relayed, wire = await _measure(cfg, scrapes, api)
+                times, relayed, wire, requests = await _measure(cfg, scrapes, api)
                 p90 = statistics.quantiles(times, n=10)[-1] if len(times) >= 2 else times[0]
                 print(f"{name:16} mean {statistics.mean(times) * 1000:7.1f} ms  p90 {p90 * 1000:7.1f} ms  "
                       f"kubelet payload per scrape {relayed / 1e6:.2f} MB  "
-                      f"relayed by the API server {wire / 1e6:.2f} MB")
+                      f"relayed by the API server {wire / 1e6:.2f} MB in {requests:.1f} requests")
         finally:
             await api.stop()
             await kubelet.stop()

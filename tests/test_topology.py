@@ -191,7 +191,10 @@ async def test_every_node_series_gains_topology_and_follows_relabels(cluster, ai
     # Pod series gain them too, after their pod's join labels.
     cpu = [s for s in labelsets(text, "container_cpu_usage_seconds_total") if 'workload="coredns"' in s]
     assert cpu and all('zone="europe-west1-b"' in s for s in cpu)
-    assert "kubebridge_node_topology_syncs_total" in text
+    for name, kind in (("kubebridge_node_topology_syncs_total", "counter"),
+                       ("kubebridge_node_topology_errors_total", "counter"),
+                       ("kubebridge_node_topology_last_sync_timestamp_seconds", "gauge")):
+        assert f"# TYPE {name} {kind}" in text, name
     # The node moves to another zone and loses its pool: no restart, no old value left.
     api.put_node(node(kubelet.node_name, {**TOPOLOGY, "topology.kubernetes.io/zone": "europe-west1-c",
                                           "cloud.google.com/gke-nodepool": ""}))
