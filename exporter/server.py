@@ -206,6 +206,8 @@ def build_app(config: Config, *, index: PodIndex | None = None,
     topology = None
     if needs_pods and topo.enabled and config.node_name:
         topology = NodeTopology(config.node_name, "node_labels" in topo.cluster_from)
+    elif needs_pods and topo.enabled:
+        log.warning("node_topology is on but node_name (NODE_NAME) is not set: no region/zone labels")
     state = State(config, index, topology)
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle(session, own_index))

@@ -8,6 +8,8 @@ import asyncio
 import copy
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from aiohttp import web
@@ -296,3 +298,26 @@ async def test_node_proxy_of_an_unknown_node_is_404(cluster, aiohttp_client):
     client = await aiohttp_client(build_app(cfg))
     text = (await scrape(client)).decode()
     assert 'kubebridge_source_status{collector="cadvisor",status="no_data"} 1' in text
+
+
+# -- offline: `kubebridge transform --node-object` ----------------------------------------------
+
+def transform(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "exporter", "transform", *args], capture_output=True,
+                          timeout=300)
+
+
+def test_transform_with_a_node_object(tmp_path):
+    path = tmp_path / "node.json"
+    path.write_text(json.dumps(node("datagen-1-35", TOPOLOGY)))
+    pods = Fixtures("kubelet") / "nri-k8s-1.35-kubelet-pods.json"
+    capture = Fixtures("cadvisor") / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"
+    out = transform("--source", "cadvisor", "--pods", str(pods), "--node-object", str(path), str(capture))
+    assert out.returncode == 0, out.stderr.decode()
+    sets = labelsets(out.stdout.decode(), "container_")
+    assert sets and all('node="datagen-1-35",region="europe-west1",zone="europe-west1-b",node_role="master"'
+                        in s for s in sets)
+    path.write_text("{")
+    bad = transform("--source", "cadvisor", "--node", "n", "--node-object", str(path),
+                    str(Fixtures("cadvisor") / "nri-k8s-1.24-kubelet-metrics-cadvisor.txt"))
+    assert bad.returncode == 1 and b"invalid JSON" in bad.stderr
