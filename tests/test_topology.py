@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -321,3 +322,14 @@ def test_transform_with_a_node_object(tmp_path):
     bad = transform("--source", "cadvisor", "--node", "n", "--node-object", str(path),
                     str(Fixtures("cadvisor") / "nri-k8s-1.24-kubelet-metrics-cadvisor.txt"))
     assert bad.returncode == 1 and b"invalid JSON" in bad.stderr
+
+
+def test_proxy_bench_runs():
+    """bench.proxy works (no timing is asserted: it prints figures, docs/topology.md)."""
+    out = subprocess.run([sys.executable, "-m", "bench.proxy", "--scrapes", "2"], capture_output=True,
+                         timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    lines = out.stdout.decode().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("direct") and "in 0.0 requests" in lines[0], lines
+    relayed = re.search(r"relayed by the API server ([0-9.]+) MB in ([0-9.]+) requests", lines[1])
+    assert relayed and float(relayed.group(1)) > 0 and float(relayed.group(2)) >= 5, lines
