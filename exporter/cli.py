@@ -54,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
     tf.add_argument("--pods", type=Path, help="kubelet /pods JSON to join with")
     tf.add_argument("--config", type=Path)
     tf.add_argument("--node", default="", help="node name (for node-level series)")
+    tf.add_argument("--node-object", type=Path, help="a Node object (JSON): its region, zone, role and "
+                    "node_topology.labels, as the node agent adds them (the node name too, unless --node)")
     tf.add_argument("--openmetrics", action="store_true", help="encode OpenMetrics instead of 0.0.4")
     tf.add_argument("payload", type=Path, nargs="+", help="the payload file(s)")
     dm = sub.add_parser("demo", help="run against the built-in replay cluster")

@@ -14,6 +14,7 @@ from exporter import __version__, config as config_mod, logs
 from exporter.deps import Deps
 from exporter.expfmt import encode_openmetrics, encode_text
 from exporter.merge import merge
+from exporter.nodeinfo import NodeInfo, NodeTopology
 from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import Offline, get, registrations
@@ -68,9 +69,28 @@ def _line_no(payload: bytes, line: bytes) -> int:
         return 0
 
 
+def _node_object(path: Path, cfg: config_mod.Config) -> NodeTopology:
+    """The topology of a saved Node object, as the node agent would read it. Raises ValueError."""
+    try:
+        obj = json.loads(path.read_bytes())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    info = NodeInfo.from_node(obj, frozenset(cfg.node_topology.labels), cfg.node_topology.roles)
+    topology = NodeTopology(info.name, "node_labels" in cfg.node_topology.cluster_from)
+    topology.replace(info)
+    return topology
+
+
 def transform(args: argparse.Namespace) -> int:
     """Offline: one payload (plus pods) -> exactly what kubebridge would serve for it."""
-    over = {"node_name": args.node} if args.node else {}
+    node = args.node
+    if args.node_object and not node:
+        try:  # (the name first: the config's node_name is the node the series get)
+            node = str(json.loads(args.node_object.read_bytes())["metadata"]["name"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"{args.node_object}: not a Node object ({exc})", file=sys.stderr)
+            return 1
+    over = {"node_name": node} if node else {}
     cfg = config_mod.load(args.config, env={}, overrides=over)
     name = args.source.replace("-", "_")
     names = [r.name for r in registrations()]
@@ -88,7 +108,14 @@ def transform(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"{args.pods}: {exc.strerror}", file=sys.stderr)
             return 1
-    deps = Deps(cfg, None, index)
+    topology = None
+    if args.node_object:
+        try:
+            topology = _node_object(args.node_object, cfg)
+        except (OSError, ValueError) as exc:
+            print(f"{args.node_object}: {exc}", file=sys.stderr)
+            return 1
+    deps = Deps(cfg, None, index, topology=topology)
     collector = get(name).factory(deps, cfg.collectors[name])
     if not isinstance(collector, Offline):
         print(f"source {args.source!r} cannot be transformed offline", file=sys.stderr)

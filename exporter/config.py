@@ -14,11 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
 from exporter import relabel
 from exporter.errors import ConfigError, ConfigErrors
+from exporter.nodeinfo import DEFAULT_NODE_LABELS
 from exporter.pods import DEFAULT_ALLOWLIST, LabelPolicy
 from exporter.registry import Option, Registration, registrations
 
@@ -52,6 +54,25 @@ class CollectorConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+CLUSTER_SOURCES = ("node_labels", "gke_metadata")
+GKE_METADATA_URL = "http://metadata.google.internal/computeMetadata/v1/instance/attributes/cluster-name"
+
+
+@dataclass(frozen=True)
+class NodeTopologyConfig:
+    """`node_topology`: reading the agent's own Node (docs/topology.md). `enabled` defaults to
+    true in a pod (KUBERNETES_SERVICE_HOST set and a service-account token mounted)."""
+
+    enabled: bool = False
+    labels: tuple[str, ...] = DEFAULT_NODE_LABELS  # node labels exported as node_label_<name>
+    roles: bool = True                             # node_role from node-role.kubernetes.io/<role>
+    refresh_interval: float = 300.0
+    apiserver: Endpoint = Endpoint("https://kubernetes.default.svc")
+    # Where `cluster` comes from when it is not configured, tried in this order.
+    cluster_from: tuple[str, ...] = ("node_labels",)
+    gke_metadata_url: str = GKE_METADATA_URL
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
@@ -74,6 +95,7 @@ class Config:
     telemetry_path: str = "/metrics"
     disable_exporter_metrics: bool = False
     web_config_file: str = ""
+    node_topology: NodeTopologyConfig = NodeTopologyConfig()
 
     @property
     def label_policy(self) -> LabelPolicy:
@@ -272,7 +294,7 @@ def _endpoint_default(ep: Endpoint, env: Mapping[str, str]) -> Endpoint:
 TOP_KEYS = ("listen_address", "log_level", "log_format", "cluster", "node_name", "pod_namespace",
             "scrape_timeout", "pod_refresh_interval", "label_allowlist", "label_denylist",
             "relabel_configs", "kubelet", "collectors", "telemetry_path",
-            "disable_exporter_metrics", "web_config_file")
+            "disable_exporter_metrics", "web_config_file", "node_topology")
 ENV = {  # environment variable -> top-level key
     "KUBEBRIDGE_LISTEN_ADDRESS": "listen_address", "KUBEBRIDGE_LOG_LEVEL": "log_level",
     "KUBEBRIDGE_LOG_FORMAT": "log_format", "KUBEBRIDGE_CLUSTER": "cluster",
@@ -346,12 +368,51 @@ def parse(doc: Any, env: Mapping[str, str] | None = None,
     kubelet_default = _endpoint_default(Endpoint("https://$NODE_IP:10250"), env)
     if env.get("KUBEBRIDGE_KUBELET_URL"):
         kubelet_default = replace(kubelet_default, url=env["KUBEBRIDGE_KUBELET_URL"])
-    values["kubelet"] = errs.check(endpoint, raw.get("kubelet"), "kubelet", kubelet_default,
-                                   default=kubelet_default)
+    values["kubelet"] = errs.check(lambda: _node_url(endpoint(raw.get("kubelet"), "kubelet", kubelet_default),
+                                                     values.get("node_name", "")), default=kubelet_default)
+    values["node_topology"] = errs.check(node_topology, raw.get("node_topology"), env,
+                                         default=NodeTopologyConfig())
     values["collectors"] = errs.check(_collectors, raw.get("collectors"), env, over.get("collectors", {}),
                                       over.get("disable_defaults") is True, default={})
     errs.done()
     return Config(**values)
+
+
+def _node_url(ep: Endpoint, node: str) -> Endpoint:
+    """`$NODE_NAME` in the kubelet URL (the API server proxy mode,
+    `.../api/v1/nodes/$NODE_NAME/proxy`) becomes the node's name, path-escaped."""
+    if "$NODE_NAME" not in ep.url:
+        return ep
+    if not node:
+        raise ConfigError("kubelet.url", "uses $NODE_NAME but node_name is not set (NODE_NAME)")
+    return replace(ep, url=ep.url.replace("$NODE_NAME", quote(node, safe="")))
+
+
+def node_topology(raw: Any, env: Mapping[str, str]) -> NodeTopologyConfig:
+    """The `node_topology` section."""
+    path = "node_topology"
+    section = _map(raw, path)
+    base = NodeTopologyConfig()
+    _unknown(section, list(NodeTopologyConfig.__dataclass_fields__), path)
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "443")
+    url = base.apiserver.url
+    if host:  # as client-go's in-cluster config: works without cluster DNS (hostNetwork)
+        url = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    default = _endpoint_default(Endpoint(url), env)
+    values: dict[str, Any] = {"enabled": bool(host and default.token_file)}
+    for key in ("enabled", "labels", "roles", "cluster_from", "gke_metadata_url"):
+        if key in section:
+            values[key] = _typed(section[key], getattr(base, key), _join(path, key))
+    if "refresh_interval" in section:
+        values["refresh_interval"] = duration(section["refresh_interval"], _join(path, "refresh_interval"))
+    bad = [s for s in values.get("cluster_from", ()) if s not in CLUSTER_SOURCES]
+    if bad:
+        raise ConfigError(_join(path, "cluster_from"),
+                          f"unknown source {bad[0]!r} (one of: {', '.join(CLUSTER_SOURCES)})")
+    if "gke_metadata_url" in values:
+        values["gke_metadata_url"] = http_url(values["gke_metadata_url"], _join(path, "gke_metadata_url"))
+    values["apiserver"] = endpoint(section.get("apiserver"), _join(path, "apiserver"), default)
+    return replace(base, **values)
 
 
 def _collectors(raw: Any, env: Mapping[str, str], flags: Mapping[str, bool],

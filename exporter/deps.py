@@ -6,7 +6,7 @@ import aiohttp
 
 from exporter.config import CollectorConfig, Config, Endpoint
 from exporter.podindex import PodIndex
-from exporter.labels import CommonLabels
+from exporter.labels import CommonLabels, NodeLabels
 from exporter.upstream import TLS, TokenSource, Upstream
 
 
@@ -18,6 +18,7 @@ class Deps:
     session: aiohttp.ClientSession | None
     index: PodIndex | None
     kubelet: Upstream | None = None
+    topology: NodeLabels | None = None  # the node agent's own Node (exporter.nodeinfo)
     _labels: dict[tuple[str, bool], CommonLabels] = field(default_factory=dict, repr=False)
 
     def labels(self, cfg: CollectorConfig, node: bool = True) -> CommonLabels:
@@ -29,7 +30,7 @@ class Deps:
         if got is None:
             got = self._labels[key] = CommonLabels(
                 cfg.name, self.config.cluster, self.config.node_name if node else "",
-                self.config.relabel_configs + cfg.relabel_configs)
+                self.config.relabel_configs + cfg.relabel_configs, self.topology)
         return got
 
     def upstream(self, ep: Endpoint, max_bytes: int = 256 << 20, compressed: bool = True) -> Upstream:

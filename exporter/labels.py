@@ -5,13 +5,19 @@ Every path that emits a series, the transform engine, the declared-table collect
 Order of the result: the series' own labels (empty values left out; an own `collector`
 renamed `exported_collector`, `exported_` repeated until free, as Prometheus resolves clashes
 with target labels), then the joined labels it does not have (pod labels, workload, node),
-then `node` and `cluster` unless present, then `collector`. The relabel rules see all of these
-and `__name__`; `collector` stays last.
+then `node`, the node's topology (`region`, `zone`, `node_role`, `node_label_*`: only on series
+that get this agent's `node`) and `cluster` unless present, then `collector`. The relabel rules
+see all of these and `__name__`; `collector` stays last.
+
+The topology is live (`NodeLabels`, the node agent's `exporter.nodeinfo.NodeTopology`): the
+configured `cluster` wins over the one it names, and `finish_cached` forgets its results when
+its generation moves. (The engine's caches are evicted by the hook wrapper in
+exporter/passthrough.py.)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 from collections.abc import Sequence
 
 from exporter import relabel
@@ -21,6 +27,17 @@ from exporter.expfmt import METRIC_NAME, format_labels
 _CACHED = 100_000
 Pairs = tuple[tuple[str, str], ...]
 _MISSING = object()
+
+
+class NodeLabels(Protocol):
+    """The live dimensions of the agent's node. `generation` changes whenever the answers of
+    `pairs()` or `cluster()` may change."""
+
+    generation: int
+
+    def pairs(self) -> Pairs: ...
+
+    def cluster(self) -> str: ...
 
 
 class Finished(NamedTuple):
@@ -38,19 +55,35 @@ class CommonLabels:
     cluster: str = ""
     node: str = ""
     rules: tuple[relabel.Rule, ...] = ()
+    topology: NodeLabels | None = field(default=None, compare=False)
     # finish()'s results by argument, for callers that build the same series every scrape
     # (see finish_cached). Cleared when it outgrows _CACHED.
     _done: dict[tuple[str, Pairs, Pairs], Finished | None] = field(default_factory=dict, compare=False,
                                                                     repr=False)
+    _seen: list[int] = field(default_factory=lambda: [0], compare=False, repr=False)  # topology generation
+
+    def _extra(self) -> list[tuple[str, str]]:
+        """node, the node's topology and cluster, in output order (empty values included)."""
+        topo = self.topology
+        if topo is None:
+            return [("node", self.node), ("cluster", self.cluster)]
+        out = [("node", self.node)]
+        if self.node:
+            out += topo.pairs()
+        out.append(("cluster", self.cluster or topo.cluster()))
+        return out
 
     def defaults(self) -> dict[str, str]:
-        """The node and cluster a series gets when it has none of its own."""
-        return {k: v for k, v in (("node", self.node), ("cluster", self.cluster)) if v}
+        """The node, its topology and cluster a series gets when it has none of its own."""
+        return {k: v for k, v in self._extra() if v}
 
     def finish_cached(self, name: str, own: Sequence[tuple[str, str]],
                       joined: Sequence[tuple[str, str]] = ()) -> Finished | None:
         """finish(), remembered by its arguments (the declared-table collectors rebuild the
         same label sets on every scrape)."""
+        if self.topology is not None and self.topology.generation != self._seen[0]:
+            self._done.clear()
+            self._seen[0] = self.topology.generation
         key = (name, tuple(own), tuple(joined))
         got = self._done.get(key, _MISSING)
         if got is _MISSING:
@@ -73,7 +106,7 @@ class CommonLabels:
         for k, v in joined:
             if v and k not in labels:
                 labels[k] = v
-        for k, v in (("node", self.node), ("cluster", self.cluster)):
+        for k, v in self._extra():
             if v and k not in labels:
                 labels[k] = v
         if self.collector:

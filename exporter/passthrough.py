@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.expfmt import Family
-from exporter.transform import Options, Result, SeriesHook, Transformer
+from exporter.podindex import PodIndex
+from exporter.pods import PodMeta
+from exporter.transform import EVERYTHING, NoHook, Options, Pairs, Result, SeriesHook, Transformer
+from exporter.transform.hooks import Changes
+from exporter.labels import CommonLabels, NodeLabels
 from exporter.upstream import Response, Upstream, is_openmetrics
 
 # Payloads smaller than this are transformed on the event loop; larger ones in a thread so
@@ -45,6 +50,41 @@ class SerialTransform:
             return await asyncio.shield(running)
 
 
+@dataclass(frozen=True)
+class _SharedLabels(Options):
+    """Options whose CommonLabels is the collector's own object (Deps.labels), which carries
+    the live node topology, rather than a copy made of the fields."""
+
+    common: CommonLabels | None = None
+
+    @property
+    def labels(self) -> CommonLabels:
+        return self.common if self.common is not None else super().labels
+
+
+class TopologyEviction:
+    """A series hook that also reports every cached rewrite stale when the node topology
+    changed since the last transform (the topology's labels are in every rewrite)."""
+
+    def __init__(self, inner: SeriesHook, topology: NodeLabels) -> None:
+        self.inner = inner
+        self.topology = topology
+        self._generation = topology.generation
+
+    def variant(self, family: str) -> Hashable:
+        return self.inner.variant(family)
+
+    def rewrite(self, variant: Hashable, pairs: Pairs, pod: PodMeta | None) -> Pairs | None:
+        return self.inner.rewrite(variant, pairs, pod)
+
+    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+        changes = self.inner.prepare(payload, index)
+        if self.topology.generation != self._generation:
+            self._generation = self.topology.generation
+            return EVERYTHING
+        return changes
+
+
 class Passthrough:
     """Base for passthrough collectors: set `path`, optionally `hook` and `pod_scoped`."""
 
@@ -56,11 +96,14 @@ class Passthrough:
         self.cfg = cfg
         self.stats: dict[str, float] = {}
         labels = deps.labels(cfg, node=self.pod_scoped)
+        hook = self.hook(cfg)
+        if labels.topology is not None:
+            hook = TopologyEviction(hook or NoHook(), labels.topology)
         self.transformer = Transformer(
-            Options(collector=labels.collector, cluster=labels.cluster, rules=labels.rules,
-                    keep_timestamps=bool(cfg.options.get("keep_timestamps", False)),
-                    pod_labels=self.pod_scoped, node=labels.node),
-            deps.index if self.pod_scoped else None, self.hook(cfg))
+            _SharedLabels(collector=labels.collector, cluster=labels.cluster, rules=labels.rules,
+                          keep_timestamps=bool(cfg.options.get("keep_timestamps", False)),
+                          pod_labels=self.pod_scoped, node=labels.node, common=labels),
+            deps.index if self.pod_scoped else None, hook)
         self._serial = SerialTransform(self.transformer)
 
     def hook(self, cfg: CollectorConfig) -> SeriesHook | None:

@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -20,11 +20,13 @@ from exporter.expfmt import (OPENMETRICS_TYPE, TEXT_TYPE, Family, encode_openmet
 from exporter.families import Builder, Metric
 from exporter.merge import merge
 from exporter.labels import CommonLabels
+from exporter.nodeinfo import NodeInfo, NodeTopology, fetch_gke_cluster, fetch_node
 from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import Background, get
 from exporter.runner import Source, collect_all, self_metrics
 from exporter.web.landing import render as render_landing
+from exporter.upstream import UpstreamError
 
 log = logging.getLogger("kubebridge.server")
 _MARGIN = 0.5  # seconds kept back from Prometheus' scrape timeout for encoding and transfer
@@ -40,6 +42,12 @@ POD_INDEX_STATUS = Metric(f"{NAMESPACE}_pod_index_status", "gauge",
                           "The pod list's last refresh: ok, not_permitted (403: series lose their "
                           "pod labels; fix the RBAC), down, or pending (not tried yet).", ("status",))
 POD_INDEX_STATUSES = ("ok", "not_permitted", "down", "pending")
+NODE_METRICS = (
+    Metric(f"{NAMESPACE}_node_topology_last_sync_timestamp_seconds", "gauge",
+           "When the agent last read its own Node object."),
+    Metric(f"{NAMESPACE}_node_topology_syncs_total", "counter", "Successful reads of the agent's own Node."),
+    Metric(f"{NAMESPACE}_node_topology_errors_total", "counter", "Failed reads of the agent's own Node."),
+)
 MERGE_CONFLICTS = Metric(f"{NAMESPACE}_merge_type_conflicts", "gauge",
                          "Families dropped in the last scrape because another source exposes the "
                          "same name with another type.", ("collector",))
@@ -48,14 +56,15 @@ MERGE_CONFLICTS = Metric(f"{NAMESPACE}_merge_type_conflicts", "gauge",
 class State:
     """Everything the handlers need."""
 
-    def __init__(self, config: Config, index: PodIndex | None) -> None:
+    def __init__(self, config: Config, index: PodIndex | None, topology: NodeTopology | None = None) -> None:
         self.config = config
         self.index = index
+        self.topology = topology
         self.sources: list[Source] = []
         self.background: list[tuple[str, Background]] = []
         # kubebridge's own series: no `collector` of their own (theirs names the source they
         # describe), the cluster, and the global relabel rules.
-        self.labels = CommonLabels("", config.cluster, "", config.relabel_configs)
+        self.labels = CommonLabels("", config.cluster, "", config.relabel_configs, topology)
         self.process = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.process)
         PlatformCollector(registry=self.process)
@@ -63,7 +72,7 @@ class State:
 
     def exporter_metrics(self) -> list[Family]:
         """Build info, pod index state and process metrics."""
-        b = Builder([BUILD, *POD_METRICS, POD_INDEX_STATUS], self.labels)
+        b = Builder([BUILD, *POD_METRICS, POD_INDEX_STATUS, *NODE_METRICS], self.labels)
         b.add(BUILD, 1, {"version": __version__})
         if self.index is not None:
             for metric, value in zip(POD_METRICS, (len(self.index), self.index.last_sync,
@@ -72,6 +81,10 @@ class State:
             now = self.index.status or "pending"
             for st in POD_INDEX_STATUSES:
                 b.add(POD_INDEX_STATUS, 1.0 if st == now else 0.0, {"status": st})
+        if self.topology is not None:
+            topo = self.topology
+            for metric, value in zip(NODE_METRICS, (topo.last_sync, topo.syncs, topo.errors)):
+                b.add(metric, value)
         if not self.config.disable_exporter_metrics:
             add_registry(b, self.process)
         return b.families()
@@ -188,7 +201,13 @@ def build_app(config: Config, *, index: PodIndex | None = None,
     own_index = index is None
     if own_index and needs_pods:
         index = PodIndex(config.label_policy)
-    state = State(config, index)
+    topo = config.node_topology
+    topology = None
+    if needs_pods and topo.enabled and config.node_name:
+        topology = NodeTopology(config.node_name, "node_labels" in topo.cluster_from)
+    elif needs_pods and topo.enabled:
+        log.warning("node_topology is on but node_name (NODE_NAME) is not set: no region/zone labels")
+    state = State(config, index, topology)
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle(session, own_index))
     app.router.add_get(config.telemetry_path, metrics)
@@ -204,10 +223,13 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
         state: State = app[STATE]
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=30)
         session = injected or aiohttp.ClientSession(timeout=timeout)
-        deps = Deps(state.config, session, state.index)
+        deps = Deps(state.config, session, state.index, topology=state.topology)
         if any(get(c.name).scope == "node" for c in state.config.enabled()):
             # (scope "pod", the sidecar: no kubelet). The kubelet is node-local: identity encoding.
-            deps.kubelet = deps.upstream(state.config.kubelet, compressed=False)
+            # Through the API server's node proxy (docs/topology.md) the bytes cross the network
+            # twice: ask for gzip there.
+            proxied = "/api/v1/nodes/" in state.config.kubelet.url
+            deps.kubelet = deps.upstream(state.config.kubelet, compressed=proxied)
         for c in state.config.enabled():
             collector = get(c.name).factory(deps, c)
             state.sources.append(Source(c.name, collector, c.timeout))
@@ -217,6 +239,10 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
         if state.index is not None and own_index:
             tasks.append(asyncio.create_task(state.index.run(
                 lambda: _fetch_pods(deps), state.config.pod_refresh_interval), name="podindex"))
+        if state.topology is not None:
+            tasks.append(asyncio.create_task(state.topology.run(
+                _node_reader(deps, state.topology), state.config.node_topology.refresh_interval),
+                name="node-topology"))
         try:
             yield
         finally:
@@ -226,6 +252,24 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
             if injected is None:
                 await session.close()
     return ctx
+
+
+def _node_reader(deps: Deps, topology: NodeTopology) -> Callable[[], Awaitable[NodeInfo]]:
+    """One read of the agent's own Node (and, opted in and while unknown, the GKE cluster name)."""
+    cfg = deps.config.node_topology
+    api = deps.upstream(cfg.apiserver, max_bytes=4 << 20)
+    allow = frozenset(cfg.labels)
+    gke = "gke_metadata" in cfg.cluster_from and not deps.config.cluster
+
+    async def read() -> NodeInfo:
+        info = await fetch_node(api, topology.name, allow, cfg.roles)
+        if gke and not info.cluster and not topology.platform_cluster and deps.session is not None:
+            try:
+                topology.set_platform_cluster(await fetch_gke_cluster(deps.session, cfg.gke_metadata_url))
+            except (aiohttp.ClientError, OSError, TimeoutError, UpstreamError) as exc:
+                log.info("GKE metadata: no cluster name (%s)", exc)
+        return info
+    return read
 
 
 async def _fetch_pods(deps: Deps) -> dict:

@@ -31,7 +31,8 @@ MANIFESTS = ROOT / "manifests"
 KUBE_VERSION = "1.30.0"
 NODE_AGENT_RULES = [{"apiGroups": [""], "resources": ["nodes/metrics", "nodes/stats", "nodes/pods",
                                                       "nodes/healthz"],
-                     "verbs": ["get"]}]
+                     "verbs": ["get"]},
+                    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]  # its own Node
 CLUSTER_AGENT_RESOURCES = {("", "pods"): {"list", "watch"}, ("", "events"): {"list", "watch"},
                            ("", "componentstatuses"): {"list"}}
 CLUSTER_AGENT_URLS = {"/metrics", "/livez", "/readyz", "/healthz"}
@@ -99,7 +100,7 @@ def check_rbac(objs: list[dict], legacy: bool = False) -> None:
     node = one(objs, "ClusterRole", "node-agent")
     expected = NODE_AGENT_RULES + ([{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
                                    if legacy else [])
-    assert node["rules"] == expected, "node agent: the kubelet subresources, get only"
+    assert node["rules"] == expected, "node agent: the kubelet subresources and its Node, get only"
     cluster = one(objs, "ClusterRole", "cluster-agent")
     for rule in cluster["rules"]:
         if "nonResourceURLs" in rule:

@@ -28,6 +28,7 @@ HEALTHZ = b"[+]ping ok\n[+]log ok\n[-]syncloop failed: reason withheld\nhealthz 
 # collector -> the payloads `kubebridge transform --source <collector>` takes
 PAYLOADS: dict[str, list[Any]] = {
     "cadvisor": [Fixtures("cadvisor") / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"],
+    "cadvisor_standalone": [Fixtures("cadvisor") / "cadvisor-standalone-golden-prometheus_metrics.txt"],
     "kubelet": [KUBELET / "dd-kubelet-1.10-kubelet_metrics.txt"],
     "probes": [KUBELET / "dd-kubelet-metrics-probes.txt"],
     "resource": [Fixtures("cadvisor") / "nri-k8s-1.35-kubelet-metrics-cadvisor.txt"],  # (any exposition)

@@ -3,15 +3,18 @@ watch streams, leases and the non-resource endpoints, over an `ApiStore`.
 
 Resource URLs are the real ones: /api/v1/{pods,events,nodes,namespaces}, namespaced
 /api/v1/namespaces/{ns}/{pods,events}[/{name}] and
-/apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}] (GET, POST, PUT, DELETE).
+/apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}] (GET, POST, PUT, DELETE), and
+/api/v1/nodes/{node}/proxy/{path} to a kubelet registered with `proxy_node`.
 """
 from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
 from exporter.replay import apiprotocol as proto
@@ -40,6 +43,7 @@ class ApiHttp:
         return app
 
     def _routes(self, router: web.UrlDispatcher) -> None:
+        router.add_route("*", "/api/v1/nodes/{name}/proxy/{tail:.*}", self._node_proxy)
         for prefix in ("/api/v1", "/apis/coordination.k8s.io/v1"):
             router.add_route("*", prefix + "/{resource}", self._collection)
             router.add_route("*", prefix + "/{resource}/{name}", self._item)
@@ -149,6 +153,29 @@ class ApiHttp:
         finally:
             self.srv.store.watchers.discard(watcher)
         return resp
+
+    async def _node_proxy(self, request: web.Request) -> web.Response:
+        """/api/v1/nodes/{name}/proxy/{path}: the node's kubelet, as the API server proxies it
+        (GET only; the kubelet sees the API server's credentials, here the shared token)."""
+        name = request.match_info["name"]
+        target = self.srv.node_proxies.get(name)
+        if target is None:
+            self.srv.store.get("nodes", "", name)  # 404 NotFound for an unknown node
+            raise ApiError(503, "ServiceUnavailable", f"no kubelet known for node {name!r}")
+        if request.method != "GET":
+            raise _not_allowed()
+        base, ca = target
+        url = f"{base}/{request.match_info['tail']}"
+        headers = {k: v for k, v in request.headers.items()
+                   if k in ("Accept", "Accept-Encoding")}
+        headers["Authorization"] = "Bearer " + self.srv.token_file.read_text().strip()
+        ctx = ssl.create_default_context(cafile=str(ca))
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.get(url, params=request.query, headers=headers, ssl=ctx) as resp:
+                body = await resp.read()
+                self.srv.proxied_bytes += len(body)
+                out = {k: v for k, v in resp.headers.items() if k in ("Content-Type", "Content-Encoding")}
+                return web.Response(status=resp.status, body=body, headers=out)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         headers = {"Content-Type": proto.METRICS_TYPE}

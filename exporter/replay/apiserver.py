@@ -41,6 +41,9 @@ class ReplayApiserver:
       failing_checks        {check: reason}: failing livez/readyz/healthz checks (500)
       unhealthy_components  {component: message} for /api/v1/componentstatuses
       requests              every request's path and query, 401s included
+      put_node(obj)         create or replace a Node (its labels: region, zone, roles)
+      proxy_node(name, url, ca_file)  /api/v1/nodes/<name>/proxy/... reaches that kubelet
+      proxied_bytes         response bytes relayed by the node proxy (as sent: gzip stays gzip)
     """
 
     def __init__(self, source: Path | None, token_file: Path, *, version: str = "1.35",
@@ -54,6 +57,8 @@ class ReplayApiserver:
         self.failing_checks: dict[str, str] = {}
         self.unhealthy_components: dict[str, str] = {}
         self.requests: list[str] = []
+        self.node_proxies: dict[str, tuple[str, Path]] = {}
+        self.proxied_bytes = 0
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
         self.metrics = read("apiserver", f"nri-k8s-{version}-apiserver-metrics.txt")
@@ -151,6 +156,12 @@ class ReplayApiserver:
 
     def delete_pod(self, namespace: str, name: str) -> dict:
         return self.store.delete("pods", namespace, name)
+
+    def put_node(self, obj: dict) -> dict:
+        return self.store.put("nodes", obj)
+
+    def proxy_node(self, name: str, url: str, ca_file: Path) -> None:
+        self.node_proxies[name] = (url.rstrip("/"), Path(ca_file))
 
     def disconnect_watches(self) -> int:
         return self.store.disconnect()
