@@ -150,9 +150,11 @@ def make_kubelet_class() -> type:
     from exporter.replay.kubelet import ReplayKubelet
 
     class ChurningKubelet(ReplayKubelet):
-        """Slot n = floor(time / interval). The bodies of slots n and n+1 (and their gzip, which
-        promhttp would compute per request) are prepared in a thread ahead of time, so a
-        scrape's latency is the kubelet serving bytes, not Python rendering 19 MB."""
+        """Slot n = floor(time / interval). The bodies of slots n and n+1 are prepared in a
+        thread ahead of time, so a scrape's latency is the kubelet serving bytes, not Python
+        rendering 19 MB. Gzip is done per request, in a worker thread, as the kubelet's promhttp
+        handler does (`gzip.NewWriter`, Go's default level 6) for a client that accepts it:
+        Prometheus scraping the raw job does; kubebridge asks for identity."""
 
         CHURNED = {"/metrics/cadvisor": {}, "/metrics/resource": {}, "/stats/summary": {"json_body": True},
                    "/metrics": {"bump_unstamped": True}, "/metrics/probes": {"bump_unstamped": True}}
@@ -161,7 +163,7 @@ def make_kubelet_class() -> type:
             self.interval = interval
             self.churn = {path: Churn(ReplayKubelet._body(self, path), **kw)
                           for path, kw in self.CHURNED.items()}
-            self.slots: dict[int, tuple[dict[str, bytes], dict[str, bytes]]] = {}
+            self.slots: dict[int, dict[str, bytes]] = {}
             self.prepare_lock = threading.Lock()
             self.prepare_seconds: list[float] = []
             self._task: asyncio.Task | None = None
@@ -172,15 +174,13 @@ def make_kubelet_class() -> type:
         def slot_now(self) -> int:
             return int(time.time() // self.interval)
 
-        def prepare(self, slot: int) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        def prepare(self, slot: int) -> dict[str, bytes]:
             with self.prepare_lock:
                 if slot not in self.slots:
                     t0 = time.perf_counter()
                     base_ms = int(slot * self.interval * 1000)
                     bodies = {path: c.render(slot, base_ms) for path, c in self.churn.items()}
-                    gz = {path: gzip.compress(body, 6, mtime=0) for path, body in bodies.items()
-                          if path.startswith("/metrics")}
-                    self.slots[slot] = (bodies, gz)
+                    self.slots[slot] = bodies
                     for old in [s for s in self.slots if s < slot - 2]:
                         del self.slots[old]
                     self.prepare_seconds.append(time.perf_counter() - t0)
@@ -204,13 +204,13 @@ def make_kubelet_class() -> type:
                 await asyncio.to_thread(self.prepare, n + 1)
                 await asyncio.sleep(max(0.05, (n + 1) * self.interval - time.time() + 0.01))
 
-        def _current(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        def _current(self) -> dict[str, bytes]:
             n = self.slot_now()
             return self.slots.get(n) or self.prepare(n)  # not prepared in time: render now
 
         def _body(self, path: str) -> bytes:
             if path in self.CHURNED:
-                return self._current()[0][path]
+                return self._current()[path]
             return super()._body(path)
 
         async def _metrics_response(self, request: Any, path: str) -> Any:
@@ -219,12 +219,11 @@ def make_kubelet_class() -> type:
             from exporter.replay import protocol
             if path not in self.CHURNED:
                 return await super()._metrics_response(request, path)
-            bodies, gz = self._current()
             headers = {"Content-Type": protocol.METRICS_CONTENT_TYPE}
-            body = bodies[path]
+            body = self._current()[path]
             if "gzip" in request.headers.get("Accept-Encoding", ""):
                 headers["Content-Encoding"] = "gzip"
-                body = gz[path]
+                body = await asyncio.to_thread(gzip.compress, body, 6, mtime=0)
             return web.Response(body=body, headers=headers)
 
     return ChurningKubelet
@@ -446,7 +445,7 @@ async def _run(args: argparse.Namespace, procs: Processes, tmp: Path, hold: Any)
     cadvisor = kubelet._body("/metrics/cadvisor")
     node = {"series_upstream": sum(1 for ln in cadvisor.split(b"\n") if ln and not ln.startswith(b"#")),
             "cadvisor_bytes": len(cadvisor),
-            "cadvisor_gzip_bytes": len(kubelet._current()[1]["/metrics/cadvisor"])}
+            "cadvisor_gzip_bytes": len(gzip.compress(cadvisor, 6, mtime=0))}
     log(f"kubelet {kubelet.base_url}: {args.pods} pods, {node['series_upstream']:,} cAdvisor series, "
         f"{node['cadvisor_bytes'] / 1e6:.1f} MB, built in {time.perf_counter() - t0:.1f} s")
 

@@ -166,6 +166,9 @@ class PodsCollector:
         self.deps = deps
         self.cfg = cfg
         self.stats: dict[str, float] = {}
+        # The series are a function of the index's listing and the common labels only: between
+        # two refreshes of the index (and topology changes), a scrape serves the same families.
+        self._last: tuple[tuple[int, int], Result] | None = None
 
     async def collect(self, budget: float) -> Sequence[Family]:
         """The index's current listing -> families."""
@@ -177,7 +180,11 @@ class PodsCollector:
         if age > 3 * interval + 10:
             # Old health is worse than none: alerts would neither fire nor resolve.
             raise ConnectionError(f"the pod index last synced {age:.0f}s ago (kubelet /pods failing)")
-        return self._convert(index, 0).families
+        topology = self.deps.labels(self.cfg).topology
+        key = (index.syncs, topology.generation if topology is not None else 0)
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self._convert(index, 0))
+        return self._last[1].families
 
     def process(self, payload: bytes) -> Result:
         """Offline entry point (`kubebridge transform --source pods PODS_JSON`)."""

@@ -176,8 +176,9 @@ def check_node_rbac(objs: list[dict], values: dict[str, Any], kube_version: str)
     if mode == "auto":
         mode = "fineGrained" if tuple(map(int, kube_version.split("."))) >= (1, 33) else "nodesProxy"
     role = one(objs, "ClusterRole", "node-agent")
-    kubelet_rules = [r for r in role["rules"] if r["apiGroups"] == [""]]
+    kubelet_rules = [r for r in role["rules"] if r["apiGroups"] == [""] and r["resources"] != ["nodes"]]
     assert [r["verbs"] for r in kubelet_rules] == [["get"]]
+    assert {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]} in role["rules"]  # its own Node
     assert set(kubelet_rules[0]["resources"]) == (FINE_GRAINED if mode == "fineGrained" else NODES_PROXY)
     extra = [r for r in role["rules"] if r["apiGroups"] != [""]]
     assert extra == (RBAC_PROXY_RULES if get(values, "kubeRBACProxy.enabled") else [])

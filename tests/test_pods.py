@@ -17,6 +17,7 @@ from exporter.deps import Deps
 from exporter.errors import NoDataError
 from exporter.expfmt import encode_text
 from exporter.merge import merge
+from exporter.pods import parse_podlist
 from exporter.registry import get
 from exporter.replay.kubelet import ReplayKubelet
 from exporter.replay.podstatus import crash_loop_backoff, running_again
@@ -192,3 +193,22 @@ async def test_no_data_before_the_index_synced_and_down_when_stale(replay):
     index.last_sync = time.time() - 3600  # the kubelet has refused /pods for an hour
     with pytest.raises(ConnectionError):
         await collector.collect(1.0)
+
+
+async def test_series_are_built_once_per_index_refresh(replay):
+    """Between two refreshes of the index a scrape serves the families built at the last one;
+    a refresh (even one where only a pod's status changed) builds them again."""
+    cfg = config(replay)
+    index = pod_index(None, cfg)
+    doc = json.loads(replay._body("/pods"))
+    index.replace(parse_podlist(doc))
+    collector = get("pods").factory(Deps(cfg, None, index), cfg.collectors["pods"])
+    first = await collector.collect(1.0)
+    assert await collector.collect(1.0) is first
+    item = next(i for i in doc["items"] if i["status"].get("containerStatuses"))
+    item["status"]["containerStatuses"][0]["restartCount"] = 4242
+    index.replace(parse_podlist(doc))
+    again = await collector.collect(1.0)
+    assert again is not first
+    restarts = [ln for f in again if f.name.endswith("container_restarts_total") for ln in f.lines]
+    assert any(ln.endswith(b" 4242") for ln in restarts)
