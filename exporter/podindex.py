@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from exporter.failures import FailureLog, classify
 from exporter.pods import LabelPolicy, PodMeta, pod_labels
 
 log = logging.getLogger("kubebridge.podindex")
@@ -30,6 +31,9 @@ class PodIndex:
         self.last_sync = 0.0
         self.syncs = 0
         self.errors = 0
+        self.failures: dict[str, int] = {}  # failed refreshes by reason (failures.REASONS)
+        self.up = False  # whether the last refresh succeeded
+        self._logger = FailureLog(log, "pod index")
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # the one `run` refreshes in
 
@@ -95,21 +99,26 @@ class PodIndex:
             loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, fetch: Callable[[], Awaitable[dict[tuple[str, str], PodMeta]]],
-                  interval: float = 60.0, min_gap: float = 5.0) -> None:
-        """Refresh forever: every `interval`, or sooner when asked, never twice within `min_gap`."""
+                  interval: float = 60.0, min_gap: float = 5.0, timeout: float = 30.0) -> None:
+        """Refresh forever: every `interval`, or sooner when asked, never twice within `min_gap`.
+        A refresh that fails (or takes over `timeout` seconds) keeps the last good listing,
+        counts the failure by reason and retries with backoff."""
         backoff = 1.0
         min_gap = min(min_gap, interval)
         self._loop = asyncio.get_running_loop()
         while True:
             try:
-                self.replace(await fetch())
+                async with asyncio.timeout(timeout):
+                    pods = await fetch()
+                self.replace(pods)
+                self.up = True
+                self._logger.ok()
                 backoff = 1.0
                 delay = interval
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the index keeps its last good listing
-                self.errors += 1
-                log.warning("pod list failed (%s); retrying in %.0fs", exc, backoff)
+                self.failed(exc)
                 delay, backoff = backoff, min(backoff * 2, interval)
             self._wake.clear()
             await asyncio.sleep(min(min_gap, delay))
@@ -117,3 +126,11 @@ class PodIndex:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, delay - min_gap))
             except TimeoutError:
                 pass
+
+    def failed(self, exc: BaseException) -> None:
+        """A refresh failed: count it by reason, log one line (deduplicated)."""
+        reason = classify(exc)
+        self.errors += 1
+        self.up = False
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+        self._logger.failed(reason, exc)

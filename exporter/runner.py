@@ -7,15 +7,12 @@ import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
 
-import aiohttp
-
 from exporter import NAMESPACE
-from exporter.errors import NoDataError, NotPermittedError, ParseError
 from exporter.expfmt import Family
+from exporter.failures import STATUS as REASON_STATUS, FailureLog, classify
 from exporter.families import Builder, Metric
 from exporter.registry import Collector
 from exporter.transform.labels import CommonLabels
-from exporter.upstream import UpstreamError
 
 log = logging.getLogger("kubebridge.runner")
 STATUSES = ("ok", "down", "not_permitted", "no_data")
@@ -34,18 +31,6 @@ class Outcome:
     stats: Mapping[str, float] = field(default_factory=dict)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, UpstreamError):
-        return "http_status"
-    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
-        return "connect"
-    if isinstance(exc, (ParseError, ValueError)):
-        return "parse"
-    return "internal"
-
-
 class Source:
     """A collector plus its single-flight state and error counters."""
 
@@ -56,6 +41,7 @@ class Source:
         self.errors: dict[str, int] = {}
         self.last: Outcome | None = None
         self._inflight: asyncio.Future[Outcome] | None = None
+        self._log = FailureLog(log, f"collector {name}")
 
     async def collect(self, budget: float) -> Outcome:
         """Run the collector, or join the run already in flight (concurrent scrapes share one
@@ -85,19 +71,12 @@ class Source:
         try:
             async with asyncio.timeout(budget):
                 out.families = list(await self.collector.collect(budget))
-        except NoDataError as exc:
-            log.debug("collector %s: no data (%s)", self.name, exc)
-            out.status = "no_data"
-        except NotPermittedError as exc:
-            log.info("collector %s: not permitted (%s)", self.name, exc)
-            out.status, out.reason = "not_permitted", "not_permitted"
+            self._log.ok()
         except Exception as exc:  # never BaseException: cancellation must propagate
-            out.status, out.reason = "down", _reason(exc)
-            if out.reason == "internal":
-                log.exception("collector %s failed", self.name)
-            else:
-                log.warning("collector %s: %s (%s)", self.name, out.reason, exc or type(exc).__name__)
-        if out.reason:
+            out.reason = classify(exc)
+            out.status = REASON_STATUS.get(out.reason, "down")
+            self._log.failed(out.reason, exc)
+        if out.reason and out.reason != "no_data":  # (absent is not a failure)
             self.errors[out.reason] = self.errors.get(out.reason, 0) + 1
         out.seconds = time.perf_counter() - start
         out.stats = dict(getattr(self.collector, "stats", {}) or {})

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from exporter import NAMESPACE, __version__
 from exporter.config import Config
 from exporter.deps import Deps
+from exporter.errors import ParseError
 from exporter.expfmt import (OPENMETRICS_TYPE, TEXT_TYPE, Family, encode_openmetrics, encode_text,
                              wants_openmetrics)
 from exporter.families import Builder, Metric
@@ -36,6 +37,11 @@ POD_METRICS = (
     Metric(f"{NAMESPACE}_pod_index_syncs_total", "counter", "Successful pod index refreshes."),
     Metric(f"{NAMESPACE}_pod_index_errors_total", "counter", "Failed pod index refreshes."),
 )
+POD_UP = Metric(f"{NAMESPACE}_pod_index_up", "gauge", "1 if the last pod index refresh succeeded; "
+                "0 if it failed (the last good listing is kept).")
+POD_FAILURES = Metric(f"{NAMESPACE}_pod_index_sync_failures_total", "counter",
+                      "Failed pod index refreshes by reason (connect, timeout, http_status, parse, "
+                      "not_permitted, no_data, internal).", ("reason",))
 MERGE_CONFLICTS = Metric(f"{NAMESPACE}_merge_type_conflicts", "gauge",
                          "Families dropped in the last scrape because another source exposes the "
                          "same name with another type.", ("collector",))
@@ -59,12 +65,15 @@ class State:
 
     def exporter_metrics(self) -> list[Family]:
         """Build info, pod index state and process metrics."""
-        b = Builder([BUILD, *POD_METRICS], self.labels)
+        b = Builder([BUILD, *POD_METRICS, POD_UP, POD_FAILURES], self.labels)
         b.add(BUILD, 1, {"version": __version__})
         if self.index is not None:
             for metric, value in zip(POD_METRICS, (len(self.index), self.index.last_sync,
                                                    self.index.syncs, self.index.errors)):
                 b.add(metric, value)
+            b.add(POD_UP, 1.0 if self.index.up else 0.0)
+            for reason, n in sorted(self.index.failures.items()):
+                b.add(POD_FAILURES, n, {"reason": reason})
         add_registry(b, self.process)
         return b.families()
 
@@ -168,11 +177,16 @@ async def landing(request: web.Request) -> web.Response:
     """A small HTML page with links and each source's last state."""
     state: State = request.app[STATE]
     rows = "".join(
-        f"<tr><td>{html.escape(s.name)}</td><td>{s.last.status if s.last else 'not scraped yet'}</td>"
+        f"<tr><td>{html.escape(s.name)}</td><td>{s.last.status}"
+        f"{' (' + s.last.reason + ')' if s.last.reason else ''}</td>"
         f"<td>{s.last.seconds * 1000:.1f} ms</td></tr>" if s.last else
         f"<tr><td>{html.escape(s.name)}</td><td>not scraped yet</td><td></td></tr>"
         for s in state.sources)
-    pods = f"<p>Pod index: {len(state.index)} pods</p>" if state.index is not None else ""
+    pods = ""
+    if state.index is not None:
+        failing = "" if state.index.up or not state.index.failures else " (last refresh failed: " + ", ".join(
+            f"{r} {n}" for r, n in sorted(state.index.failures.items())) + ")"
+        pods = f"<p>Pod index: {len(state.index)} pods{failing}</p>"
     page = (f"<!doctype html><html><head><title>kubebridge</title></head><body>"
             f"<h1>kubebridge {__version__}</h1><ul><li><a href='metrics'>/metrics</a></li>"
             f"<li><a href='healthz'>/healthz</a></li><li><a href='readyz'>/readyz</a></li></ul>"
@@ -216,8 +230,10 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
                 state.background.append((c.name, collector))
         tasks = [asyncio.create_task(b.run(), name=f"bg:{n}") for n, b in state.background]
         if state.index is not None and own_index:
+            interval = state.config.pod_refresh_interval
             tasks.append(asyncio.create_task(state.index.run(
-                lambda: _fetch_pods(deps), state.config.pod_refresh_interval), name="podindex"))
+                lambda: _fetch_pods(deps), interval, timeout=min(30.0, max(2.0, interval))),
+                name="podindex"))
         try:
             yield
         finally:
@@ -230,9 +246,14 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
 
 
 async def _fetch_pods(deps: Deps) -> dict:
+    """The kubelet's /pods as a listing; a body that is not a PodList raises ParseError."""
     assert deps.kubelet is not None
     resp = await deps.kubelet.request("/pods", accept="application/json")
-    return parse_podlist(json.loads(resp.body))
+    try:
+        doc = json.loads(resp.body)
+    except ValueError as exc:  # (UnicodeDecodeError too)
+        raise ParseError(f"/pods: not JSON ({exc})") from None
+    return parse_podlist(doc)
 
 
 def serve(app: web.Application, host: str, port: int) -> None:
