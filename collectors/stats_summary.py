@@ -178,9 +178,9 @@ class StatsSummaryCollector:
         return self._convert(payload, self.deps.index)
 
     def _convert(self, payload: bytes, index: PodIndex | None) -> Result:
-        """The summary -> families. Not a JSON object, or an object with neither `node` nor
-        `pods`: ParseError (the source reads down). Items of wrong types are skipped and
-        counted as malformed."""
+        """The summary -> families. Not a JSON object, an object with neither `node` nor
+        `pods`, or one with nothing usable but items of wrong types: ParseError (the source
+        reads down). Otherwise items of wrong types are skipped and counted as malformed."""
         try:
             doc = json.loads(payload)
         except ValueError as exc:  # (UnicodeDecodeError too)
@@ -192,8 +192,10 @@ class StatsSummaryCollector:
         if not labels.node and isinstance(node, str) and node:
             labels = CommonLabels(labels.collector, labels.cluster, node, labels.rules)
         b = Builder(TABLE, labels, index)
-        bad = fill(b, doc)
+        bad = fill(b, doc) + (0 if isinstance(doc.get("node"), Mapping | None) else 1)
         res = b.result()
+        if bad and not res.series_out:
+            raise ParseError(f"{PATH}: nothing usable ({bad} items of wrong types)")
         res.malformed = bad
         self.stats = {"response_bytes": len(payload), "series_out": res.series_out,
                       "join_misses": res.join_misses, "malformed": bad}

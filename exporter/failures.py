@@ -21,6 +21,7 @@ import logging
 import time
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from exporter.errors import NoDataError, NotPermittedError, ParseError
 from exporter.upstream import UpstreamError
@@ -46,6 +47,10 @@ def classify(exc: BaseException) -> str:
         # The body broke off: reset mid-body, bad chunked framing, short Content-Length.
         return "connect"
     if isinstance(exc, aiohttp.ClientResponseError):
+        if isinstance(exc.__cause__, HttpProcessingError):
+            # Not a status the upstream sent: aiohttp could not read its HTTP framing (a bad
+            # status line, broken chunked encoding arriving with the head).
+            return "connect"
         return "parse" if isinstance(exc, aiohttp.ContentTypeError) else "http_status"
     if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):  # (ssl errors are OSErrors)
         return "connect"

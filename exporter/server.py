@@ -232,7 +232,7 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
         if state.index is not None and own_index:
             interval = state.config.pod_refresh_interval
             tasks.append(asyncio.create_task(state.index.run(
-                lambda: _fetch_pods(deps), interval, timeout=min(30.0, max(2.0, interval))),
+                lambda: _fetch_pods(deps), interval, timeout=min(30.0, max(1.0, interval))),
                 name="podindex"))
         try:
             yield
