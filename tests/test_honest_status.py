@@ -221,3 +221,21 @@ async def test_a_hung_pod_refresh_is_bounded():
         task.cancel()
     assert index.failures == {"timeout": 1}
 
+
+
+def test_odd_pod_json_never_takes_down_autodiscovery():
+    """The target list is built from every pod's raw JSON: odd shapes skip that pod."""
+    from tests.autodiscovery_apps import check, make, pod
+
+    fine = pod("fine", annotations=check(port=9000))
+    odd = [{"metadata": {"name": "a", "namespace": "shop", "annotations": ["x"]}, "status": "Running",
+            "spec": {"containers": "c"}},
+           {"metadata": {"name": "b", "namespace": "shop", "annotations": check(port=1)},
+            "status": {"podIP": 5, "phase": "Running"}, "spec": {"containers": [1, {"ports": "x"}]}},
+           {"metadata": {"name": "c", "namespace": "shop", "annotations": check(port=1)},
+            "status": {"podIP": "127.0.0.1", "phase": "Running"},
+            "spec": {"containers": [{"name": "app", "ports": [7, {"containerPort": "80"}]}]}}]
+    c = make([fine, *odd])
+    c.sync()
+    assert ("shop", "fine", "app") in c.engine.targets
+    assert not any(key[1] in ("a", "b") for key in c.engine.targets)
