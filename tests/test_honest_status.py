@@ -239,3 +239,32 @@ def test_odd_pod_json_never_takes_down_autodiscovery():
     c.sync()
     assert ("shop", "fine", "app") in c.engine.targets
     assert not any(key[1] in ("a", "b") for key in c.engine.targets)
+
+
+@pytest.mark.parametrize("mode, reason", [("empty", "parse"), ("garbage", "parse"),
+                                          ("redirect", "http_status")])
+async def test_an_etcd_member_answering_nothing_usable_is_down(aiohttp_server, mode, reason):
+    from aiohttp import web
+
+    from exporter import config as config_mod
+    from exporter.deps import Deps
+    from exporter.registry import get
+
+    async def metrics(request):
+        if mode == "redirect":
+            return web.Response(status=307, headers={"Location": "http://example.invalid/metrics"})
+        body = b"" if mode == "empty" else b"<html>login</html>\n"
+        return web.Response(body=body, content_type="text/plain")
+
+    async def health(request):
+        return web.json_response({"health": "true"})
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", health)
+    server = await aiohttp_server(app)
+    cfg = config_mod.parse({"collectors": {"etcd": {"enabled": True, "members": [
+        {"url": str(server.make_url("")).rstrip("/")}]}}}, env={})
+    async with aiohttp.ClientSession() as session:
+        src = Source("etcd", get("etcd").factory(Deps(cfg, session, None), cfg.collectors["etcd"]))
+        out = await src.collect(5.0)
+    assert (out.status, out.reason) == ("down", reason)
