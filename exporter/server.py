@@ -178,7 +178,7 @@ async def landing(request: web.Request) -> web.Response:
     state: State = request.app[STATE]
     rows = "".join(
         f"<tr><td>{html.escape(s.name)}</td><td>{s.last.status}"
-        f"{' (' + s.last.reason + ')' if s.last.reason else ''}</td>"
+        f"{' (' + s.last.reason + ')' if s.last.reason not in ('', s.last.status) else ''}</td>"
         f"<td>{s.last.seconds * 1000:.1f} ms</td></tr>" if s.last else
         f"<tr><td>{html.escape(s.name)}</td><td>not scraped yet</td><td></td></tr>"
         for s in state.sources)

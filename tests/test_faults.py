@@ -32,8 +32,13 @@ from tests.faults import CA_FILE, MODES, FaultyUpstream, Page, gzip_bomb
 
 CAP = 4 << 20  # bytes: the body cap in these tests
 RSS_BUDGET = 32 << 20  # bytes the process may grow by while one fault is served (8x CAP)
-HEADER = 1.5  # seconds: the scrape timeout Prometheus announces (the budget is 0.5 s less)
+# Seconds: the scrape timeout Prometheus announces (the budget is 0.5 s less). Short where the
+# fault makes a source wait out the budget; long elsewhere, where every source answers at once
+# (so that a loaded CI machine does not read as a timeout).
+HEADER = {"hang": 2.5, "hang_body": 2.5, "drip": 2.5}
+HEADER_DEFAULT = 5.0
 SLACK = 1.5  # seconds allowed past it for a loaded CI machine (2 cores, 8 test runs)
+POD_REFRESH = {"pods": "0.3s"}  # the /pods kind refreshes often; the others hardly
 PROMTOOL = shutil.which("promtool")
 NODE = "datagen-1-35"
 
@@ -138,6 +143,7 @@ class Bench:
     kubelet_token: Path
     api_token: Path
     client: object
+    header: float = HEADER_DEFAULT
 
     def fake(self, kind: Kind) -> FaultyUpstream:
         return self.kubelet if kind.upstream == "kubelet" else self.apiserver
@@ -148,7 +154,7 @@ class Bench:
     async def scrape(self) -> tuple[str, float, bytes]:
         started = time.monotonic()
         resp = await self.client.get(  # type: ignore[attr-defined]
-            "/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": str(HEADER)})
+            "/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": str(self.header)})
         body = await resp.read()
         assert resp.status == 200
         return body.decode(), time.monotonic() - started, body
@@ -158,7 +164,7 @@ class Bench:
 async def bench_for(tmp_path, aiohttp_client):
     made: list[FaultyUpstream] = []
 
-    async def make(tls_broken: str = "") -> Bench:
+    async def make(tls_broken: str = "", refresh: str = "10s") -> Bench:
         ktok, atok = tmp_path / "kubelet-token", tmp_path / "api-token"
         ktok.write_text("k-" + secrets.token_hex(8))
         atok.write_text("a-" + secrets.token_hex(8))
@@ -169,7 +175,7 @@ async def bench_for(tmp_path, aiohttp_client):
                                    huge=4 * CAP, tls_broken=tls_broken == "apiserver").start()
         made.extend((elsewhere, kubelet, api))
         cfg = config_mod.parse({
-            "cluster": "faults", "node_name": NODE, "pod_refresh_interval": "0.3s",
+            "cluster": "faults", "node_name": NODE, "pod_refresh_interval": refresh,
             "kubelet": {"url": kubelet.url, "token_file": str(ktok), "ca_file": str(CA_FILE)},
             "collectors": {
                 "kubelet": {"enabled": False}, "probes": {"enabled": False}, "healthz": {"enabled": False},
@@ -222,16 +228,21 @@ def check_sources(text: str, want: dict[str, tuple[str, str]]) -> None:
     for source, (status, reason) in want.items():
         got = value(text, "kubebridge_source_status", collector=source, status=status)
         assert got == 1, f"{source}: expected {status}, got\n" + "\n".join(
-            ln for ln in text.splitlines() if ln.startswith("kubebridge_source_status") and ln.endswith(" 1"))
+            ln for ln in text.splitlines() if ln.startswith("kubebridge_source_status") and ln.endswith(" 1")
+            or ln.startswith("kubebridge_scrape_errors_total"))
         assert value(text, "kubebridge_up", collector=source) == (1 if status == "ok" else 0)
         if reason:
             errors = value(text, "kubebridge_scrape_errors_total", collector=source, reason=reason)
             assert (errors or 0) >= 1, f"{source}: no error counted as {reason}"
 
 
-def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    ours = [r for r in caplog.records if r.name.startswith("kubebridge")]
+def assert_logged_once_without_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """Expected failures: no traceback, and one line per failing source (or the pod index),
+    however many scrapes or refreshes failed."""
+    ours = [r for r in caplog.records if r.name.startswith("kubebridge") and r.levelno >= logging.WARNING]
     assert not [r for r in ours if r.exc_info], [r.getMessage() for r in ours if r.exc_info]
+    who = [r.getMessage().split(":", 1)[0] for r in ours]
+    assert len(who) == len(set(who)), who
 
 
 @pytest.mark.parametrize("kind_name", list(KINDS))
@@ -241,7 +252,8 @@ async def test_fault_matrix(mode: str, kind_name: str, bench_for, caplog):
     kind = KINDS[kind_name]
     if mode == "gzip_bomb":
         gzip_bomb()  # (built once, before any RSS is measured)
-    bench: Bench = await bench_for(tls_broken=kind.upstream if mode == "tls" else "")
+    bench: Bench = await bench_for(tls_broken=kind.upstream if mode == "tls" else "",
+                                   refresh=POD_REFRESH.get(kind_name, "10s"))
     want = expected(kind, mode)
     pods_before = None
     if not (mode == "tls" and kind.upstream == "kubelet"):
@@ -251,6 +263,7 @@ async def test_fault_matrix(mode: str, kind_name: str, bench_for, caplog):
         check_sources(text, {s: ("ok", "") for s in SOURCES})  # a good day first
         pods_before = value(text, "kubebridge_pod_index_pods")
     fake = bench.fake(kind)
+    bench.header = HEADER.get(mode, HEADER_DEFAULT)
     if mode == "unauthorized_rotated":  # the upstream now refuses the old token (everywhere)
         fake.token = "rotated-" + secrets.token_hex(12)  # (a new length: a new file stamp)
         bench.token_file(kind).write_text(fake.token)
@@ -260,14 +273,18 @@ async def test_fault_matrix(mode: str, kind_name: str, bench_for, caplog):
     async with RssPeak() as mem:
         if kind.source or mode == "tls":
             text, took, body = await bench.scrape()
-            assert took < HEADER + SLACK, f"/metrics took {took:.2f}s"
+            assert took < bench.header + SLACK, f"/metrics took {took:.2f}s"
         else:
             text, body = await pods_fault(bench, mode, pods_before)
     assert mem.growth < RSS_BUDGET, f"RSS grew by {mem.growth >> 20} MiB"
     check_sources(text, want)
     promtool_check(body)
     assert bench.elsewhere.requests == []  # no redirect was followed, no token went elsewhere
-    assert_no_traceback(caplog)
+    assert_logged_once_without_traceback(caplog)
+    page = await (await bench.client.get("/")).text()  # type: ignore[attr-defined]
+    for source, (status, reason) in want.items():
+        why = f" ({reason})" if reason not in ("", status) else ""
+        assert f"<td>{source}</td><td>{status}{why}</td>" in page
 
 
 async def pods_fault(bench: Bench, mode: str, pods_before: float | None) -> tuple[str, bytes]:
@@ -276,19 +293,20 @@ async def pods_fault(bench: Bench, mode: str, pods_before: float | None) -> tupl
     within its budget. A failed refresh keeps the last good listing: every source stays up."""
     reason = REASON[mode]
     index = bench.client.server.app[STATE].index  # type: ignore[attr-defined]
-    syncs = index.syncs
+    syncs, before = index.syncs, dict(index.failures)
     deadline = time.monotonic() + 30
     while True:
         text, took, body = await bench.scrape()
-        assert took < HEADER + SLACK, f"/metrics took {took:.2f}s"
+        assert took < bench.header + SLACK, f"/metrics took {took:.2f}s"
         if reason is None and index.syncs >= syncs + 2:
-            assert value(text, "kubebridge_pod_index_errors_total") == 0
+            assert "not_permitted" not in index.failures  # the rotated token was read at once
             return text, body
-        if reason is not None and value(text, "kubebridge_pod_index_sync_failures_total", reason=reason):
-            assert value(text, "kubebridge_pod_index_up") == 0
+        if reason is not None and index.failures.get(reason, 0) > before.get(reason, 0):
+            text, took, body = await bench.scrape()  # (the scrape after the failed refresh)
+            assert value(text, "kubebridge_pod_index_sync_failures_total", reason=reason)
+            assert value(text, "kubebridge_pod_index_up") == 0 or index.up  # (unless refreshed since)
             assert value(text, "kubebridge_pod_index_pods") == pods_before  # the last good listing
             assert re.search(r'container_cpu_usage_seconds_total\{[^}]*workload="', text)  # still joined
-            assert index.failures.keys() == {reason}, index.failures
             return text, body
         assert time.monotonic() < deadline, f"no /pods failure counted: {index.failures}"
         await asyncio.sleep(0.1)
