@@ -16,7 +16,6 @@ skipped quietly, as is a refused health endpoint.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Any
 from collections.abc import Sequence
@@ -24,10 +23,10 @@ from collections.abc import Sequence
 from exporter import NAMESPACE
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
-from exporter.errors import NoDataError, NotPermittedError, ParseError
+from exporter.errors import NoDataError, NotPermittedError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
-from exporter.jsonshape import obj, objs, text
+from exporter.jsonshape import loads, obj, objs, text
 from exporter.kube import client as kube
 from exporter.passthrough import Passthrough, options_table
 from exporter.registry import Option, register
@@ -102,10 +101,7 @@ class ApiserverCollector(Passthrough):
         if not self.cfg.options["componentstatuses"]:
             return None
         resp = await up.request("/api/v1/componentstatuses", accept="application/json")
-        try:
-            doc = json.loads(resp.body)
-        except ValueError as exc:
-            raise ParseError(f"componentstatuses: not JSON ({exc})") from None
+        doc = loads(resp.body, "componentstatuses")
         out = {}
         for item in objs(obj(doc).get("items"))[0]:  # (items of wrong types are skipped)
             name = text(obj(item.get("metadata")).get("name"))

@@ -22,7 +22,6 @@ does (`nvidia.com/gpu` -> `nvidia_com_gpu`).
 """
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 from typing import Any
@@ -35,7 +34,7 @@ from exporter.deps import Deps
 from exporter.errors import NoDataError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric, PodLabels
-from exporter.jsonshape import obj, objs, text
+from exporter.jsonshape import loads, obj, objs, text
 from exporter.transform import Result
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta, parse_podlist
@@ -195,7 +194,7 @@ class PodsCollector:
     def process(self, payload: bytes) -> Result:
         """Offline entry point (`kubebridge transform --source pods PODS_JSON`)."""
         index = PodIndex(self.deps.config.label_policy)
-        index.replace(parse_podlist(json.loads(payload)))
+        index.replace(parse_podlist(loads(payload, "/pods")))
         return self._convert(index, len(payload))
 
     def _convert(self, index: PodIndex, size: int) -> Result:

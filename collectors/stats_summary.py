@@ -17,7 +17,6 @@ simply absent: nothing is invented. Pod-scoped series get the same join as passt
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 from collections.abc import Mapping, Sequence
 
@@ -27,7 +26,7 @@ from exporter.deps import Deps
 from exporter.errors import ParseError
 from exporter.expfmt import Family
 from exporter.families import Builder, Labels, Metric
-from exporter.jsonshape import obj, objs, text
+from exporter.jsonshape import loads, obj, objs, text
 from exporter.transform import Result
 from exporter.transform.labels import CommonLabels
 from exporter.podindex import PodIndex
@@ -181,10 +180,7 @@ class StatsSummaryCollector:
         """The summary -> families. Not a JSON object, an object with neither `node` nor
         `pods`, or one with nothing usable but items of wrong types: ParseError (the source
         reads down). Otherwise items of wrong types are skipped and counted as malformed."""
-        try:
-            doc = json.loads(payload)
-        except ValueError as exc:  # (UnicodeDecodeError too)
-            raise ParseError(f"{PATH}: not JSON ({exc})") from None
+        doc = loads(payload, PATH)
         if not isinstance(doc, Mapping) or not ({"node", "pods"} & doc.keys()):
             raise ParseError(f"{PATH}: not a Summary object")
         labels = self.deps.labels(self.cfg)

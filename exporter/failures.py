@@ -52,7 +52,8 @@ def classify(exc: BaseException) -> str:
             # status line, broken chunked encoding arriving with the head).
             return "connect"
         return "parse" if isinstance(exc, aiohttp.ContentTypeError) else "http_status"
-    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):  # (ssl errors are OSErrors)
+    if isinstance(exc, (aiohttp.ClientConnectionError, OSError, EOFError)):
+        # (ssl errors are OSErrors; asyncio's IncompleteReadError is an EOFError)
         return "connect"
     if isinstance(exc, (ParseError, ValueError)):  # (json and UnicodeDecodeError are ValueErrors)
         return "parse"

@@ -6,8 +6,20 @@ skip that item (counted by the caller) instead of failing the whole source as `i
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
+
+from exporter.errors import ParseError
+
+
+def loads(body: bytes | str, what: str) -> Any:
+    """Parse an upstream JSON document: anything that is not JSON (invalid syntax or UTF-8, or
+    nesting too deep for the parser: RecursionError) is a ParseError naming `what`."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # (JSONDecodeError, UnicodeDecodeError)
+        raise ParseError(f"{what}: not JSON ({str(exc)[:120]})") from None
 
 
 def obj(value: Any) -> Mapping[str, Any]:

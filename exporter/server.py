@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import json
 import logging
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -16,7 +15,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from exporter import NAMESPACE, __version__
 from exporter.config import Config
 from exporter.deps import Deps
-from exporter.errors import ParseError
+from exporter.jsonshape import loads
 from exporter.expfmt import (OPENMETRICS_TYPE, TEXT_TYPE, Family, encode_openmetrics, encode_text,
                              wants_openmetrics)
 from exporter.families import Builder, Metric
@@ -249,11 +248,7 @@ async def _fetch_pods(deps: Deps) -> dict:
     """The kubelet's /pods as a listing; a body that is not a PodList raises ParseError."""
     assert deps.kubelet is not None
     resp = await deps.kubelet.request("/pods", accept="application/json")
-    try:
-        doc = json.loads(resp.body)
-    except ValueError as exc:  # (UnicodeDecodeError too)
-        raise ParseError(f"/pods: not JSON ({exc})") from None
-    return parse_podlist(doc)
+    return parse_podlist(loads(resp.body, "/pods"))
 
 
 def serve(app: web.Application, host: str, port: int) -> None:

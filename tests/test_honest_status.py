@@ -43,6 +43,7 @@ def _framing_error() -> aiohttp.ClientResponseError:
     (aiohttp.ClientPayloadError("Response payload is not completed"), "connect"),  # reset mid-body
     (_framing_error(), "connect"),  # broken chunked encoding
     (ConnectionResetError(), "connect"),
+    (asyncio.IncompleteReadError(b"", 10), "connect"),
     (UpstreamError("u", 500), "http_status"),
     (NotPermittedError("403"), "not_permitted"),
     (NoDataError("404"), "no_data"),
@@ -268,3 +269,16 @@ async def test_an_etcd_member_answering_nothing_usable_is_down(aiohttp_server, m
         src = Source("etcd", get("etcd").factory(Deps(cfg, session, None), cfg.collectors["etcd"]))
         out = await src.collect(5.0)
     assert (out.status, out.reason) == ("down", reason)
+
+
+def test_json_nested_too_deep_is_parse_not_internal():
+    """The JSON parser gives up on deep nesting with RecursionError: a hostile upstream's
+    answer, read as `parse`."""
+    deep = b"[" * 100_000
+    with pytest.raises(ParseError):
+        offline("stats_summary").process(b'{"node": ' + deep)
+    with pytest.raises(ParseError):
+        offline("pods").process(deep)
+    from exporter.jsonshape import loads
+    with pytest.raises(ParseError, match="/pods: not JSON"):
+        loads(deep, "/pods")

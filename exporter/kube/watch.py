@@ -12,7 +12,6 @@ The handler sees `replace(items, initial)` after each list and `apply(type, obj)
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from exporter.errors import NoDataError
+from exporter.jsonshape import loads
 from exporter.kube.client import translate
 
 log = logging.getLogger("kubebridge.kubewatch")
@@ -164,4 +164,4 @@ async def _json(resp: aiohttp.ClientResponse) -> dict:
         exc = ApiException(status=resp.status, reason=resp.reason)
         exc.body = body.decode("utf-8", "replace")  # type: ignore[assignment]  # (the client's own errors carry text)
         raise exc
-    return json.loads(body)
+    return loads(body, "list")  # (not JSON, or nested too deep: ParseError)
