@@ -14,6 +14,7 @@ Bodies are capped at CAP here (the shipped default is far larger) so that "huge"
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import secrets
@@ -311,3 +312,55 @@ async def pods_fault(bench: Bench, mode: str, pods_before: float | None) -> tupl
         assert time.monotonic() < deadline, f"no /pods failure counted: {index.failures}"
         await asyncio.sleep(0.1)
 
+
+
+# --- the events source: list+watch through kubernetes-asyncio -----------------------------------
+
+EVENT_LIST = {"kind": "EventList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"}, "items": []}
+ODD_EVENTS = {**EVENT_LIST, "items": [{"metadata": {"uid": "u"}, "count": "many", "involvedObject": "x"}]}
+
+
+@pytest.mark.parametrize("mode, reason", [
+    ("empty", "parse"), ("garbage", "parse"), ("wrong_json_types", "parse"), ("odd_items", "parse"),
+    ("wrong_content_type", "parse"), ("redirect", "http_status"), ("forbidden", "not_permitted"),
+    ("error_500", "http_status"), ("reset", "connect"), ("tls", "connect")])
+async def test_events_source_reads_down_with_its_reason(mode, reason, tmp_path):
+    """The events collector (a background list+watch of the API server): a refused or
+    unreadable list is that source's failure, with its reason, never `internal`."""
+    import aiohttp
+
+    from exporter.deps import Deps
+    from exporter.registry import get
+    from exporter.runner import Source
+
+    token = tmp_path / "token"
+    token.write_text("events-token")
+    body = ODD_EVENTS if mode == "odd_items" else EVENT_LIST
+    pages = {"/api/v1/events": Page(json.dumps(body).encode(), "application/json")}
+    elsewhere = await FaultyUpstream(pages).start()
+    api = await FaultyUpstream(pages, token="events-token", redirect_to=elsewhere.url,
+                               tls_broken=mode == "tls").start()
+    if mode not in ("tls", "odd_items"):
+        api.faults["/api/v1/events"] = mode
+    cfg = config_mod.parse({"collectors": {"events": {"enabled": True, "resolve_pods": False, "endpoint": {
+        "url": api.url, "token_file": str(token), "ca_file": str(CA_FILE)}}}}, env={})
+    task = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            c = get("events").factory(Deps(cfg, session, None), cfg.collectors["events"])
+            c.backoff, c.watch_timeout = (0.05, 0.2), 30.0
+            src = Source("events", c)
+            task = asyncio.create_task(c.run())
+            deadline = time.monotonic() + 20
+            while (out := await src.collect(5.0)).status == "no_data":
+                assert time.monotonic() < deadline, "the events list never failed"
+                await asyncio.sleep(0.02)
+        status = "not_permitted" if reason == "not_permitted" else "down"
+        assert (out.status, out.reason) == (status, reason)
+        assert elsewhere.requests == []
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await api.stop()
+        await elsewhere.stop()
