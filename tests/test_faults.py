@@ -8,7 +8,8 @@ the other upstreams and paths answering well:
   `/pods` refresh keeps the last good pod index, and every source stays up;
 - the output passes `promtool check metrics`;
 - the process's RSS grows by less than RSS_BUDGET while the fault is served;
-- the failure is logged without a traceback.
+- the failure is logged once per source, without a traceback; the landing page shows it.
+The `events` source (list+watch through kubernetes-asyncio) gets the same faults on its list.
 Bodies are capped at CAP here (the shipped default is far larger) so that "huge" stays small.
 """
 from __future__ import annotations
