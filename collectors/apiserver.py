@@ -16,7 +16,6 @@ skipped quietly, as is a refused health endpoint.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Any
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from exporter.deps import Deps
 from exporter.errors import NoDataError, NotPermittedError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
+from exporter.jsonshape import loads, obj, objs, text
 from exporter.kube import client as kube
 from exporter.passthrough import Passthrough, options_table
 from exporter.registry import Option, register
@@ -101,11 +101,13 @@ class ApiserverCollector(Passthrough):
         if not self.cfg.options["componentstatuses"]:
             return None
         resp = await up.request("/api/v1/componentstatuses", accept="application/json")
+        doc = loads(resp.body, "componentstatuses")
         out = {}
-        for item in json.loads(resp.body).get("items") or []:
-            conds = item.get("conditions") or []
-            out[(item.get("metadata") or {}).get("name", "")] = any(
-                c.get("type") == "Healthy" and c.get("status") == "True" for c in conds)
+        for item in objs(obj(doc).get("items"))[0]:  # (items of wrong types are skipped)
+            name = text(obj(item.get("metadata")).get("name"))
+            if name:
+                out[name] = any(c.get("type") == "Healthy" and c.get("status") == "True"
+                                for c in objs(item.get("conditions"))[0])
         return out
 
 

@@ -24,6 +24,7 @@ from exporter.autodiscovery.templates import (Candidate, PodContext, TemplateErr
                                               render)
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
+from exporter.jsonshape import obj
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
 from exporter.registry import Option, register
@@ -130,13 +131,13 @@ class AutodiscoveryCollector(EngineCollector):
                 bad[(key, cand.where)] = (cand.trigger, cand.text or repr(cand.template), message)
 
     def _eligible(self, meta: PodMeta) -> bool:
-        status = meta.raw.get("status") or {}
+        status = obj(meta.raw.get("status"))  # (odd JSON types read as absent)
         node, own_ns = self.deps.config.node_name, self.deps.config.pod_namespace
         if meta.name == self.own_pod and meta.namespace == (own_ns or meta.namespace):
             return False
         if node and meta.node and meta.node != node:
             return False  # only this node's pods
-        if not status.get("podIP") or status.get("phase", "Running") != "Running":
+        if not isinstance(status.get("podIP"), str) or status.get("phase", "Running") != "Running":
             return False
         try:
             ip = ipaddress.ip_address(status["podIP"])

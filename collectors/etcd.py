@@ -39,7 +39,7 @@ from exporter.errors import NoDataError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.merge import merge
-from exporter.passthrough import SerialTransform, options_table
+from exporter.passthrough import SerialTransform, check_payload, options_table
 from exporter.podindex import PodIndex
 from exporter.transform import NOTHING, Changes, Pairs, Result, Transformer
 from exporter.pods import PodMeta
@@ -177,6 +177,7 @@ class EtcdCollector:
             status = tg.create_task(self._status(up))
         resp = metrics.result()
         res = await self.transformers[name].run(resp.body, is_openmetrics(resp.content_type))
+        check_payload(resp.body, res)  # an empty or garbage /metrics: the member is down (parse)
         return Member(res, len(resp.body), healthy.result(), status.result())
 
     @staticmethod

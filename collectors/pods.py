@@ -22,7 +22,6 @@ does (`nvidia.com/gpu` -> `nvidia_com_gpu`).
 """
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 from typing import Any
@@ -35,6 +34,7 @@ from exporter.deps import Deps
 from exporter.errors import NoDataError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric, PodLabels
+from exporter.jsonshape import loads, obj, objs, text
 from exporter.transform import Result
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta, parse_podlist
@@ -84,20 +84,22 @@ Labels = Callable[..., PodLabels]  # extra labels -> the container's labels
 
 def _status(b: Builder, cs: Mapping[str, Any], lab: Labels) -> None:
     labels = lab()
-    b.add(RESTARTS, float(cs.get("restartCount") or 0), labels)
-    b.add(CREADY, 1.0 if cs.get("ready") else 0.0, labels)
-    state = cs.get("state") or {}
+    restarts = cs.get("restartCount")
+    b.add(RESTARTS, float(restarts) if isinstance(restarts, (int, float)) and not isinstance(
+        restarts, bool) else 0.0, labels)
+    b.add(CREADY, 1.0 if cs.get("ready") is True else 0.0, labels)
+    state = obj(cs.get("state"))
     current = next((s for s in STATES if s in state), None)
     if current is not None:
         for s in STATES:
             b.add(STATE, 1.0 if s == current else 0.0, lab(state=s))
-    waiting = state.get("waiting")
-    if waiting is not None:
-        b.add(WAITING, 1.0, lab(**_reason(waiting)))
+    if state.get("waiting") is not None:
+        b.add(WAITING, 1.0, lab(**_reason(obj(state["waiting"]))))
     if state.get("terminated") is not None:
-        b.add(TERMINATED, 1.0, lab(**_reason(state["terminated"], True)))
-    last = (cs.get("lastState") or {}).get("terminated")
+        b.add(TERMINATED, 1.0, lab(**_reason(obj(state["terminated"]), True)))
+    last = obj(cs.get("lastState")).get("terminated")
     if last is not None:
+        last = obj(last)
         why = lab(**_reason(last, True))
         b.add(LAST, 1.0, why)
         finished = timestamp(last.get("finishedAt"))
@@ -106,17 +108,18 @@ def _status(b: Builder, cs: Mapping[str, Any], lab: Labels) -> None:
 
 
 def _reason(state: Mapping[str, Any], exit_code: bool = False) -> dict[str, str]:
-    out = {"reason": str(state.get("reason") or "")}
+    out = {"reason": text(state.get("reason"))}
     if exit_code:
-        out["exit_code"] = str(state.get("exitCode", ""))
+        code = state.get("exitCode", "")
+        out["exit_code"] = str(code) if isinstance(code, int) and not isinstance(code, bool) else ""
     return {k: v for k, v in out.items() if v}
 
 
 def _resources(b: Builder, ctr: Mapping[str, Any], lab: Labels) -> int:
     bad = 0
-    res = ctr.get("resources") or {}
+    res = obj(ctr.get("resources"))
     for kind, metric in (("requests", REQUESTS), ("limits", LIMITS)):
-        for name, qty in sorted((res.get(kind) or {}).items()):
+        for name, qty in sorted(obj(res.get(kind)).items()):
             try:
                 value = parse_quantity(qty)
             except ValueError:
@@ -134,25 +137,34 @@ def _labeller(b: Builder, meta: PodMeta, container: str) -> Labels:
 
 
 def fill(b: Builder, pods: Iterable[PodMeta]) -> int:
-    """Pods -> samples; returns how many quantities could not be parsed."""
+    """Pods -> samples; returns how many quantities could not be parsed, plus how many items
+    (containers, statuses) were skipped for wrong JSON types (such a field reads as absent)."""
     bad = 0
     for meta in pods:
         item = meta.raw
-        status, spec = item.get("status") or {}, item.get("spec") or {}
-        if status.get("phase"):
-            for phase in PHASES:
-                b.add(PHASE, 1.0 if phase == status["phase"] else 0.0,
-                      b.pod(meta.namespace, meta.name, {"phase": phase}, meta))
-        ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), None)
+        status, spec = obj(item.get("status")), obj(item.get("spec"))
+        phase = text(status.get("phase"))
+        if phase:
+            for p in PHASES:
+                b.add(PHASE, 1.0 if p == phase else 0.0,
+                      b.pod(meta.namespace, meta.name, {"phase": p}, meta))
+        conditions, skipped = objs(status.get("conditions"))
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
         if ready is not None:
             b.add(READY, 1.0 if ready.get("status") == "True" else 0.0,
                   b.pod(meta.namespace, meta.name, meta=meta))
-        for cs in [*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())]:
-            if cs.get("name"):
+        inits, skipped_i = objs(status.get("initContainerStatuses"))
+        ctrs, skipped_c = objs(status.get("containerStatuses"))
+        bad += skipped + skipped_i + skipped_c
+        for cs in [*inits, *ctrs]:
+            if text(cs.get("name")):
                 _status(b, cs, _labeller(b, meta, cs["name"]))
-        sidecars = [c for c in spec.get("initContainers") or () if c.get("restartPolicy") == "Always"]
-        for ctr in [*sidecars, *(spec.get("containers") or ())]:
-            if ctr.get("name"):
+        init_specs, skipped_i = objs(spec.get("initContainers"))
+        specs, skipped_c = objs(spec.get("containers"))
+        bad += skipped_i + skipped_c
+        sidecars = [c for c in init_specs if c.get("restartPolicy") == "Always"]
+        for ctr in [*sidecars, *specs]:
+            if text(ctr.get("name")):
                 bad += _resources(b, ctr, _labeller(b, meta, ctr["name"]))
     return bad
 
@@ -188,11 +200,8 @@ class PodsCollector:
 
     def process(self, payload: bytes) -> Result:
         """Offline entry point (`kubebridge transform --source pods PODS_JSON`)."""
-        doc = json.loads(payload)
-        if not isinstance(doc, Mapping):
-            raise ValueError("/pods: not a JSON object")
         index = PodIndex(self.deps.config.label_policy)
-        index.replace(parse_podlist(doc))
+        index.replace(parse_podlist(loads(payload, "/pods")))
         return self._convert(index, len(payload))
 
     def _convert(self, index: PodIndex, size: int) -> Result:

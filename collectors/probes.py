@@ -10,3 +10,4 @@ class ProbesCollector(Passthrough):
     """Probe results from the kubelet's /metrics/probes."""
 
     path = "/metrics/probes"
+    may_be_empty = True  # a kubelet with no probes omits the family: the body is empty

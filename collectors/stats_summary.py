@@ -17,15 +17,16 @@ simply absent: nothing is invented. Pod-scoped series get the same join as passt
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 from collections.abc import Mapping, Sequence
 
 from exporter import NAMESPACE
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
+from exporter.errors import ParseError
 from exporter.expfmt import Family
 from exporter.families import Builder, Labels, Metric
+from exporter.jsonshape import loads, obj, objs, text
 from exporter.transform import Result
 from exporter.labels import CommonLabels
 from exporter.podindex import PodIndex
@@ -88,57 +89,69 @@ def _fill_fs(b: Builder, table: Mapping[str, Metric], fs: Any, labels: Labels) -
 def claims_of(pod: Mapping[str, Any] | None) -> dict[str, str]:
     """volume name -> PVC name for a PodList item's volumes that are claims."""
     out: dict[str, str] = {}
-    spec = (pod or {}).get("spec") or {}
-    name = ((pod or {}).get("metadata") or {}).get("name", "")
-    for vol in spec.get("volumes") or ():
-        claim = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+    spec = obj(obj(pod).get("spec"))
+    name = text(obj(obj(pod).get("metadata")).get("name"))
+    for vol in objs(spec.get("volumes"))[0]:
+        vname = text(vol.get("name"))
+        claim = text(obj(vol.get("persistentVolumeClaim")).get("claimName"))
         if claim:
-            out[vol.get("name", "")] = claim
+            out[vname] = claim
         elif vol.get("ephemeral") is not None:  # generic ephemeral volume: the PVC is <pod>-<volume>
-            out[vol.get("name", "")] = f"{name}-{vol.get('name', '')}"
+            out[vname] = f"{name}-{vname}"
     return out
 
 
-def fill(b: Builder, doc: Mapping[str, Any]) -> None:
-    """One summary document -> samples. Pure but for the index lookups."""
-    node = doc.get("node") or {}
+def fill(b: Builder, doc: Mapping[str, Any]) -> int:
+    """One summary document -> samples. Pure but for the index lookups. Returns how many items
+    were skipped for wrong JSON types (a field of a wrong type reads as absent)."""
+    node = obj(doc.get("node"))
     _fill_fs(b, NODE_FS, node.get("fs"), {})
-    runtime = node.get("runtime") or {}
+    runtime = obj(node.get("runtime"))
     _fill_fs(b, NODE_IMAGEFS, runtime.get("imageFs"), {})
     _fill_fs(b, NODE_CONTAINERFS, runtime.get("containerFs"), {})
-    rlimit = node.get("rlimit") or {}
+    rlimit = obj(node.get("rlimit"))
     for key, metric in (("curproc", NODE_PROCESSES), ("maxpid", NODE_PROCESSES_MAX)):
         if _number(rlimit.get(key)) is not None:
             b.add(metric, float(rlimit[key]))
-    for pod in doc.get("pods") or ():
-        ref = pod.get("podRef") or {}
-        ns, name = ref.get("namespace", ""), ref.get("name", "")
+    pods, bad = objs(doc.get("pods"))
+    for pod in pods:
+        ref = obj(pod.get("podRef"))
+        ns, name = text(ref.get("namespace")), text(ref.get("name"))
         if not name:
+            bad += 1
             continue
         meta = b.meta(ns, name)
         pl = b.pod(ns, name, meta=meta)
         _fill_fs(b, POD_EPHEMERAL, pod.get("ephemeral-storage"), pl)
-        count = _number((pod.get("process_stats") or {}).get("process_count"))
+        count = _number(obj(pod.get("process_stats")).get("process_count"))
         if count is not None:
             b.add(POD_PROCESSES, count, pl)
-        for ctr in pod.get("containers") or ():
-            if not ctr.get("name"):
+        ctrs, skipped = objs(pod.get("containers"))
+        bad += skipped
+        for ctr in ctrs:
+            cname = text(ctr.get("name"))
+            if not cname:
+                bad += 1
                 continue
-            cl = b.pod(ns, name, {"container": ctr["name"]}, meta)
+            cl = b.pod(ns, name, {"container": cname}, meta)
             rootfs, logs = ctr.get("rootfs"), ctr.get("logs")
             _fill_fs(b, CONTAINER_ROOTFS, rootfs, cl)
             _fill_fs(b, CONTAINER_LOGS, logs, cl)
-            used = [_number((fs or {}).get("usedBytes")) for fs in (rootfs, logs)]
+            used = [_number(obj(fs).get("usedBytes")) for fs in (rootfs, logs)]
             if None not in used:
                 b.add(CONTAINER_EPHEMERAL, sum(used), cl)  # type: ignore[arg-type]
         claims = claims_of(meta.raw if meta is not None else None)
-        for vol in pod.get("volume") or ():
-            vname = vol.get("name", "")
+        vols, skipped = objs(pod.get("volume"))
+        bad += skipped
+        for vol in vols:
+            vname = text(vol.get("name"))
             if not vname:
+                bad += 1
                 continue
-            claim = (vol.get("pvcRef") or {}).get("name") or claims.get(vname, "")
+            claim = text(obj(vol.get("pvcRef")).get("name")) or claims.get(vname, "")
             labels = b.pod(ns, name, {"volume": vname, "persistentvolumeclaim": claim}, meta)
             _fill_fs(b, VOLUMES, vol, labels)
+    return bad
 
 
 @register("stats_summary", default_enabled=True)
@@ -164,16 +177,22 @@ class StatsSummaryCollector:
         return self._convert(payload, self.deps.index)
 
     def _convert(self, payload: bytes, index: PodIndex | None) -> Result:
-        doc = json.loads(payload)
-        if not isinstance(doc, Mapping):
-            raise ValueError(f"{PATH}: not a JSON object")
+        """The summary -> families. Not a JSON object, an object with neither `node` nor
+        `pods`, or one with nothing usable but items of wrong types: ParseError (the source
+        reads down). Otherwise items of wrong types are skipped and counted as malformed."""
+        doc = loads(payload, PATH)
+        if not isinstance(doc, Mapping) or not ({"node", "pods"} & doc.keys()):
+            raise ParseError(f"{PATH}: not a Summary object")
         labels = self.deps.labels(self.cfg)
-        node = (doc.get("node") or {}).get("nodeName")
-        if not labels.node and isinstance(node, str):
+        node = obj(doc.get("node")).get("nodeName")
+        if not labels.node and isinstance(node, str) and node:
             labels = CommonLabels(labels.collector, labels.cluster, node, labels.rules)
         b = Builder(TABLE, labels, index)
-        fill(b, doc)
+        bad = fill(b, doc) + (0 if isinstance(doc.get("node"), Mapping | None) else 1)
         res = b.result()
+        if bad and not res.series_out:
+            raise ParseError(f"{PATH}: nothing usable ({bad} items of wrong types)")
+        res.malformed = bad
         self.stats = {"response_bytes": len(payload), "series_out": res.series_out,
-                      "join_misses": res.join_misses}
+                      "join_misses": res.join_misses, "malformed": bad}
         return res

@@ -41,6 +41,8 @@ class Endpoint:
     key_file: str = ""
     server_name: str = ""
     insecure_skip_verify: bool = False
+    # Follow 3xx answers, and only to the same scheme, host and port (default: refuse them).
+    follow_redirects: bool = False
 
 
 @dataclass(frozen=True)

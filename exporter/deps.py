@@ -40,4 +40,4 @@ class Deps:
         tls = TLS(ep.ca_file, ep.cert_file, ep.key_file, ep.server_name, ep.insecure_skip_verify)
         token = TokenSource(ep.token_file) if ep.token_file else None
         return Upstream(self.session, ep.url, tls=tls, token=token, max_bytes=max_bytes,
-                        compressed=compressed)
+                        compressed=compressed, follow_redirects=ep.follow_redirects)

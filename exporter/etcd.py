@@ -9,7 +9,6 @@ collector raise (and the runner report the source as down, not_permitted or no_d
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from datetime import datetime
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 from exporter.config import CollectorConfig, Endpoint
 from exporter.deps import Deps
 from exporter.errors import ConfigError, NoDataError, describe
+from exporter.jsonshape import loads
 from exporter.transform import Options, Result, SeriesHook, Transformer
 from exporter.registry import Option
 from exporter.upstream import Upstream
@@ -117,7 +117,7 @@ def failed(result: Any) -> bool:
 
 def json_object(body: bytes, what: str) -> dict[str, Any]:
     """A JSON object (anything else is a parse error naming the document)."""
-    doc = json.loads(body)
+    doc = loads(body, what)
     if not isinstance(doc, dict):
         raise ValueError(f"{what}: expected a JSON object, got {type(doc).__name__}")
     return doc

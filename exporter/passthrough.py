@@ -9,6 +9,7 @@ from collections.abc import Hashable, Sequence
 
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
+from exporter.errors import ParseError
 from exporter.expfmt import Family
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
@@ -86,10 +87,12 @@ class TopologyEviction:
 
 
 class Passthrough:
-    """Base for passthrough collectors: set `path`, optionally `hook` and `pod_scoped`."""
+    """Base for passthrough collectors: set `path`, optionally `hook`, `pod_scoped` and
+    `may_be_empty`."""
 
     path = "/metrics"
     pod_scoped = True
+    may_be_empty = False  # True: an empty body is an answer with no series (not a parse error)
 
     def __init__(self, deps: Deps, cfg: CollectorConfig) -> None:
         self.deps = deps
@@ -123,6 +126,7 @@ class Passthrough:
     async def _transform(self, resp: Response) -> Sequence[Family]:
         res = await self._serial.run(resp.body, is_openmetrics(resp.content_type))
         self._report(res, len(resp.body))
+        check_payload(resp.body, res, self.may_be_empty)
         return res.families
 
     def process(self, payload: bytes, openmetrics: bool = False) -> Result:
@@ -135,6 +139,20 @@ class Passthrough:
         self.stats = {"response_bytes": size, "series_in": res.series_in,
                       "series_out": res.series_out, "join_misses": res.join_misses,
                       "malformed": res.malformed, "dropped": res.dropped}
+
+
+def check_payload(body: bytes, res: Result, may_be_empty: bool = False) -> None:
+    """Raise ParseError for an answer that is no exposition: an empty body (unless the source
+    may legitimately have no series), or one whose every sample line was rejected (an HTML
+    login page, JSON, binary garbage). A body with some good lines is served, the rest counted."""
+    if not body.strip():
+        if may_be_empty:
+            return
+        raise ParseError("empty body")
+    if res.malformed and res.malformed >= res.series_in:
+        first = res.errors[0] if res.errors else None
+        why = f": {first.reason}" if first else ""
+        raise ParseError(f"no valid sample among {res.malformed} lines{why}")
 
 
 def _retrieve(done: asyncio.Future[Result]) -> None:

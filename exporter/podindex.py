@@ -11,7 +11,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from exporter.errors import NotPermittedError, describe
+from exporter.errors import describe
+from exporter.failures import FailureLog, classify
 from exporter.pods import LabelPolicy, PodMeta, pod_labels
 
 log = logging.getLogger("kubebridge.podindex")
@@ -37,6 +38,9 @@ class PodIndex:
         self.last_sync = 0.0
         self.syncs = 0
         self.errors = 0
+        self.failures: dict[str, int] = {}  # failed refreshes by reason (failures.REASONS)
+        self.up = False  # whether the last refresh succeeded
+        self._logger = FailureLog(log, "pod index")
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # the one `run` refreshes in
 
@@ -104,21 +108,26 @@ class PodIndex:
             loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, fetch: Callable[[], Awaitable[dict[tuple[str, str], PodMeta]]],
-                  interval: float = 60.0, min_gap: float = 5.0) -> None:
-        """Refresh forever: every `interval`, or sooner when asked, never twice within `min_gap`."""
+                  interval: float = 60.0, min_gap: float = 5.0, timeout: float = 30.0) -> None:
+        """Refresh forever: every `interval`, or sooner when asked, never twice within `min_gap`.
+        A refresh that fails (or takes over `timeout` seconds) keeps the last good listing,
+        counts the failure by reason and retries with backoff."""
         backoff = 1.0
         min_gap = min(min_gap, interval)
         self._loop = asyncio.get_running_loop()
         while True:
             try:
-                self.replace(await fetch())
+                async with asyncio.timeout(timeout):
+                    pods = await fetch()
+                self.replace(pods)
+                self.up = True
+                self._logger.ok()
                 backoff = 1.0
                 delay = interval
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the index keeps its last good listing
-                self.errors += 1
-                delay, backoff = self._failed(exc, backoff, interval)
+                delay, backoff = self.failed(exc, backoff, interval)
             self._wake.clear()
             await asyncio.sleep(min(min_gap, delay))
             try:
@@ -126,11 +135,17 @@ class PodIndex:
             except TimeoutError:
                 pass
 
-    def _failed(self, exc: Exception, backoff: float, interval: float) -> tuple[float, float]:
-        """Record a failed refresh; returns (delay, next backoff). A refusal (403) is logged
-        once per change of state and retried at the normal interval; other errors back off."""
+    def failed(self, exc: BaseException, backoff: float = 1.0, interval: float = 60.0) -> tuple[float, float]:
+        """A refresh failed; the last good listing stays. Counted by reason and logged on one line
+        (deduplicated). Returns (delay, next backoff): a refusal (403) is retried at the normal
+        interval and settles readiness (the agent serves, without pod labels: reported, not a
+        stalled rollout); other errors back off."""
+        reason = classify(exc)
+        self.errors += 1
+        self.up = False
+        self.failures[reason] = self.failures.get(reason, 0) + 1
         detail = describe(exc)
-        if isinstance(exc, NotPermittedError):
+        if reason == "not_permitted":
             if self.status != "not_permitted":
                 log.warning("the kubelet refused the pod list (%s): series keep their own labels but "
                             "get no pod labels, workload or node. Grant nodes/pods (Kubernetes >= 1.33) "
@@ -138,7 +153,6 @@ class PodIndex:
             self.status, self.detail = "not_permitted", detail
             self.settled.set()
             return interval, backoff
-        if self.status != "down" or self.detail != detail:
-            log.warning("pod list failed (%s); retrying in %.0fs", detail, backoff)
+        self._logger.failed(reason, exc)
         self.status, self.detail = "down", detail
         return backoff, min(backoff * 2, interval)

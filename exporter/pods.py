@@ -9,10 +9,13 @@ static pod.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+from exporter.errors import ParseError
+from exporter.jsonshape import obj, text
 
 DEFAULT_ALLOWLIST = (
     "app", "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
@@ -88,19 +91,20 @@ def pod_labels(labels: Mapping[str, str], policy: LabelPolicy) -> list[tuple[str
 
 
 def workload_of(pod: Mapping[str, Any]) -> tuple[str, str]:
-    """(workload, workload_kind) for a PodList item."""
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    owners = meta.get("ownerReferences") or []
-    owner = next((o for o in owners if o.get("controller")), owners[0] if owners else None)
-    source = (meta.get("annotations") or {}).get("kubernetes.io/config.source", "api")
+    """(workload, workload_kind) for a PodList item (fields of a wrong JSON type read as absent)."""
+    meta = obj(pod.get("metadata"))
+    labels = obj(meta.get("labels"))
+    owners = [o for o in meta.get("ownerReferences") or () if isinstance(o, Mapping)] \
+        if isinstance(meta.get("ownerReferences"), list) else []
+    owner = next((o for o in owners if o.get("controller") is True), owners[0] if owners else None)
+    source = text(obj(meta.get("annotations")).get("kubernetes.io/config.source"), "api")
     if owner is None:
         if source != "api":
             return _static_name(meta), "StaticPod"
-        return meta.get("name", ""), "Pod"
-    kind, name = owner.get("kind", ""), owner.get("name", "")
+        return text(meta.get("name")), "Pod"
+    kind, name = text(owner.get("kind")), text(owner.get("name"))
     if kind == "ReplicaSet":
-        tmpl = labels.get("pod-template-hash")
+        tmpl = text(labels.get("pod-template-hash"))
         if tmpl and name.endswith("-" + tmpl):
             return name[: -len(tmpl) - 1], "Deployment"
         return name, "ReplicaSet"
@@ -114,26 +118,42 @@ def workload_of(pod: Mapping[str, Any]) -> tuple[str, str]:
 
 def _static_name(meta: Mapping[str, Any]) -> str:
     # Static pods are named `<manifest name>-<node name>`; the manifest name is the workload.
-    name, node = meta.get("name", ""), (meta.get("_node") or "")
+    name, node = text(meta.get("name")), text(meta.get("_node"))
     return name[: -len(node) - 1] if node and name.endswith("-" + node) else name
 
 
 def pod_meta(item: Mapping[str, Any]) -> PodMeta:
-    """A PodList item -> PodMeta. Missing fields (old kubelets, pending pods) stay empty."""
-    meta = dict(item.get("metadata") or {})
-    spec = item.get("spec") or {}
-    meta["_node"] = spec.get("nodeName", "")
+    """A PodList item -> PodMeta. Missing fields (old kubelets, pending pods) stay empty; so do
+    fields of a wrong JSON type, and label values that are not strings are left out: one odd
+    pod never breaks the join of the others."""
+    meta = dict(obj(item.get("metadata")))
+    spec = obj(item.get("spec"))
+    node = text(spec.get("nodeName"))
+    meta["_node"] = node
     workload, kind = workload_of({**item, "metadata": meta})
+    labels = {k: v for k, v in obj(meta.get("labels")).items()
+              if isinstance(k, str) and isinstance(v, str)}
     return PodMeta(
-        namespace=meta.get("namespace", "default"), name=meta.get("name", ""),
-        uid=meta.get("uid", ""), node=spec.get("nodeName", ""),
-        labels=dict(meta.get("labels") or {}), workload=workload, workload_kind=kind,
-        host_network=bool(spec.get("hostNetwork")), raw=item,
+        namespace=text(meta.get("namespace"), "default"), name=text(meta.get("name")),
+        uid=text(meta.get("uid")), node=node,
+        labels=labels, workload=workload, workload_kind=kind,
+        host_network=spec.get("hostNetwork") is True, raw=item,
     )
 
 
-def parse_podlist(doc: Mapping[str, Any]) -> dict[tuple[str, str], PodMeta]:
-    """A kubelet `/pods` document -> {(namespace, name): PodMeta}."""
-    items: Iterable[Mapping[str, Any]] = doc.get("items") or []
-    pods = (pod_meta(i) for i in items if isinstance(i, Mapping))
+def parse_podlist(doc: Any) -> dict[tuple[str, str], PodMeta]:
+    """A kubelet `/pods` document -> {(namespace, name): PodMeta}. A document that is not a
+    PodList (not an object, `items` not a list, an item not an object) raises ParseError: the
+    caller keeps its last good listing. Items without a name are skipped."""
+    if not isinstance(doc, Mapping):
+        raise ParseError("/pods: not a JSON object")
+    items = doc.get("items")
+    if items is None:  # (Go marshals an empty list as null)
+        items = []
+    if not isinstance(items, list):
+        raise ParseError(f"/pods: items is a {type(items).__name__}, not a list")
+    bad = sum(1 for i in items if not isinstance(i, Mapping))
+    if bad:
+        raise ParseError(f"/pods: {bad} of {len(items)} items are not objects")
+    pods = (pod_meta(i) for i in items)
     return {p.key: p for p in pods if p.name}

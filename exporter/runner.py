@@ -7,15 +7,13 @@ import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
 
-import aiohttp
-
 from exporter import NAMESPACE
-from exporter.errors import NoDataError, NotPermittedError, ParseError, describe
+from exporter.errors import describe
 from exporter.expfmt import Family
+from exporter.failures import STATUS as REASON_STATUS, FailureLog, classify
 from exporter.families import Builder, Metric
 from exporter.registry import Collector
 from exporter.labels import CommonLabels
-from exporter.upstream import UpstreamError
 
 log = logging.getLogger("kubebridge.runner")
 STATUSES = ("ok", "down", "not_permitted", "no_data")
@@ -35,18 +33,6 @@ class Outcome:
     stats: Mapping[str, float] = field(default_factory=dict)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, UpstreamError):
-        return "http_status"
-    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
-        return "connect"
-    if isinstance(exc, (ParseError, ValueError)):
-        return "parse"
-    return "internal"
-
-
 class Source:
     """A collector plus its single-flight state and error counters."""
 
@@ -60,6 +46,7 @@ class Source:
         self.last_error: Outcome | None = None
         self.last_error_at = 0.0
         self._inflight: asyncio.Future[Outcome] | None = None
+        self._log = FailureLog(log, f"collector {name}")
 
     async def collect(self, budget: float) -> Outcome:
         """Run the collector, or join the run already in flight (concurrent scrapes share one
@@ -89,19 +76,13 @@ class Source:
         try:
             async with asyncio.timeout(budget):
                 out.families = list(await self.collector.collect(budget))
-        except NoDataError as exc:
-            log.debug("collector %s: no data (%s)", self.name, exc)
-            out.status = "no_data"
-        except NotPermittedError as exc:
-            out.status, out.reason, out.detail = "not_permitted", "not_permitted", describe(exc)
-            log.info("collector %s: not permitted (%s)", self.name, out.detail)
+            self._log.ok()
         except Exception as exc:  # never BaseException: cancellation must propagate
-            out.status, out.reason, out.detail = "down", _reason(exc), describe(exc)
-            if out.reason == "internal":
-                log.exception("collector %s failed", self.name)
-            else:
-                log.warning("collector %s: %s (%s)", self.name, out.reason, out.detail)
-        if out.reason:
+            out.reason = classify(exc)
+            out.status = REASON_STATUS.get(out.reason, "down")
+            out.detail = describe(exc)
+            self._log.failed(out.reason, exc)
+        if out.reason and out.reason != "no_data":  # (absent is not a failure)
             self.errors[out.reason] = self.errors.get(out.reason, 0) + 1
             self.last_error, self.last_error_at = out, time.time()
         else:

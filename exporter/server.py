@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -15,6 +14,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from exporter import NAMESPACE, __version__
 from exporter.config import Config
 from exporter.deps import Deps
+from exporter.jsonshape import loads
 from exporter.expfmt import (OPENMETRICS_TYPE, TEXT_TYPE, Family, encode_openmetrics, encode_text,
                              wants_openmetrics)
 from exporter.families import Builder, Metric
@@ -48,6 +48,11 @@ NODE_METRICS = (
     Metric(f"{NAMESPACE}_node_topology_syncs_total", "counter", "Successful reads of the agent's own Node."),
     Metric(f"{NAMESPACE}_node_topology_errors_total", "counter", "Failed reads of the agent's own Node."),
 )
+POD_UP = Metric(f"{NAMESPACE}_pod_index_up", "gauge", "1 if the last pod index refresh succeeded; "
+                "0 if it failed (the last good listing is kept).")
+POD_FAILURES = Metric(f"{NAMESPACE}_pod_index_sync_failures_total", "counter",
+                      "Failed pod index refreshes by reason (connect, timeout, http_status, parse, "
+                      "not_permitted, no_data, internal).", ("reason",))
 MERGE_CONFLICTS = Metric(f"{NAMESPACE}_merge_type_conflicts", "gauge",
                          "Families dropped in the last scrape because another source exposes the "
                          "same name with another type.", ("collector",))
@@ -72,7 +77,7 @@ class State:
 
     def exporter_metrics(self) -> list[Family]:
         """Build info, pod index state and process metrics."""
-        b = Builder([BUILD, *POD_METRICS, POD_INDEX_STATUS, *NODE_METRICS], self.labels)
+        b = Builder([BUILD, *POD_METRICS, POD_INDEX_STATUS, POD_UP, POD_FAILURES, *NODE_METRICS], self.labels)
         b.add(BUILD, 1, {"version": __version__})
         if self.index is not None:
             for metric, value in zip(POD_METRICS, (len(self.index), self.index.last_sync,
@@ -81,6 +86,9 @@ class State:
             now = self.index.status or "pending"
             for st in POD_INDEX_STATUSES:
                 b.add(POD_INDEX_STATUS, 1.0 if st == now else 0.0, {"status": st})
+            b.add(POD_UP, 1.0 if self.index.up else 0.0)
+            for reason, n in sorted(self.index.failures.items()):
+                b.add(POD_FAILURES, n, {"reason": reason})
         if self.topology is not None:
             topo = self.topology
             for metric, value in zip(NODE_METRICS, (topo.last_sync, topo.syncs, topo.errors)):
@@ -237,8 +245,10 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
                 state.background.append((c.name, collector))
         tasks = [asyncio.create_task(b.run(), name=f"bg:{n}") for n, b in state.background]
         if state.index is not None and own_index:
+            interval = state.config.pod_refresh_interval
             tasks.append(asyncio.create_task(state.index.run(
-                lambda: _fetch_pods(deps), state.config.pod_refresh_interval), name="podindex"))
+                lambda: _fetch_pods(deps), interval, timeout=min(30.0, max(1.0, interval))),
+                name="podindex"))
         if state.topology is not None:
             tasks.append(asyncio.create_task(state.topology.run(
                 _node_reader(deps, state.topology), state.config.node_topology.refresh_interval),
@@ -273,9 +283,10 @@ def _node_reader(deps: Deps, topology: NodeTopology) -> Callable[[], Awaitable[N
 
 
 async def _fetch_pods(deps: Deps) -> dict:
+    """The kubelet's /pods as a listing; a body that is not a PodList raises ParseError."""
     assert deps.kubelet is not None
     resp = await deps.kubelet.request("/pods", accept="application/json")
-    return parse_podlist(json.loads(resp.body))
+    return parse_podlist(loads(resp.body, "/pods"))
 
 
 def split_address(addr: str) -> tuple[str, int]:

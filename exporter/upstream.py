@@ -3,6 +3,11 @@
 Tokens are re-read when their file changes (projected service-account tokens rotate about
 hourly) and the last good token is kept if a read fails. A token is only ever sent to the
 upstream it was configured for; it is never logged.
+
+Redirects are refused: a 3xx answer is an `http_status` failure, unless the endpoint sets
+`follow_redirects`, and even then only to the same scheme, host and port (at most
+`MAX_REDIRECTS` hops). So a compromised or misconfigured upstream cannot point us, and our
+token, at another host, nor downgrade HTTPS to HTTP.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from yarl import URL
 
 from exporter.errors import NoDataError, NotPermittedError
 
@@ -29,6 +35,34 @@ class UpstreamError(Exception):
     def __init__(self, url: str, status: int) -> None:
         super().__init__(f"{url}: HTTP {status}")
         self.status = status
+
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+
+
+class RedirectRefused(UpstreamError):
+    """The upstream answered 3xx and the redirect may not be followed (`status` is the 3xx)."""
+
+    def __init__(self, url: str, status: int, why: str) -> None:
+        Exception.__init__(self, f"{url}: HTTP {status}, redirect refused ({why})")
+        self.status = status
+
+
+def redirect_target(url: str, status: int, location: str | None, origin: URL, follow: bool) -> URL:
+    """Where a 3xx answer to `url` may be followed: the Location resolved against `url`, on the
+    same scheme, host and port as `origin`. Raises RedirectRefused otherwise."""
+    if not follow:
+        raise RedirectRefused(url, status, "follow_redirects is off")
+    if not location:
+        raise RedirectRefused(url, status, "no Location")
+    try:
+        target = URL(url).join(URL(location))
+    except ValueError:
+        raise RedirectRefused(url, status, "invalid Location") from None
+    if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
+        raise RedirectRefused(url, status, f"to another scheme or host: {target.origin()}")
+    return target
 
 
 class TokenSource:
@@ -107,12 +141,15 @@ class Upstream:
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, *,
                  tls: TLS | None = None, token: TokenSource | None = None,
-                 max_bytes: int = 256 << 20, compressed: bool = True) -> None:
+                 max_bytes: int = 256 << 20, compressed: bool = True,
+                 follow_redirects: bool = False) -> None:
         self.session = session
+        self.follow_redirects = follow_redirects
         # False: ask for identity encoding (a node-local kubelet: gunzipping 8 MB per scrape
         # costs this process more than reading it uncompressed over loopback or the node).
         self.compressed = compressed
         self.base_url = base_url.rstrip("/")
+        self.origin = URL(self.base_url)
         self.tls = tls or TLS()
         self.token = token
         self.max_bytes = max_bytes
@@ -159,15 +196,28 @@ class Upstream:
             kwargs["server_hostname"] = self.tls.server_name
         if json is not None:
             kwargs["json"] = json
-        async with self.session.request(method, url, **kwargs) as resp:
-            body = await self._read(resp, url)
-            if resp.status in ok_statuses or 200 <= resp.status < 300:
-                return Response(body, resp.headers.get("Content-Type", ""), resp.status, resp.headers.copy())
-            if resp.status == 404:
-                raise NoDataError(f"{url}: 404")
-            if resp.status in (401, 403):
-                raise NotPermittedError(f"{url}: HTTP {resp.status}")
-            raise UpstreamError(url, resp.status)
+        status = 0
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self.session.request(method, url, allow_redirects=False, **kwargs) as resp:
+                status = resp.status
+                if status in REDIRECTS and status not in ok_statuses:
+                    target = redirect_target(url, resp.status, resp.headers.get("Location"),
+                                             self.origin, self.follow_redirects)
+                    if resp.status in (301, 302, 303) and method != "GET":
+                        method = "GET"  # as every HTTP client does; 307/308 keep method and body
+                        kwargs.pop("json", None)
+                    url = str(target)
+                    continue
+                body = await self._read(resp, url)
+                if resp.status in ok_statuses or 200 <= resp.status < 300:
+                    return Response(body, resp.headers.get("Content-Type", ""), resp.status,
+                                    resp.headers.copy())
+                if resp.status == 404:
+                    raise NoDataError(f"{url}: 404")
+                if resp.status in (401, 403):
+                    raise NotPermittedError(f"{url}: HTTP {resp.status}")
+                raise UpstreamError(url, resp.status)
+        raise RedirectRefused(url, status, f"more than {MAX_REDIRECTS} redirects")
 
     async def _read(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
         if resp.content_length is not None and resp.content_length > self.max_bytes:

@@ -240,7 +240,7 @@ async def test_v2_disabled_is_no_data_not_down(tmp_path, session):
         c.start()
         members = [c.config(m) for m in c.members]
         out = await source("etcd_v2", session, members).collect(BUDGET)
-        assert (out.status, out.reason, list(out.families)) == ("no_data", "", [])
+        assert (out.status, out.reason, list(out.families)) == ("no_data", "no_data", [])
         assert (await source("etcd", session, members).collect(BUDGET)).status == "ok"  # etcd is fine
     finally:
         c.stop()

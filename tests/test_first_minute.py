@@ -31,11 +31,11 @@ def test_start_line_and_errors_without_reprs(tmp_path):
             assert part in first, (part, first)
         assert get(f"http://{kb.base}/metrics").status == 200
         wait_for(lambda: "collector cadvisor: connect" in kb.output())
-        wait_for(lambda: "pod list failed" in kb.output())
+        wait_for(lambda: "pod index: connect" in kb.output())
         out = kb.output()
         assert "object at 0x" not in out and "ssl:<" not in out, out
         assert f"cannot connect to 127.0.0.1:{kubelet.rsplit(':', 1)[1]}" in out, out
-        pod_lines = [ln for ln in out.splitlines() if "pod list failed" in ln]
+        pod_lines = [ln for ln in out.splitlines() if "pod index: connect" in ln]
         assert len(pod_lines) == 1, pod_lines  # the same failure again is not logged again
 
 

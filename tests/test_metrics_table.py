@@ -7,6 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 VOLATILE_ONLY = {"kubebridge_scrape_duration_seconds", "kubebridge_pod_index_last_sync_timestamp_seconds",
                  "kubebridge_scrape_errors_total",  # only after a failure; asserted in test_e2e
+                 "kubebridge_pod_index_sync_failures_total",  # only after a failure; test_faults
                  "kubebridge_pod_index_syncs_total",  # filtered out of the golden files as volatile
                  # only with node_topology on (a live API server): asserted in test_topology
                  "kubebridge_node_topology_last_sync_timestamp_seconds",

@@ -31,6 +31,7 @@ from exporter import relabel
 from exporter.config import duration
 from exporter.errors import ConfigError
 from exporter.expfmt import LABEL_NAME
+from exporter.jsonshape import obj, objs
 
 # ASCII digits only: str.isdigit() admits "²" (int() then raises) and "١٠٢٥٠" (int() reads 10250).
 _PORT = re.compile(r"[0-9]{1,5}\Z")
@@ -280,10 +281,9 @@ class Candidate:
 def containers(item: Mapping[str, Any]) -> list[tuple[str, str, tuple[tuple[str, int], ...]]]:
     """(name, image, declared (port name, port)) of a PodList item's containers."""
     out = []
-    for c in (item.get("spec") or {}).get("containers") or []:
-        ports = tuple((str(p.get("name", "")), int(p["containerPort"])) for p in c.get("ports") or []
-                      if isinstance(p, Mapping) and str(p.get("protocol", "TCP")) == "TCP"
-                      and isinstance(p.get("containerPort"), int))
+    for c in objs(obj(item.get("spec")).get("containers"))[0]:  # (odd JSON types read as absent)
+        ports = tuple((str(p.get("name", "")), int(p["containerPort"])) for p in objs(c.get("ports"))[0]
+                      if str(p.get("protocol", "TCP")) == "TCP" and isinstance(p.get("containerPort"), int))
         out.append((str(c.get("name", "")), str(c.get("image", "")), ports))
     return out
 
@@ -292,7 +292,7 @@ def candidates(item: Mapping[str, Any], images: Mapping[str, tuple[str, Template
                annotations: bool = True, prometheus: bool = True) -> list[Candidate]:
     """Every container of a pod that asks to be scraped, by trigger precedence (a disabled
     trigger is skipped, so the next one applies)."""
-    notes = (item.get("metadata") or {}).get("annotations") or {}
+    notes = obj(obj(item.get("metadata")).get("annotations"))
     conts = containers(item)
     names = [c[0] for c in conts]
     found: dict[str, Candidate] = {}

@@ -8,6 +8,8 @@ certificates, tokens). It gives
 - `upstream(deps)`: an `Upstream` on the shared session for raw paths (/metrics, /livez).
 The in-cluster token is re-read when its file changes (bound tokens rotate about hourly,
 kubernetes/kubernetes#68164); kubernetes-asyncio's own refresh only covers its loader.
+Neither follows a redirect unless the endpoint sets `follow_redirects`, and then only to the
+same scheme, host and port (`RedirectGuard`, `upstream.redirect_target`).
 """
 from __future__ import annotations
 
@@ -15,11 +17,15 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 from collections.abc import AsyncIterator
 
+import aiohttp
+from yarl import URL
+
 from exporter.config import Endpoint
 from exporter.deps import Deps
 from exporter.errors import NoDataError, NotPermittedError
 from exporter.registry import Option
-from exporter.upstream import TLS, TokenSource, Upstream, UpstreamError
+from exporter.upstream import (MAX_REDIRECTS, REDIRECTS, TLS, RedirectRefused, TokenSource, Upstream,
+                               UpstreamError, redirect_target)
 
 if TYPE_CHECKING:  # imported where a client is built: see exporter/kube/__init__.py
     from kubernetes_asyncio import client
@@ -96,7 +102,11 @@ class KubeTarget:
         """An ApiClient (its own connection pool), closed on exit."""
         from kubernetes_asyncio import client
 
-        api = client.ApiClient(await self.configuration())
+        conf = await self.configuration()
+        api = client.ApiClient(conf)
+        rest = api.rest_client
+        rest.pool_manager = RedirectGuard(rest.pool_manager, URL(conf.host or ""),  # type: ignore[assignment]
+                                          self.endpoint.follow_redirects)
         try:
             yield api
         finally:
@@ -111,7 +121,40 @@ class KubeTarget:
         conf = await self.configuration()
         tls = TLS(conf.ssl_ca_cert or "", conf.cert_file or "", conf.key_file or "",
                   conf.tls_server_name or "", not conf.verify_ssl)
-        return Upstream(deps.session, conf.host or "", tls=tls, token=_HeaderToken(conf), max_bytes=max_bytes)
+        return Upstream(deps.session, conf.host or "", tls=tls, token=_HeaderToken(conf), max_bytes=max_bytes,
+                        follow_redirects=self.endpoint.follow_redirects)
+
+
+class RedirectGuard:
+    """Stands in for kubernetes-asyncio's session (`RESTClientObject.pool_manager`, used for
+    `request` and `close` only): requests never follow redirects on their own. A redirect that
+    may be followed (same origin, `follow`) is; any other 3xx answer is returned as it is, and
+    the client reports it as the HTTP error it is (`translate`: http_status)."""
+
+    def __init__(self, session: aiohttp.ClientSession, origin: URL, follow: bool) -> None:
+        self.session = session
+        self.origin = origin
+        self.follow = follow
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        for _ in range(MAX_REDIRECTS):
+            resp = await self.session.request(method, url, allow_redirects=False, **kwargs)
+            if resp.status not in REDIRECTS:
+                return resp
+            try:
+                target = redirect_target(url, resp.status, resp.headers.get("Location"), self.origin,
+                                         self.follow)
+            except RedirectRefused:
+                return resp
+            resp.release()
+            if resp.status in (301, 302, 303) and method != "GET":
+                method = "GET"
+                kwargs.pop("data", None)
+            url = str(target)
+        return await self.session.request(method, url, allow_redirects=False, **kwargs)
+
+    async def close(self) -> None:
+        await self.session.close()
 
 
 def translate(exc: ApiException, what: str) -> Exception:

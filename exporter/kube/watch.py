@@ -6,23 +6,25 @@
   watch selects changes, so a reconnect rarely falls outside the apiserver's history window.
 - A watch that ends (server timeout, dropped connection) resumes from the last resourceVersion.
   Only 410 Gone (compacted history, or an expired continue token) forces a relist.
-- Failures back off exponentially and are kept in `error` for the collector to report.
+- Failures back off exponentially and are kept in `error` for the collector to report. A list
+  that is not a list of objects, or whose items the handler cannot read (wrong JSON types), is
+  a ParseError; a watch event of wrong types is skipped and counted in `malformed`.
 The handler sees `replace(items, initial)` after each list and `apply(type, obj)` per event.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any, Protocol
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from exporter.errors import NoDataError, describe
+from exporter.errors import NoDataError, ParseError, describe
+from exporter.jsonshape import loads, obj, objs, text
 from exporter.kube.client import translate
 
 log = logging.getLogger("kubebridge.kubewatch")
@@ -49,6 +51,7 @@ class Reflector:
         self.synced = asyncio.Event()
         self.error: Exception | None = None  # the last failure, cleared by a success
         self.lists = self.expired = self.bookmarks = self.restarts = 0
+        self.malformed = 0  # watch events skipped: not an object, or fields of wrong types
 
     async def run(self) -> None:
         """List, then watch forever; cancellation ends it."""
@@ -75,12 +78,17 @@ class Reflector:
                 self.error = translate(exc, self.what)
                 log.warning("%s: HTTP %s (%s); retrying in %.1fs", self.what, exc.status, exc.reason, delay)
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-                # A dropped stream (apiserver restart, idle load balancer) is routine: resume
-                # from the last resourceVersion without reporting the source down.
-                self.restarts += 1
-                log.info("%s: watch dropped (%s); resuming", self.what, type(exc).__name__)
-                await asyncio.sleep(self.backoff[0])
-                continue
+                if need_list:  # the list itself broke off: a failure like any other
+                    self.error = exc
+                    log.warning("%s: list cut off (%s); retrying in %.1fs", self.what,
+                                type(exc).__name__, delay)
+                else:
+                    # A dropped watch stream (apiserver restart, idle load balancer) is
+                    # routine: resume from the last resourceVersion, the source stays up.
+                    self.restarts += 1
+                    log.info("%s: watch dropped (%s); resuming", self.what, type(exc).__name__)
+                    await asyncio.sleep(self.backoff[0])
+                    continue
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 self.error = exc
                 log.warning("%s: %s; retrying in %.1fs", self.what, describe(exc), delay)
@@ -114,14 +122,20 @@ class Reflector:
                     items, token = [], ""
                     continue
                 raise
-            items.extend(doc.get("items") or [])
-            meta = doc.get("metadata") or {}
-            rv = rv or meta.get("resourceVersion", "")
-            token = meta.get("continue") or ""
+            page, bad = objs(obj(doc).get("items"))
+            if bad or not isinstance(doc, Mapping):
+                raise ParseError(f"{self.what}: not a list of objects")
+            items.extend(i for i in page if isinstance(i, dict))  # (json objects are dicts)
+            meta = obj(doc.get("metadata"))
+            rv = rv or text(meta.get("resourceVersion"))
+            token = text(meta.get("continue"))
             if not token:
                 break
         self.rv = rv
-        self.handler.replace(items, self.lists == 0)
+        try:
+            self.handler.replace(items, self.lists == 0)
+        except (AttributeError, TypeError, ValueError) as exc:  # fields of wrong JSON types
+            raise ParseError(f"{self.what}: list items of wrong types ({exc})") from None
         self.lists += 1
         self.error = None
         self.synced.set()
@@ -143,12 +157,19 @@ class Reflector:
                             _request_timeout=(10, self.watch_timeout + 30)) as stream:
             async for event in stream:
                 seen += 1
-                kind, obj = event["type"], event["raw_object"]
+                kind, item = event.get("type"), event.get("raw_object")
+                if not isinstance(item, Mapping):
+                    self.malformed += 1
+                    continue
                 if kind == "BOOKMARK":
                     self.bookmarks += 1
                 else:
-                    self.handler.apply(kind, obj)
-                rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    try:
+                        self.handler.apply(str(kind), dict(item))
+                    except (AttributeError, TypeError, ValueError) as exc:  # one odd object
+                        self.malformed += 1
+                        log.debug("%s: %s event skipped (%s)", self.what, kind, exc)
+                rv = text(obj(item.get("metadata")).get("resourceVersion"))
                 if rv:
                     self.rv = rv
         return seen
@@ -164,4 +185,4 @@ async def _json(resp: aiohttp.ClientResponse) -> dict:
         exc = ApiException(status=resp.status, reason=resp.reason)
         exc.body = body.decode("utf-8", "replace")  # type: ignore[assignment]  # (the client's own errors carry text)
         raise exc
-    return json.loads(body)
+    return loads(body, "list")  # (not JSON, or nested too deep: ParseError)
