@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="run against the built-in replay cluster")
     dm.add_argument("--listen", default="127.0.0.1:9500", help="HOST:PORT for kubebridge")
     dm.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C)")
+    dm.add_argument("--nodes", type=int, default=3, help="replay nodes, one node agent each (>= 1)")
     return p
 
 
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from exporter.commands import transform
             return transform(args)
         from exporter.commands import demo
-        return demo(args.listen, args.duration)
+        return demo(args.listen, args.duration, args.nodes)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -79,22 +79,22 @@ def transform(args: argparse.Namespace) -> int:
     return 1 if res.malformed else 0
 
 
-def demo(listen: str, duration: float) -> int:
+def demo(listen: str, duration: float, nodes: int = 3) -> int:
     """Start the replay cluster and kubebridge on loopback; serve until Ctrl-C or `duration`."""
     logs.setup("info", "text")
     try:
-        return asyncio.run(_demo(listen, duration))
+        return asyncio.run(_demo(listen, duration, nodes))
     except KeyboardInterrupt:
         return 0
 
 
-async def _demo(listen: str, duration: float) -> int:
-    from exporter.replay.cluster import ReplayCluster
+async def _demo(listen: str, duration: float, nodes: int) -> int:
+    from exporter.replay.demo import DemoCluster
 
     with tempfile.TemporaryDirectory(prefix="kubebridge-demo-") as tmp:
         token = Path(tmp) / "token"
         token.write_text(secrets.token_urlsafe(32))
-        cluster = ReplayCluster(Path(tmp), token)
+        cluster = DemoCluster(Path(tmp), token, nodes)
         await cluster.start()
         cfg = config_mod.parse(cluster.exporter_config(listen), env={})
         app = build_app(cfg)
@@ -107,6 +107,15 @@ async def _demo(listen: str, duration: float) -> int:
         print(f"kubebridge demo: metrics at {base}/metrics, landing page at {base}/", flush=True)
         for what, url in cluster.urls().items():
             print(f"  replay {what}: {url}", flush=True)
+        agents = []  # the node agents of nodes 2.. (one per node, as the DaemonSet runs them)
+        for node_cfg in cluster.node_agent_configs(f"{host}:0"):
+            agent = web.AppRunner(build_app(config_mod.parse(node_cfg, env={})), shutdown_timeout=5.0)
+            await agent.setup()
+            await web.TCPSite(agent, host, 0).start()
+            agents.append(agent)
+            agent_host, agent_port = agent.addresses[0][:2]
+            print(f"  node agent {node_cfg['node_name']}: metrics at http://{agent_host}:{agent_port}/metrics",
+                  flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -115,6 +124,8 @@ async def _demo(listen: str, duration: float) -> int:
             await asyncio.wait_for(stop.wait(), duration or None)
         except TimeoutError:
             pass
+        for agent in agents:
+            await agent.cleanup()
         await runner.cleanup()
         await cluster.stop()
     return 0

@@ -1,0 +1,123 @@
+"""DemoCluster: the replay cluster `kubebridge demo` runs, with what makes every dashboard panel
+show something: three nodes, a kubelet `/metrics` and `/metrics/probes` consistent with the pods
+each node serves (`kubeletmetrics`), and events that keep coming (`eventgen`).
+
+- Node 1 is the 1.35 capture (`ReplayCluster.kubelet`). Nodes 2.. are further replay kubelets
+  holding fresh clones of captured Deployment and DaemonSet pods (new names, UIDs, container
+  IDs; `spec.nodeName` set to the node), which the replay apiserver also lists.
+- One kubebridge node agent runs per node (in a cluster: the DaemonSet); node 1's is the one
+  that also runs the cluster agent's collectors (`ReplayCluster.exporter_config`).
+- A readiness probe of one captured pod fails one time in three; its Unhealthy events and the
+  crash-looping pod's BackOff events repeat on every tick of the generator.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+from exporter.replay.cluster import CRASH_LOOP, ReplayCluster
+from exporter.replay.eventgen import EventGenerator, PodRef, pod_ref
+from exporter.replay.kubelet import ReplayKubelet
+from exporter.replay.kubeletmetrics import render_metrics, render_probes
+
+# A captured pod whose readiness probe fails now and then (container, as in the 1.35 /pods).
+FAILING_PROBE = ("scraper", "e2e-scraper-5f97dc94d8-vkcjl", "e2e-scraper")
+# Captured pods the extra nodes run clones of: Deployments and DaemonSets schedule there.
+EXTRA_NODE_PODS = (
+    "scraper/e2e-deployment-79967c5968-8bnn8", "scraper/e2e-deployment-79967c5968-zjslc",
+    "scraper/e2e-hpa-6cd8d99884-tggnr", "scraper/e2e-daemonset-kb65b", "kube-system/kindnet-zkpn8",
+    "kube-system/kube-proxy-8k9zt", "kube-system/coredns-7d764666f9-qdcxt",
+)
+NODE_COLLECTORS = ("cadvisor", "kubelet", "probes", "resource", "stats_summary", "healthz", "pods")
+
+
+def make_live(kubelet: ReplayKubelet, started: float, failing: tuple[str, str, str] | None = None) -> None:
+    """Serve the derived `/metrics` and `/metrics/probes` of the pods this kubelet holds."""
+    bad = [failing] if failing else []
+    kubelet.metrics = lambda: render_metrics(kubelet.podlist, time.monotonic() - started,
+                                             node_name=kubelet.node_name)
+    kubelet.probes = lambda: render_probes(kubelet.podlist, time.monotonic() - started, bad)
+
+
+def extra_node(token_file: Path, number: int, started: float) -> ReplayKubelet:
+    """Replay kubelet `number` (2, 3, ...): clones of EXTRA_NODE_PODS on node `datagen-1-35-w<n>`."""
+    name = f"datagen-1-35-w{number}"
+    kubelet = ReplayKubelet.from_package_data(token_file, node_name=name, seed=number)
+    kubelet.node.scale(0)
+    if kubelet.node.summary is not None:
+        kubelet.node.summary.setdefault("node", {})["nodeName"] = name
+    for template in EXTRA_NODE_PODS:
+        ns, pod = kubelet.add_pod(template)
+
+        def place(item: dict) -> None:
+            item.setdefault("spec", {})["nodeName"] = name
+        kubelet.update_pod(ns, pod, place)
+    make_live(kubelet, started)
+    return kubelet
+
+
+def _find(kubelet: ReplayKubelet, namespace: str, name: str) -> dict | None:
+    for item in kubelet.podlist.get("items", []):
+        meta = item.get("metadata", {})
+        if (meta.get("namespace"), meta.get("name")) == (namespace, name):
+            return item
+    return None
+
+
+class DemoCluster(ReplayCluster):
+    """ReplayCluster plus the extra nodes, live kubelet metrics and the event generator."""
+
+    def __init__(self, workdir: Path, token_file: Path, nodes: int = 3) -> None:
+        super().__init__(workdir, token_file)
+        self.started = time.monotonic()
+        make_live(self.kubelet, self.started, FAILING_PROBE)
+        self.extra = [extra_node(token_file, n, self.started) for n in range(2, max(nodes, 1) + 1)]
+        crash = _find(self.kubelet, CRASH_LOOP[0], CRASH_LOOP[1])
+        probe = _find(self.kubelet, FAILING_PROBE[0], FAILING_PROBE[1])
+        self.events = EventGenerator(
+            self.apiserver, crash_loop=pod_ref(crash, CRASH_LOOP[2]) if crash else None,
+            failing_probe=pod_ref(probe, FAILING_PROBE[2]) if probe else None, churn=self._churn)
+        self.extra_urls: list[str] = []
+
+    def _churn(self) -> list[PodRef]:
+        """Pods whose rollouts the generator replays: the Deployment pods of every node."""
+        refs = []
+        for kubelet in (self.kubelet, *self.extra):
+            for item in kubelet.podlist.get("items", []):
+                owners = item.get("metadata", {}).get("ownerReferences") or [{}]
+                if owners[0].get("kind") == "ReplicaSet" and item.get("status", {}).get("phase") == "Running":
+                    refs.append(pod_ref(item))
+        return refs
+
+    async def start(self) -> None:
+        await super().start()
+        for kubelet in self.extra:
+            self.extra_urls.append(await kubelet.start())
+            for item in kubelet.podlist.get("items", []):
+                self.apiserver.add_pod(copy.deepcopy(item))
+        self.events.start()
+
+    async def stop(self) -> None:
+        await self.events.stop()
+        for kubelet in self.extra:
+            await kubelet.stop()
+        await super().stop()
+
+    def urls(self) -> dict[str, str]:
+        extra = {f"kubelet {k.node_name}": url for k, url in zip(self.extra, self.extra_urls, strict=False)}
+        return {**super().urls(), **extra}
+
+    def node_agent_configs(self, listen: str) -> list[dict[str, Any]]:
+        """The node agents of nodes 2..: node-scoped collectors against their replay kubelet;
+        `listen` is a host:port (port 0 for any free one), the same for each."""
+        base = self.exporter_config(listen)
+        out = []
+        for kubelet, url in zip(self.extra, self.extra_urls, strict=True):
+            cfg = copy.deepcopy(base)
+            cfg["node_name"] = kubelet.node_name
+            cfg["kubelet"]["url"] = url
+            cfg["collectors"] = {name: base["collectors"][name] for name in NODE_COLLECTORS}
+            out.append(cfg)
+        return out
