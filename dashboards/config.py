@@ -2,6 +2,7 @@
 selectors, the kubebridge families they read, and conventions. Edit, then run
 `python dashboards/build.py` and `python dashboards/build_configmap.py`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Labels:
     """The label names kubebridge puts on every joined series (see docs/architecture.md)."""
+
     cluster: str = "cluster"
     namespace: str = "namespace"
     workload: str = "workload"
@@ -23,6 +25,7 @@ class Labels:
 class Selectors:
     """Matchers per source. Every upstream family is selected with its `collector`, so series
     another scrape job exposes under the same name (a direct kubelet job, say) never mix in."""
+
     cadvisor: str = 'collector="cadvisor"'
     containers: str = 'collector="cadvisor", cgroup_kind="container"'  # one cgroup per container
     # cAdvisor reports a pod's network on its sandbox cgroup (checked on the v1.10, v1.16, v1.24 and
@@ -46,6 +49,7 @@ class Selectors:
 @dataclass(frozen=True)
 class Config:
     """Everything the generator reads."""
+
     labels: Labels = field(default_factory=Labels)
     selectors: Selectors = field(default_factory=Selectors)
     # Show the cluster variable (several clusters in one Prometheus). Off: it is hidden and

@@ -3,6 +3,7 @@ dashboards of build.py. Every panel must have a description (the builders refuse
 every query goes through the `datasource` variable, and links carry the variables and the
 time range (`${__url_time_range}`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -71,39 +72,100 @@ def _targets(queries: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
     return [target(q, legend, ref=chr(ord("A") + i)) for i, (q, legend) in enumerate(queries)]
 
 
-def timeseries(title: str, queries: list[tuple[str, str]], desc: str, unit: str = "short", w: int = 12,
-               h: int = 8, stack: bool = False, links: Sequence[dict[str, Any]] = ()) -> Panel:
+def timeseries(
+    title: str,
+    queries: list[tuple[str, str]],
+    desc: str,
+    unit: str = "short",
+    w: int = 12,
+    h: int = 8,
+    stack: bool = False,
+    links: Sequence[dict[str, Any]] = (),
+) -> Panel:
     """A time series panel; `queries` is [(expr, legend)]."""
     return {
-        "type": "timeseries", "title": title, "description": _need(desc, title), "datasource": DS,
-        "targets": _targets(queries), "_size": (w, h),
-        "fieldConfig": {"defaults": {"unit": unit, "min": 0, "links": list(links), "custom": {
-            "fillOpacity": 10 if not stack else 30, "lineWidth": 1, "showPoints": "never",
-            "stacking": {"mode": "normal" if stack else "none", "group": "A"}}}, "overrides": []},
-        "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"],
-                               "sortBy": "Max", "sortDesc": True},
-                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "type": "timeseries",
+        "title": title,
+        "description": _need(desc, title),
+        "datasource": DS,
+        "targets": _targets(queries),
+        "_size": (w, h),
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "min": 0,
+                "links": list(links),
+                "custom": {
+                    "fillOpacity": 10 if not stack else 30,
+                    "lineWidth": 1,
+                    "showPoints": "never",
+                    "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+                },
+            },
+            "overrides": [],
+        },
+        "options": {
+            "legend": {
+                "displayMode": "table",
+                "placement": "bottom",
+                "calcs": ["lastNotNull", "max"],
+                "sortBy": "Max",
+                "sortDesc": True,
+            },
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
     }
 
 
-def stat(title: str, expr: str, desc: str, unit: str = "short", w: int = 4, h: int = 4,
-         thresholds: list[tuple[float | None, str]] | None = None, legend: str = "",
-         links: Sequence[dict[str, Any]] = ()) -> Panel:
+def stat(
+    title: str,
+    expr: str,
+    desc: str,
+    unit: str = "short",
+    w: int = 4,
+    h: int = 4,
+    thresholds: list[tuple[float | None, str]] | None = None,
+    legend: str = "",
+    links: Sequence[dict[str, Any]] = (),
+) -> Panel:
     """A single-value panel."""
     steps = [{"color": c, "value": v} for v, c in (thresholds or [(None, "green")])]
     return {
-        "type": "stat", "title": title, "description": _need(desc, title), "datasource": DS,
-        "targets": [target(expr, legend)], "_size": (w, h),
-        "fieldConfig": {"defaults": {"unit": unit, "links": list(links),
-                                     "thresholds": {"mode": "absolute", "steps": steps}}, "overrides": []},
-        "options": {"colorMode": "background", "graphMode": "none", "justifyMode": "auto", "textMode": "auto",
-                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+        "type": "stat",
+        "title": title,
+        "description": _need(desc, title),
+        "datasource": DS,
+        "targets": [target(expr, legend)],
+        "_size": (w, h),
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "links": list(links),
+                "thresholds": {"mode": "absolute", "steps": steps},
+            },
+            "overrides": [],
+        },
+        "options": {
+            "colorMode": "background",
+            "graphMode": "none",
+            "justifyMode": "auto",
+            "textMode": "auto",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        },
     }
 
 
-def table(title: str, expr: str | list[tuple[str, str]], desc: str, w: int = 12, h: int = 8,
-          unit: str = "short", hide: tuple[str, ...] = ("Time",),
-          links: dict[str, dict[str, Any]] | None = None, rename: dict[str, str] | None = None) -> Panel:
+def table(
+    title: str,
+    expr: str | list[tuple[str, str]],
+    desc: str,
+    w: int = 12,
+    h: int = 8,
+    unit: str = "short",
+    hide: tuple[str, ...] = ("Time",),
+    links: dict[str, dict[str, Any]] | None = None,
+    rename: dict[str, str] | None = None,
+) -> Panel:
     """An instant-query table; several queries are merged on their labels (one row per series,
     one value column per query, named by `rename` {"Value #A": "CPU"}). `links`: column -> link."""
     queries = [(expr, "")] if isinstance(expr, str) else expr
@@ -111,13 +173,23 @@ def table(title: str, expr: str | list[tuple[str, str]], desc: str, w: int = 12,
     transformations: list[dict[str, Any]] = []
     if len(targets) > 1:
         transformations.append({"id": "merge", "options": {}})
-    transformations.append({"id": "organize", "options": {"excludeByName": {k: True for k in hide},
-                                                          "renameByName": rename or {}}})
-    overrides = [{"matcher": {"id": "byName", "options": col}, "properties": [{"id": "links", "value": [lk]}]}
-                 for col, lk in (links or {}).items()]
+    transformations.append(
+        {
+            "id": "organize",
+            "options": {"excludeByName": {k: True for k in hide}, "renameByName": rename or {}},
+        }
+    )
+    overrides = [
+        {"matcher": {"id": "byName", "options": col}, "properties": [{"id": "links", "value": [lk]}]}
+        for col, lk in (links or {}).items()
+    ]
     return {
-        "type": "table", "title": title, "description": _need(desc, title), "datasource": DS,
-        "targets": targets, "_size": (w, h),
+        "type": "table",
+        "title": title,
+        "description": _need(desc, title),
+        "datasource": DS,
+        "targets": targets,
+        "_size": (w, h),
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": overrides},
         "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
         "transformations": transformations,
@@ -132,34 +204,82 @@ def row(title: str) -> Panel:
 # --------------------------------------------------------------------------- variables
 def datasource_var() -> dict[str, Any]:
     """The one data source variable every panel refers to (`DS_PROMETHEUS` when imported)."""
-    return {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-            "current": {}, "hide": 0, "includeAll": False, "multi": False, "options": [], "refresh": 1,
-            "regex": "", "skipUrlSync": False}
+    return {
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "includeAll": False,
+        "multi": False,
+        "options": [],
+        "refresh": 1,
+        "regex": "",
+        "skipUrlSync": False,
+    }
 
 
-def query_var(name: str, label: str, metric_selector: str, *, multi: bool = True, include_all: bool = True,
-              hide: int = 0) -> dict[str, Any]:
+def query_var(
+    name: str,
+    label: str,
+    metric_selector: str,
+    *,
+    multi: bool = True,
+    include_all: bool = True,
+    hide: int = 0,
+) -> dict[str, Any]:
     """A `label_values(<series>, <label>)` variable over kubebridge series (sorted, first = default)."""
     q = f"label_values({metric_selector}, {name})"
-    return {"name": name, "label": label, "type": "query", "datasource": DS, "query": q,
-            "definition": q, "refresh": 2, "sort": 1, "multi": multi, "includeAll": include_all,
-            "allValue": ".*" if include_all else None, "options": [], "hide": hide,
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]} if include_all else {},
-            "regex": "", "skipUrlSync": False}
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": q,
+        "definition": q,
+        "refresh": 2,
+        "sort": 1,
+        "multi": multi,
+        "includeAll": include_all,
+        "allValue": ".*" if include_all else None,
+        "options": [],
+        "hide": hide,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]} if include_all else {},
+        "regex": "",
+        "skipUrlSync": False,
+    }
 
 
 def cluster_var(metric_selector: str, cfg: Config = CONFIG) -> dict[str, Any]:
     """The cluster variable: hidden unless `multi_cluster` (then one cluster at a time)."""
-    return query_var(cfg.labels.cluster, "Cluster", metric_selector, multi=False, include_all=True,
-                     hide=0 if cfg.multi_cluster else 2)
+    return query_var(
+        cfg.labels.cluster,
+        "Cluster",
+        metric_selector,
+        multi=False,
+        include_all=True,
+        hide=0 if cfg.multi_cluster else 2,
+    )
 
 
-def annotation(name: str, expr: str, title: str, text: str, tags: str, color: str,
-               enable: bool = True) -> dict[str, Any]:
+def annotation(
+    name: str, expr: str, title: str, text: str, tags: str, color: str, enable: bool = True
+) -> dict[str, Any]:
     """A Prometheus annotation query (each returned series/sample becomes an event marker)."""
-    return {"name": name, "datasource": DS, "enable": enable, "hide": False, "iconColor": color,
-            "expr": expr, "step": "1m", "titleFormat": title, "textFormat": text, "tagKeys": tags,
-            "useValueForTime": False}
+    return {
+        "name": name,
+        "datasource": DS,
+        "enable": enable,
+        "hide": False,
+        "iconColor": color,
+        "expr": expr,
+        "step": "1m",
+        "titleFormat": title,
+        "textFormat": text,
+        "tagKeys": tags,
+        "useValueForTime": False,
+    }
 
 
 # --------------------------------------------------------------------------- dashboard
@@ -184,30 +304,70 @@ def requires(panels: list[Panel], cfg: Config) -> list[dict[str, Any]]:
     """`__requires`: Grafana, the Prometheus data source and each panel plugin used."""
     kinds = sorted({p["type"] for p in panels if p["type"] != "row"})
     names = {"stat": "Stat", "table": "Table", "timeseries": "Time series"}
-    return [{"type": "grafana", "id": "grafana", "name": "Grafana", "version": cfg.grafana_version},
-            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
-            *({"type": "panel", "id": k, "name": names.get(k, k), "version": ""} for k in kinds)]
+    return [
+        {"type": "grafana", "id": "grafana", "name": "Grafana", "version": cfg.grafana_version},
+        {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+        *({"type": "panel", "id": k, "name": names.get(k, k), "version": ""} for k in kinds),
+    ]
 
 
-INPUTS = [{"name": "DS_PROMETHEUS", "label": "Prometheus", "description": "The Prometheus that scrapes "
-           "kubebridge", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}]
+INPUTS = [
+    {
+        "name": "DS_PROMETHEUS",
+        "label": "Prometheus",
+        "description": "The Prometheus that scrapes kubebridge",
+        "type": "datasource",
+        "pluginId": "prometheus",
+        "pluginName": "Prometheus",
+    }
+]
 
 
-def dashboard(uid: str, title: str, desc: str, variables: list[dict[str, Any]], panels: list[Panel],
-              annotations: list[dict[str, Any]], cfg: Config = CONFIG) -> dict[str, Any]:
+def dashboard(
+    uid: str,
+    title: str,
+    desc: str,
+    variables: list[dict[str, Any]],
+    panels: list[Panel],
+    annotations: list[dict[str, Any]],
+    cfg: Config = CONFIG,
+) -> dict[str, Any]:
     """A whole dashboard with the shared defaults; `uid` without the prefix."""
     laid = layout(panels)
     ds = datasource_var()
     ds["current"] = {"selected": False, "text": "${DS_PROMETHEUS}", "value": "${DS_PROMETHEUS}"}
     return {
-        "__inputs": INPUTS, "__requires": requires(laid, cfg),
-        "uid": cfg.uid_prefix + uid, "title": title, "description": desc, "tags": list(cfg.tags),
-        "editable": cfg.editable, "graphTooltip": 1, "refresh": cfg.refresh, "schemaVersion": 39, "version": 1,
-        "timezone": "", "time": {"from": cfg.time_from, "to": "now"}, "timepicker": {},
-        "fiscalYearStartMonth": 0, "liveNow": False, "weekStart": "",
-        "links": [{"title": "kubebridge", "type": "dashboards", "tags": ["kubebridge"], "asDropdown": True,
-                   "includeVars": False, "keepTime": True, "targetBlank": False, "icon": "external link",
-                   "tooltip": "", "url": ""}],
+        "__inputs": INPUTS,
+        "__requires": requires(laid, cfg),
+        "uid": cfg.uid_prefix + uid,
+        "title": title,
+        "description": desc,
+        "tags": list(cfg.tags),
+        "editable": cfg.editable,
+        "graphTooltip": 1,
+        "refresh": cfg.refresh,
+        "schemaVersion": 39,
+        "version": 1,
+        "timezone": "",
+        "time": {"from": cfg.time_from, "to": "now"},
+        "timepicker": {},
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "weekStart": "",
+        "links": [
+            {
+                "title": "kubebridge",
+                "type": "dashboards",
+                "tags": ["kubebridge"],
+                "asDropdown": True,
+                "includeVars": False,
+                "keepTime": True,
+                "targetBlank": False,
+                "icon": "external link",
+                "tooltip": "",
+                "url": "",
+            }
+        ],
         "annotations": {"list": annotations},
         "templating": {"list": [ds, *variables]},
         "panels": laid,

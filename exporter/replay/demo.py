@@ -17,13 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from exporter.replay.apps import add_app_pod
 from exporter.replay.cluster import CRASH_LOOP, ReplayCluster
 from exporter.replay.eventgen import EventGenerator, PodRef, pod_ref
 from exporter.replay.kubelet import ReplayKubelet
 from exporter.replay.kubeletmetrics import render_metrics, render_probes
 
 # A captured pod whose readiness probe fails now and then (container, as in the 1.35 /pods).
-FAILING_PROBE = ("scraper", "e2e-scraper-5f97dc94d8-vkcjl", "e2e-scraper")
+FAILING_PROBE = ("kube-system", "metrics-server-9d74bb658-c6nnt", "metrics-server")
+# On the newest node, the kube-proxy clone is still being created (its image being pulled), as a
+# DaemonSet pod on a node that just joined is.
+CREATING = ("kube-system", "kube-proxy-")  # namespace, name prefix (clones get a fresh suffix)
+OWN_POD_TEMPLATE = "kube-system/kindnet-zkpn8"
 # Captured pods the extra nodes run clones of: Deployments and DaemonSets schedule there.
 EXTRA_NODE_PODS = (
     "scraper/e2e-deployment-79967c5968-8bnn8", "scraper/e2e-deployment-79967c5968-zjslc",
@@ -58,6 +63,37 @@ def extra_node(token_file: Path, number: int, started: float) -> ReplayKubelet:
     return kubelet
 
 
+def container_creating(item: dict) -> None:
+    """The pod's containers wait in ContainerCreating: not started, not ready, phase Pending."""
+    status = item.setdefault("status", {})
+    status["phase"] = "Pending"
+    for cs in status.get("containerStatuses") or []:
+        cs.update(state={"waiting": {"reason": "ContainerCreating"}}, ready=False, started=False,
+                  restartCount=0, lastState={})
+        cs.pop("containerID", None)
+    for cond in status.get("conditions") or []:
+        if cond.get("type") in ("Ready", "ContainersReady"):
+            cond.update(status="False", reason="ContainersNotReady",
+                        message="containers with unready status: [kube-proxy]")
+
+
+def own_pod(kubelet: ReplayKubelet) -> None:
+    """kubebridge's own node agent pod on the node (the demo's process stands for it), so the Self
+    dashboard has a pod to show: a clone of the captured kindnet DaemonSet pod (host network, as
+    the node agent), owned by a DaemonSet `kubebridge`; its cAdvisor series are kindnet's."""
+    ns, name = add_app_pod(kubelet, container="kubebridge", image="ghcr.io/kubebridge/kubebridge:demo",
+                           port=9500, labels={"app.kubernetes.io/name": "kubebridge"},
+                           template=OWN_POD_TEMPLATE, host_network=True)
+
+    def own(item: dict) -> None:
+        meta = item["metadata"]
+        meta["labels"] = {"app.kubernetes.io/name": "kubebridge"}
+        for owner in meta.get("ownerReferences") or []:
+            owner["name"] = "kubebridge"
+        item["spec"]["nodeName"] = kubelet.node_name
+    kubelet.update_pod(ns, name, own)
+
+
 def _find(kubelet: ReplayKubelet, namespace: str, name: str) -> dict | None:
     for item in kubelet.podlist.get("items", []):
         meta = item.get("metadata", {})
@@ -74,6 +110,13 @@ class DemoCluster(ReplayCluster):
         self.started = time.monotonic()
         make_live(self.kubelet, self.started, FAILING_PROBE)
         self.extra = [extra_node(token_file, n, self.started) for n in range(2, max(nodes, 1) + 1)]
+        for kubelet in (self.kubelet, *self.extra):
+            own_pod(kubelet)
+        if self.extra:
+            newest = self.extra[-1]
+            creating = next(k for k in newest.node.pod_keys()
+                            if k[0] == CREATING[0] and k[1].startswith(CREATING[1]))
+            newest.update_pod(*creating, container_creating)
         crash = _find(self.kubelet, CRASH_LOOP[0], CRASH_LOOP[1])
         probe = _find(self.kubelet, FAILING_PROBE[0], FAILING_PROBE[1])
         self.events = EventGenerator(
