@@ -221,7 +221,10 @@ def judge(prom: str, q: Query, values: dict[str, str], broad: dict[str, str]) ->
     if error:
         return f"{q.where}: {error}: {expr}"
     if not PROBLEM.search(q.expr):
-        return "" if result else f"{q.where}: no data: {expr}"
+        if not result:
+            return f"{q.where}: no data: {expr}"
+        values_ = [s["value"][1] for s in result]
+        return "" if any(v != "NaN" for v in values_) else f"{q.where}: only NaN: {expr}"
     for m in SELECTOR.finditer(q.expr):
         sel = substitute(m.group(0), broad)
         found, error = instant(prom, f"count({sel})")

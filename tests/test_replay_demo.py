@@ -13,6 +13,7 @@ import pytest
 
 from exporter.expfmt import parse_line
 from exporter.replay import paths
+from exporter.replay.advance import render, template
 from exporter.replay.apiserver import ReplayApiserver
 from exporter.replay.demo import CREATING, FAILING_PROBE, DemoCluster
 from exporter.replay.eventgen import ROLLOUT, EventGenerator, pod_ref
@@ -29,7 +30,8 @@ def samples(body: bytes) -> dict[str, float]:
     for line in body.splitlines():
         if line and not line.startswith(b"#"):
             s = parse_line(line)
-            out[line.rsplit(b" ", 1)[0].decode()] = float(s.value)
+            labels = ",".join(f'{k}="{v}"' for k, v in s.labels)
+            out[s.name + ("{" + labels + "}" if labels else "")] = float(s.value)
     return out
 
 
@@ -155,3 +157,26 @@ def test_demo_cluster_has_three_nodes_of_distinct_pods(tmp_path: Path) -> None:
         if p["metadata"]["labels"].get("app.kubernetes.io/name") == "kubebridge"
     ]
     assert len(own) == 3 and {p["spec"]["nodeName"] for p in own} == {k.node_name for k in kubelets}
+
+
+def test_advance_scales_cumulative_values_only() -> None:
+    body = (b'# TYPE a_total counter\na_total{x="1 2}"} 10 1700000000000\n# TYPE g gauge\ng 5\n'
+            b"# TYPE h histogram\n"
+            b'h_bucket{le="1"} 2\nh_bucket{le="+Inf"} 4\nh_sum 8.5\nh_count 4\n'
+            b'# TYPE s summary\ns{quantile="0.5"} 3\ns_sum 6\ns_count 2\n')
+    out = render(template(body), 1.5)
+    assert out == (b'# TYPE a_total counter\na_total{x="1 2}"} 15 1700000000000\n# TYPE g gauge\ng 5\n'
+                   b"# TYPE h histogram\n"
+                   b'h_bucket{le="1"} 3\nh_bucket{le="+Inf"} 6\nh_sum 12.75\nh_count 6\n'
+                   b'# TYPE s summary\ns{quantile="0.5"} 3\ns_sum 9\ns_count 3\n')
+
+
+def test_advanced_capture_stays_a_valid_exposition() -> None:
+    """The 1.35 cAdvisor capture, advanced: every line still parses, gauges are unchanged."""
+    body = paths.data_file(paths.CADVISOR.format(version="1.35")).read_bytes()
+    before, after = samples(body), samples(render(template(body), 1.25))
+    assert before.keys() == after.keys()
+    cores = next(k for k in before if k.startswith("machine_cpu_cores{"))
+    assert after[cores] == before[cores] == 14
+    grown = [k for k in before if k.startswith("container_cpu_usage_seconds_total") and before[k] > 0]
+    assert grown and all(after[k] == pytest.approx(before[k] * 1.25) for k in grown)

@@ -12,11 +12,18 @@ each node serves (`kubeletmetrics`), and events that keep coming (`eventgen`).
 """
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import copy
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from exporter.replay.advance import Advance
 from exporter.replay.apps import add_app_pod
 from exporter.replay.cluster import CRASH_LOOP, ReplayCluster
 from exporter.replay.eventgen import EventGenerator, PodRef, pod_ref
@@ -39,8 +46,10 @@ NODE_COLLECTORS = ("cadvisor", "kubelet", "probes", "resource", "stats_summary",
 
 
 def make_live(kubelet: ReplayKubelet, started: float, failing: tuple[str, str, str] | None = None) -> None:
-    """Serve the derived `/metrics` and `/metrics/probes` of the pods this kubelet holds."""
+    """Serve the derived `/metrics` and `/metrics/probes` of the pods this kubelet holds, and its
+    cAdvisor counters advancing at the capture's pace (`advance`)."""
     bad = [failing] if failing else []
+    kubelet.cadvisor_filter = Advance(started)
     kubelet.metrics = lambda: render_metrics(kubelet.podlist, time.monotonic() - started,
                                              node_name=kubelet.node_name)
     kubelet.probes = lambda: render_probes(kubelet.podlist, time.monotonic() - started, bad)
@@ -102,6 +111,19 @@ def _find(kubelet: ReplayKubelet, namespace: str, name: str) -> dict | None:
     return None
 
 
+async def lease_renewals(url: str, interval: float = 2.0) -> None:
+    """Write to etcd as a control plane does all the time (leader-election leases renewed every
+    2 s), so its commit, fsync and proposal metrics move: a v3 put through the JSON gateway."""
+    key = base64.b64encode(b"/registry/leases/kube-system/kube-controller-manager").decode()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while True:
+            value = base64.b64encode(json.dumps({"renewTime": time.time()}).encode()).decode()
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.post(url + "/v3/kv/put", json={"key": key, "value": value}) as resp:
+                    await resp.read()
+            await asyncio.sleep(interval)
+
+
 class DemoCluster(ReplayCluster):
     """ReplayCluster plus the extra nodes, live kubelet metrics and the event generator."""
 
@@ -109,6 +131,7 @@ class DemoCluster(ReplayCluster):
         super().__init__(workdir, token_file)
         self.started = time.monotonic()
         make_live(self.kubelet, self.started, FAILING_PROBE)
+        self.apiserver.metrics_filter = Advance(self.started)
         self.extra = [extra_node(token_file, n, self.started) for n in range(2, max(nodes, 1) + 1)]
         for kubelet in (self.kubelet, *self.extra):
             own_pod(kubelet)
@@ -123,6 +146,7 @@ class DemoCluster(ReplayCluster):
             self.apiserver, crash_loop=pod_ref(crash, CRASH_LOOP[2]) if crash else None,
             failing_probe=pod_ref(probe, FAILING_PROBE[2]) if probe else None, churn=self._churn)
         self.extra_urls: list[str] = []
+        self._writer: asyncio.Task | None = None
 
     def _churn(self) -> list[PodRef]:
         """Pods whose rollouts the generator replays: the Deployment pods of every node."""
@@ -141,8 +165,14 @@ class DemoCluster(ReplayCluster):
             for item in kubelet.podlist.get("items", []):
                 self.apiserver.add_pod(copy.deepcopy(item))
         self.events.start()
+        if self.etcd.real:
+            self._writer = asyncio.create_task(lease_renewals(self.etcd.url))
 
     async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         await self.events.stop()
         for kubelet in self.extra:
             await kubelet.stop()

@@ -66,6 +66,8 @@ class ReplayKubelet:
         self.metrics = metrics
         self.probes = probes
         self.slis = slis
+        # Applied to the cached /metrics/cadvisor body per request (the demo advances counters).
+        self.cadvisor_filter: Callable[[bytes], bytes] | None = None
         self.token_file = Path(token_file)
         self.forbidden_paths: set[str] = set(forbidden_paths)
         self.user = user
@@ -250,6 +252,8 @@ class ReplayKubelet:
             if live:  # a live payload (the demo's derived kubelet metrics): rendered per request
                 return render()
             self._rendered[path] = render()
+        if path == "/metrics/cadvisor" and self.cadvisor_filter is not None:
+            return self.cadvisor_filter(self._rendered[path])
         return self._rendered[path]
 
     @property

@@ -151,7 +151,7 @@ def render_metrics(podlist: dict, elapsed: float, *, node_name: str, api_host: s
     out += _head("kubelet_pleg_relist_interval_seconds", "histogram",
                  "[ALPHA] Interval in seconds between relisting in PLEG.")
     out += _histogram("kubelet_pleg_relist_interval_seconds", (), DEF_BUCKETS, relists, 1.0)
-    starts = v.pods + int(t / 60)  # the pods it holds, plus churn of one a minute
+    starts = v.pods + int(t / 10)  # the pods it holds, plus churn of one every 10 s
     out += _head("kubelet_pod_start_duration_seconds", "histogram",
                  "[ALPHA] Duration in seconds from kubelet seeing a pod for the first time to the pod "
                  "starting to run")
@@ -208,7 +208,7 @@ def render_metrics(podlist: dict, elapsed: float, *, node_name: str, api_host: s
                "kubernetes.io/csi:hostpath.csi.k8s.io": max(len(v.claims), 1)}
     for plugin, mounts in plugins.items():
         for op in ("volume_mount", "volume_unmount"):
-            n = mounts + int(t / 120)
+            n = mounts + int(t / 10)  # every pod start mounts (and its predecessor unmounts)
             labels = (("migrated", "false"), ("operation_name", op), ("status", "success"),
                       ("volume_plugin", plugin))
             out += _histogram("storage_operation_duration_seconds", labels, DEF_BUCKETS, n, 0.05)
