@@ -165,9 +165,11 @@ def table(
     hide: tuple[str, ...] = ("Time",),
     links: dict[str, dict[str, Any]] | None = None,
     rename: dict[str, str] | None = None,
+    units: dict[str, str] | None = None,
 ) -> Panel:
     """An instant-query table; several queries are merged on their labels (one row per series,
-    one value column per query, named by `rename` {"Value #A": "CPU"}). `links`: column -> link."""
+    one value column per query, named by `rename` {"Value #A": "CPU"}). `links`: column -> link;
+    `units`: (renamed) column -> unit, where it differs from `unit`."""
     queries = [(expr, "")] if isinstance(expr, str) else expr
     targets = [target(q, instant=True, ref=chr(ord("A") + i)) for i, (q, _) in enumerate(queries)]
     transformations: list[dict[str, Any]] = []
@@ -182,6 +184,9 @@ def table(
     overrides = [
         {"matcher": {"id": "byName", "options": col}, "properties": [{"id": "links", "value": [lk]}]}
         for col, lk in (links or {}).items()
+    ] + [
+        {"matcher": {"id": "byName", "options": col}, "properties": [{"id": "unit", "value": u}]}
+        for col, u in (units or {}).items()
     ]
     return {
         "type": "table",

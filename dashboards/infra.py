@@ -115,6 +115,7 @@ def nodes() -> Dash:
                 "Value #E": "filesystem",
                 "Value #F": "PIDs",
             },
+            units={c: "percentunit" for c in ("CPU", "memory", "filesystem", "PIDs")},
         ),
         row("Resources"),
         timeseries(
@@ -429,6 +430,7 @@ def storage() -> Dash:
             w=24,
             unit="percentunit",
             rename={"Value #A": "used", "Value #B": "inodes used", "Value #C": "days to full"},
+            units={"days to full": "d"},
         ),
         timeseries(
             "Claim usage",

@@ -247,6 +247,7 @@ def control_plane() -> Dash:
             w=12,
             hide=("Time", "Value #E"),
             rename={"Value #A": "up", "Value #B": "leader", "Value #C": "db size", "Value #D": "term"},
+            units={"db size": "bytes"},
         ),
         timeseries(
             "gRPC requests by code",
@@ -329,6 +330,7 @@ def control_plane() -> Dash:
                 "Value #D": "leader uptime",
                 "Value #E": "uptime",
             },
+            units={"leader uptime": "s", "uptime": "s"},
         ),
         timeseries(
             "v2 raft append requests",

@@ -172,6 +172,7 @@ def cluster() -> Dash:
                 "Value #D": "memory requested",
                 "Value #E": "pods",
             },
+            units={"memory used": "bytes", "memory requested": "bytes"},
         ),
         timeseries(
             "CPU by namespace (cores)",
@@ -275,6 +276,7 @@ def namespace() -> Dash:
                 "Value #H": "memory requests",
                 "Value #I": "memory limits",
             },
+            units={c: "bytes" for c in ("memory used", "memory requests", "memory limits")},
         ),
         table(
             "Waiting containers",
@@ -379,6 +381,7 @@ def workload() -> Dash:
             w=24,
             links={L.pod: to_pod()},
             rename={"Value #A": "ready", "Value #B": "restarts", "Value #C": "CPU", "Value #D": "memory"},
+            units={"memory": "bytes"},
         ),
         table(
             "Waiting containers",
