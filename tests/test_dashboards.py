@@ -370,3 +370,54 @@ def test_dashboard_loads_into_grafana_models(path: Path) -> None:
     back = json.loads(json.dumps(sdk.Dashboard.from_json(dash), cls=encoder.JSONEncoder))
     assert len(back["panels"]) == len(dash["panels"])
     assert not _lost(dash, back), _lost(dash, back)
+
+
+def _links(dash: dict) -> Iterator[tuple[str, str]]:
+    """(where, url) of every panel, field and override data link."""
+    for p in panels(dash):
+        defaults = p.get("fieldConfig", {}).get("defaults", {})
+        for lk in defaults.get("links", []) + p.get("links", []):
+            yield p["title"], lk["url"]
+        for o in p.get("fieldConfig", {}).get("overrides", []):
+            for prop in o["properties"]:
+                if prop["id"] == "links":
+                    yield p["title"], *(lk["url"] for lk in prop["value"])
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_grafana_conventions(path: Path) -> None:
+    """Import-ready, described, read-only, and the cluster variable hidden by default."""
+    dash = json.loads(path.read_text())
+    assert [i["pluginId"] for i in dash["__inputs"]] == ["prometheus"]
+    required = {(r["type"], r["id"]) for r in dash["__requires"]}
+    assert {("grafana", "grafana"), ("datasource", "prometheus")} <= required
+    assert {("panel", p["type"]) for p in panels(dash) if p["type"] != "row"} <= required
+    assert dash["editable"] is False
+    for p in panels(dash):
+        if p["type"] != "row":
+            assert p.get("description", "").strip(), f"{path.name}: {p['title']!r} has no description"
+    (cluster,) = [v for v in dash["templating"]["list"] if v["name"] == "cluster"]
+    assert cluster["hide"] == 2
+    assert [a["name"] for a in dash["annotations"]["list"]] == ["Warning events", "Normal events"]
+
+
+def test_links_lead_to_dashboards_and_variables_that_exist() -> None:
+    """Every data link names a generated dashboard, sets only variables that dashboard has, and
+    carries the data source, the cluster and the time range."""
+    dashes = {d.stem: json.loads(d.read_text()) for d in DASHBOARDS}
+    variables = {uid: {v["name"] for v in d["templating"]["list"]} for uid, d in dashes.items()}
+    count = 0
+    for uid, dash in dashes.items():
+        for title, url in _links(dash):
+            count += 1
+            m = re.fullmatch(r"/d/([\w-]+)\?(.*)", url)
+            assert m, f"{uid} / {title}: {url}"
+            target, query = m.groups()
+            assert target in dashes, f"{uid} / {title}: no dashboard {target}"
+            params = query.split("&")
+            assert "${__url_time_range}" in params, f"{uid} / {title}: the time range is dropped"
+            names = [p.split("=", 1)[0].removeprefix("var-") for p in params if p.startswith("var-")]
+            assert {"datasource", "cluster"} <= set(names)
+            missing = set(names) - variables[target]
+            assert not missing, f"{uid} / {title}: {target} has no variable {missing}"
+    assert count >= 30
