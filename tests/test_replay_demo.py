@@ -4,6 +4,7 @@ tests/test_dashboards_demo.py runs them end to end under a real Prometheus."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -15,7 +16,8 @@ from exporter.expfmt import parse_line
 from exporter.replay import paths
 from exporter.replay.advance import render, template
 from exporter.replay.apiserver import ReplayApiserver
-from exporter.replay.demo import CREATING, FAILING_PROBE, DemoCluster
+from exporter.replay.cluster import CRASH_LOOP
+from exporter.replay.demo import CREATING, FAILING_PROBE, DemoCluster, crash_loop
 from exporter.replay.eventgen import ROLLOUT, EventGenerator, pod_ref
 from exporter.replay.kubeletmetrics import render_metrics, render_probes, view
 
@@ -180,3 +182,29 @@ def test_advanced_capture_stays_a_valid_exposition() -> None:
     assert after[cores] == before[cores] == 14
     grown = [k for k in before if k.startswith("container_cpu_usage_seconds_total") and before[k] > 0]
     assert grown and all(after[k] == pytest.approx(before[k] * 1.25) for k in grown)
+
+
+async def test_crash_loop_restarts_and_crashes_again(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    cluster = DemoCluster(tmp_path, token, nodes=1)
+    ns, pod, container = CRASH_LOOP
+
+    def status() -> dict:
+        item = next(p for p in cluster.kubelet.podlist["items"] if p["metadata"]["name"] == pod)
+        return next(cs for cs in item["status"]["containerStatuses"] if cs["name"] == container)
+    before = status()["restartCount"]
+    task = asyncio.create_task(crash_loop(cluster.kubelet, interval=0.01))
+    try:
+        for _ in range(500):
+            if status()["restartCount"] >= before + 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    after = status()
+    assert after["restartCount"] >= before + 2
+    assert after["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert after["lastState"]["terminated"]["reason"] == "Error"
+    metrics = samples(render_metrics(cluster.kubelet.podlist, 0.0, node_name="n"))
+    assert metrics['kubelet_started_containers_total{container_type="container"}'] >= after["restartCount"]

@@ -8,7 +8,9 @@ each node serves (`kubeletmetrics`), and events that keep coming (`eventgen`).
 - One kubebridge node agent runs per node (in a cluster: the DaemonSet); node 1's is the one
   that also runs the cluster agent's collectors (`ReplayCluster.exporter_config`).
 - A readiness probe of one captured pod fails one time in three; its Unhealthy events and the
-  crash-looping pod's BackOff events repeat on every tick of the generator.
+  crash-looping pod's BackOff events repeat on every tick of the generator, and the crash-looping
+  container is restarted (and crashes again) every 30 s.
+- Real etcd gets a write every 2 s (a lease renewal), so its commit and fsync latencies move.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import contextlib
 import copy
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from exporter.replay.cluster import CRASH_LOOP, ReplayCluster
 from exporter.replay.eventgen import EventGenerator, PodRef, pod_ref
 from exporter.replay.kubelet import ReplayKubelet
 from exporter.replay.kubeletmetrics import render_metrics, render_probes
+from exporter.replay.podstatus import crash_loop_backoff, running_again
 
 # A captured pod whose readiness probe fails now and then (container, as in the 1.35 /pods).
 FAILING_PROBE = ("kube-system", "metrics-server-9d74bb658-c6nnt", "metrics-server")
@@ -124,6 +128,20 @@ async def lease_renewals(url: str, interval: float = 2.0) -> None:
             await asyncio.sleep(interval)
 
 
+async def crash_loop(kubelet: ReplayKubelet, interval: float = 30.0) -> None:
+    """The crash-looping container keeps crashing: every `interval` the kubelet restarts it
+    (restartCount + 1) and it fails at once, back in CrashLoopBackOff (`podstatus`)."""
+    ns, pod, container = CRASH_LOOP
+
+    def restart(item: dict) -> None:
+        running_again(item, container, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        crash_loop_backoff(item, container, exit_code=1, reason="Error")
+    while True:
+        await asyncio.sleep(interval)
+        with contextlib.suppress(KeyError):  # churn may have removed it
+            kubelet.update_pod(ns, pod, restart)
+
+
 class DemoCluster(ReplayCluster):
     """ReplayCluster plus the extra nodes, live kubelet metrics and the event generator."""
 
@@ -146,7 +164,7 @@ class DemoCluster(ReplayCluster):
             self.apiserver, crash_loop=pod_ref(crash, CRASH_LOOP[2]) if crash else None,
             failing_probe=pod_ref(probe, FAILING_PROBE[2]) if probe else None, churn=self._churn)
         self.extra_urls: list[str] = []
-        self._writer: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []  # the crash loop, etcd lease renewals
 
     def _churn(self) -> list[PodRef]:
         """Pods whose rollouts the generator replays: the Deployment pods of every node."""
@@ -165,14 +183,16 @@ class DemoCluster(ReplayCluster):
             for item in kubelet.podlist.get("items", []):
                 self.apiserver.add_pod(copy.deepcopy(item))
         self.events.start()
+        self._tasks.append(asyncio.create_task(crash_loop(self.kubelet)))
         if self.etcd.real:
-            self._writer = asyncio.create_task(lease_renewals(self.etcd.url))
+            self._tasks.append(asyncio.create_task(lease_renewals(self.etcd.url)))
 
     async def stop(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+                await task
+        self._tasks.clear()
         await self.events.stop()
         for kubelet in self.extra:
             await kubelet.stop()
