@@ -476,11 +476,13 @@ def self_() -> Dash:
             "Errors by source and reason",
             [
                 (
-                    f"sum by (collector, reason) ({rate('kubebridge_scrape_errors_total', CLUSTER, src)})",
+                    f"sum by (collector, reason) ({rate('kubebridge_scrape_errors_total', CLUSTER, src)})"
+                    f" or 0 * sum by (collector) ({m('kubebridge_up', CLUSTER, src)})",
                     "{{collector}} {{reason}}",
                 )
             ],
-            "Failed collections per second.",
+            "Failed collections per second, by reason; 0 for a source that never failed (the counter "
+            "appears with the first failure).",
             unit="ops",
         ),
         timeseries(
