@@ -650,6 +650,7 @@ def kubelet() -> Dash:
     ]
     sel = (CLUSTER, NODE)
     by = f"max by ({L.node})"
+    node_link = [series_link("Node ${__field.labels.node}", uid("node"), [L.node])]
     panels = [
         row("Work: is the kubelet keeping up?"),
         timeseries(
@@ -657,12 +658,14 @@ def kubelet() -> Dash:
             [(p99(rate("kubelet_pod_start_duration_seconds_bucket", S.kubelet, *sel), L.node), "{{node}}")],
             "From the kubelet seeing a pod to it running (image pulls included).",
             unit="s",
+            links=node_link,
         ),
         timeseries(
             "PLEG relist duration p99",
             [(p99(rate("kubelet_pleg_relist_duration_seconds_bucket", S.kubelet, *sel), L.node), "{{node}}")],
             "Above 3 minutes the node turns NotReady (PLEG is not healthy).",
             unit="s",
+            links=node_link,
         ),
         timeseries(
             "Runtime operations",
@@ -686,6 +689,7 @@ def kubelet() -> Dash:
             ],
             "Failed CRI calls per second.",
             unit="ops",
+            links=node_link,
         ),
         timeseries(
             "Runtime operation latency p99",
@@ -712,6 +716,7 @@ def kubelet() -> Dash:
             ],
             "Container and sandbox starts per second: a crash loop shows here.",
             unit="ops",
+            links=node_link,
         ),
         row("API server client"),
         timeseries(
@@ -754,6 +759,7 @@ def kubelet() -> Dash:
             [(f"{by} ({m('kubelet_certificate_manager_client_ttl_seconds', S.kubelet, *sel)})", "{{node}}")],
             "Time until the kubelet's client certificate expires; rotation should keep it far from 0.",
             unit="s",
+            links=node_link,
         ),
         timeseries(
             "Running containers by state",

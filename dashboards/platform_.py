@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from config import CONFIG
 from common import (
+    L,
+    to_node,
+    to_pod,
+    uid,
     ETCD_V2,
     AD_DURATION,
     AD_SERIES,
@@ -43,6 +47,7 @@ from common import (
     p99,
 )
 from grafana import (
+    series_link,
     cluster_var,
     dashboard,
     m,
@@ -371,16 +376,20 @@ def control_plane() -> Dash:
         row("kube-system pods (from the API server, in one place)"),
         table(
             "Not ready",
-            f"max by (workload_kind, workload, pod, node) ({m(KS_READY, S.kube_system, CLUSTER)}) == 0",
-            "System pods whose Ready condition is false.",
+            f"max by (namespace, workload_kind, workload, pod, node) "
+            f"({m(KS_READY, S.kube_system, CLUSTER)}) == 0",
+            "System pods whose Ready condition is false. Click the pod or the node to open it.",
             hide=("Time", "Value"),
+            links={L.pod: to_pod(), L.node: to_node()},
             w=8,
         ),
         table(
             "Waiting",
-            f"max by (workload, pod, container, reason) ({m(KS_WAITING, S.kube_system, CLUSTER)}) > 0",
-            "System containers waiting now, and why.",
+            f"max by (namespace, workload, pod, container, reason) "
+            f"({m(KS_WAITING, S.kube_system, CLUSTER)}) > 0",
+            "System containers waiting now, and why. Click the pod to open it.",
             hide=("Time", "Value"),
+            links={L.pod: to_pod()},
             w=8,
         ),
         timeseries(
@@ -596,13 +605,15 @@ def self_() -> Dash:
         row("kubebridge pods (from their own cAdvisor series)"),
         timeseries(
             "CPU by pod (cores)",
-            [(f"sum by (pod) ({rate(CPU, S.containers, CLUSTER, ME)})", "{{pod}}")],
+            [(f"sum by (namespace, pod) ({rate(CPU, S.containers, CLUSTER, ME)})", "{{pod}}")],
             "kubebridge's own CPU, per pod.",
+            links=[series_link("Pod ${__field.labels.pod}", uid("pod"), [L.namespace, L.pod])],
         ),
         timeseries(
             "Memory working set by pod",
-            [(f"sum by (pod) ({m(WSET, S.containers, CLUSTER, ME)})", "{{pod}}")],
+            [(f"sum by (namespace, pod) ({m(WSET, S.containers, CLUSTER, ME)})", "{{pod}}")],
             "kubebridge's own memory, per pod.",
+            links=[series_link("Pod ${__field.labels.pod}", uid("pod"), [L.namespace, L.pod])],
             unit="bytes",
         ),
     ]

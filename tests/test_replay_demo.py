@@ -206,5 +206,6 @@ async def test_crash_loop_restarts_and_crashes_again(tmp_path: Path) -> None:
     assert after["restartCount"] >= before + 2
     assert after["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     assert after["lastState"]["terminated"]["reason"] == "Error"
+    assert after["lastState"]["terminated"]["finishedAt"]  # when it last ended, for the Pod dashboard
     metrics = samples(render_metrics(cluster.kubelet.podlist, 0.0, node_name="n"))
     assert metrics['kubelet_started_containers_total{container_type="container"}'] >= after["restartCount"]

@@ -134,8 +134,13 @@ async def crash_loop(kubelet: ReplayKubelet, interval: float = 30.0) -> None:
     ns, pod, container = CRASH_LOOP
 
     def restart(item: dict) -> None:
-        running_again(item, container, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        crash_loop_backoff(item, container, exit_code=1, reason="Error")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        running_again(item, container, now)
+        for cs in item["status"]["containerStatuses"]:
+            if cs["name"] == container:  # the run ends at once, as the kubelet then reports it
+                cs["state"] = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now,
+                                              "finishedAt": now}}
+        crash_loop_backoff(item, container)
     while True:
         await asyncio.sleep(interval)
         with contextlib.suppress(KeyError):  # churn may have removed it
