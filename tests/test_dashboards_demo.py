@@ -3,8 +3,9 @@
 For each dashboard, twice: with every variable on "All" (a variable without "All" takes its
 first value), and with the first concrete value of each variable, resolved in order through the
 dashboard's own `label_values()` queries against Prometheus' API, as Grafana would. Then every
-panel target and annotation query runs through Prometheus' HTTP API and must return data, without
-error.
+panel target and annotation query runs through Prometheus' HTTP API and must return data that is
+not only NaN (a quantile or ratio over counters that do not move), without error. Queries are
+evaluated at one moment when every target and every source was up (`settle`).
 
 A query that lists problems (`> 0`, `== 0`, `or vector(0)`) is judged by its selectors: each
 `metric{...}` in it must select series with every variable on `.*`. Its result may rightly be

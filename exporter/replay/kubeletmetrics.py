@@ -14,8 +14,8 @@ the 1.35 cAdvisor, /pods and /stats/summary it serves next to them:
   adds runtime operation errors and BackOff-driven container starts; a container whose
   readiness probe is named in `failing_probes` fails it.
 
-What is invented, and says so: the rates, the latencies' spread, the claim capacity (the
-capture has no PersistentVolume sizes) and the client certificate's lifetime.
+What is invented, and says so: the rates, the latencies' spread, the evictions, the claim
+capacity (the capture has no PersistentVolume sizes) and the client certificate's lifetime.
 """
 from __future__ import annotations
 
@@ -182,7 +182,8 @@ def render_metrics(podlist: dict, elapsed: float, *, node_name: str, api_host: s
                           DEF_BUCKETS, n, 0.002 + 0.05 * _spread(op + "/latency"))
     out += _head("kubelet_evictions", "counter",
                  "[ALPHA] Cumulative number of pod evictions by eviction signal")
-    # The 1.35 capture's failed Job pods are what an ephemeral-storage eviction leaves behind.
+    # Invented: the capture has no evicted pod. One ephemeral-storage eviction in the node's past
+    # and one every 5 minutes, so the eviction panels have a series to show.
     out.append(f'kubelet_evictions{{eviction_signal="ephemeralstorage.available"}} {1 + int(t / 300)}')
     out += _head("kubelet_certificate_manager_client_ttl_seconds", "gauge",
                  "[ALPHA] Gauge of the TTL (time-to-live) of the Kubelet's client certificate. The value "
