@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))  # the modules next to this script: config, grafan
 
 from common import Dash  # noqa: E402
 from infra import kubelet, network, node, nodes, storage  # noqa: E402
-from platform_ import control_plane, self_  # noqa: E402
+from controlplane import control_plane, self_  # noqa: E402
 from workloads import cluster, namespace, pod, workload  # noqa: E402
 
 DASHBOARDS: tuple[Callable[[], Dash], ...] = (
