@@ -63,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     dm.add_argument("--listen", dest="listen_address", help=argparse.SUPPRESS)  # the old spelling
     dm.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C)")
     dm.add_argument("--cluster", default="demo", help="the cluster label of every series (default demo)")
+    dm.add_argument("--nodes", type=int, default=3, help="replay nodes, one node agent each (>= 1)")
     return p
 
 
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from exporter.commands import transform
             return transform(args)
         from exporter.commands import demo
-        return demo(args.listen_address, args.duration, args.web_config_file, args.cluster)
+        return demo(args.listen_address, args.duration, args.web_config_file, args.cluster, args.nodes)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

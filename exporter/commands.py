@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from aiohttp import web
+
 from exporter import __version__, config as config_mod, logs
 from exporter.deps import Deps
 from exporter.expfmt import encode_openmetrics, encode_text
@@ -137,38 +139,52 @@ def transform(args: argparse.Namespace) -> int:
     return 1 if res.malformed else 0
 
 
-def demo(listen: str, duration: float, web_config_file: str | None = None, cluster: str = "demo") -> int:
+def demo(listen: str, duration: float, web_config_file: str | None = None, cluster: str = "demo",
+         nodes: int = 3) -> int:
     """Start the replay cluster and kubebridge on loopback; serve until Ctrl-C or `duration`."""
     logs.setup("info", "text")
     source = WebConfigSource(web_config_file) if web_config_file else None
     try:
-        return asyncio.run(_demo(listen, duration, source, cluster))
+        return asyncio.run(_demo(listen, duration, source, cluster, nodes))
     except KeyboardInterrupt:
         return 0
 
 
-async def _demo(listen: str, duration: float, source: WebConfigSource | None, cluster_name: str) -> int:
-    from exporter.replay.cluster import ReplayCluster
+async def _demo(listen: str, duration: float, source: WebConfigSource | None, cluster_name: str,
+                nodes: int) -> int:
+    from exporter.replay.demo import DemoCluster
 
     with tempfile.TemporaryDirectory(prefix="kubebridge-demo-") as tmp:
         token = Path(tmp) / "token"
         token.write_text(secrets.token_urlsafe(32))
-        cluster = ReplayCluster(Path(tmp), token)
+        cluster = DemoCluster(Path(tmp), token, nodes)
         await cluster.start()
+        agents: list[web.AppRunner] = []  # the node agents of nodes 2.. (one per node, as a DaemonSet)
         try:
             cfg = config_mod.parse({**cluster.exporter_config(listen), "cluster": cluster_name}, env={})
             app = build_app(cfg)
             if source is not None:
                 app.middlewares.append(guard.middleware(source))
+            host, port = split_address(listen)
+            for node_cfg in cluster.node_agent_configs(f"{host}:0"):
+                node_agent = config_mod.parse({**node_cfg, "cluster": cluster_name}, env={})
+                agent = web.AppRunner(build_app(node_agent), shutdown_timeout=5.0)
+                await agent.setup()
+                await web.TCPSite(agent, host, 0).start()
+                agents.append(agent)
 
             def started(url: str) -> None:
                 _started(cfg, url, source)
                 print(f"kubebridge demo: metrics at {url}/metrics, landing page at {url}/", flush=True)
-                for what, url in cluster.urls().items():
-                    print(f"  replay {what}: {url}", flush=True)
+                for what, where in cluster.urls().items():
+                    print(f"  replay {what}: {where}", flush=True)
+                for agent in agents:
+                    agent_host, agent_port = agent.addresses[0][:2]
+                    print(f"  node agent: metrics at http://{agent_host}:{agent_port}/metrics", flush=True)
 
-            host, port = split_address(listen)
             await serve_until_signal(app, host, port, source, started, duration)
         finally:
+            for agent in agents:
+                await agent.cleanup()
             await cluster.stop()
     return 0

@@ -33,13 +33,6 @@ DASHBOARDS = sorted(DASHBOARDS_DIR.glob("*.json"))
 # as captures and goldens land (test_pending_families_still_pending warns when an entry has
 # become known).
 PENDING_FAMILIES = frozenset({
-    # kubelet families newer than the only kubelet /metrics capture (v1.10, behind the e2e
-    # golden): names from kubernetes pkg/kubelet/metrics/metrics.go (1.19+).
-    "kubelet_running_pods", "kubelet_running_containers", "kubelet_pleg_relist_duration_seconds_bucket",
-    "kubelet_pod_start_duration_seconds_bucket", "kubelet_runtime_operations_errors_total",
-    "kubelet_evictions", "kubelet_volume_stats_available_bytes", "kubelet_volume_stats_capacity_bytes",
-    "kubelet_volume_stats_used_bytes", "kubelet_volume_stats_inodes", "kubelet_volume_stats_inodes_free",
-    "kubelet_volume_stats_inodes_used",
     # etcd's peer round trips exist only between members (the captures are single-member);
     # tests/test_alerts.py reads them from a real 3-member cluster through the etcd collector.
     "etcd_network_peer_round_trip_time_seconds_bucket",
@@ -47,6 +40,20 @@ PENDING_FAMILIES = frozenset({
     # kubebridge_series_limit{collector}).
     "kubebridge_series_refused_total", "kubebridge_series_limit",
 })
+
+
+@functools.cache
+def demo_kubelet_names() -> set[str]:
+    """Families of the demo's kubelet /metrics and /metrics/probes: no kubelet /metrics capture
+    newer than v1.10 exists, so the demo derives a 1.35 one from the served pods
+    (exporter/replay/kubeletmetrics.py). tests/test_dashboards_demo.py checks these panels against
+    the running demo."""
+    from exporter.replay import paths
+    from exporter.replay.kubeletmetrics import render_metrics, render_probes
+    pods = json.loads(paths.data_file(paths.PODS.format(version="1.35")).read_bytes())
+    text = render_metrics(pods, 0.0, node_name="n").decode() + render_probes(pods, 0.0).decode()
+    return _family_names(text)
+
 
 # A metric reference: a name followed by a selector or a range (convention: every metric in a
 # query carries a {...} selector, so this finds them all; test_every_metric_has_a_selector).
@@ -111,7 +118,7 @@ def declared_names() -> set[str]:
 
 def known_names() -> set[str]:
     """What a dashboard or an alert may name."""
-    return golden_names() | declared_names() | set(PENDING_FAMILIES)
+    return golden_names() | declared_names() | demo_kubelet_names() | set(PENDING_FAMILIES)
 
 
 def load_build() -> Any:
@@ -161,8 +168,9 @@ def all_queries() -> list[tuple[str, str]]:
 
 
 def test_dashboards_exist() -> None:
-    assert {d.stem for d in DASHBOARDS} == {"kubebridge-workloads", "kubebridge-node",
-                                              "kubebridge-control-plane", "kubebridge-self"}
+    assert {d.stem for d in DASHBOARDS} == {f"kubebridge-{n}" for n in (
+        "cluster", "namespace", "workload", "pod", "nodes", "node", "storage", "network", "kubelet",
+        "control-plane", "self")}
 
 
 def test_generated_files_are_in_sync() -> None:
@@ -290,6 +298,8 @@ NO_FIXTURE_MATCH = {
     'label_app_kubernetes_io_name="kubebridge"',
     # The events capture (tests/golden/events.txt) has Normal events only.
     'type="Warning"',
+    # The events golden has no kube-system events.
+    'namespace="kube-system", type="Normal"',
     # The only end-to-end golden is the node agent's: no cluster-agent self-metrics.
     'kubebridge_up{collector="apiserver"', 'kubebridge_source_status{collector="apiserver"',
 }
@@ -328,6 +338,8 @@ def test_selectors_match_real_series(where: str, expr: str) -> None:
         name, body = m.groups()
         if name not in series or any(s in m.group(0) for s in NO_FIXTURE_MATCH):
             continue
+        if 'collector="kubelet"' in body and name in demo_kubelet_names():  # the demo's: see above
+            continue
         matchers = [(k, op, substitute(v)) for k, op, v in MATCHER.findall(body)]
         assert any(matches(labels, matchers) for labels in series[name]), \
             f"{where}: {name}{{{body}}} matches no series in tests/golden/"
@@ -336,3 +348,83 @@ def test_selectors_match_real_series(where: str, expr: str) -> None:
 def test_matcher_semantics() -> None:
     assert matches({"a": "x"}, [("a", "=~", "x|y"), ("b", "=", ""), ("c", "!~", ".+")])
     assert not matches({"cgroup_kind": "pod"}, [("cgroup_kind", "=", "pause")])
+
+
+# Keys Grafana's foundation SDK models do not carry (it drops them on load): import metadata,
+# the Prometheus annotation query's own fields, a variable's display `definition` and
+# `allValue` where it is null.
+SDK_DROPS = {"__inputs", "__requires", "definition", "allValue", "textFormat", "step", "tagKeys",
+             "useValueForTime", "titleFormat"}
+
+
+def _lost(a: Any, b: Any, path: str = "") -> list[str]:
+    """Paths of `a` that `b` (the SDK's round trip) no longer has."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [f"{path}.{k}" for k in a if k not in b and k not in SDK_DROPS] + [
+            x for k in a if k in b for x in _lost(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        return [x for i, (p, q) in enumerate(zip(a, b, strict=False)) for x in _lost(p, q, f"{path}[{i}]")]
+    return []
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_dashboard_loads_into_grafana_models(path: Path) -> None:
+    """Grafana's foundation SDK (its typed dashboard model) loads each dashboard and writes it back
+    with every panel, target, link, variable and annotation key: no key Grafana would not know."""
+    sdk = pytest.importorskip("grafana_foundation_sdk.models.dashboard")
+    encoder = pytest.importorskip("grafana_foundation_sdk.cog.encoder")
+    dash = json.loads(path.read_text())
+    back = json.loads(json.dumps(sdk.Dashboard.from_json(dash), cls=encoder.JSONEncoder))
+    assert len(back["panels"]) == len(dash["panels"])
+    assert not _lost(dash, back), _lost(dash, back)
+
+
+def _links(dash: dict) -> Iterator[tuple[str, str]]:
+    """(where, url) of every panel, field and override data link."""
+    for p in panels(dash):
+        defaults = p.get("fieldConfig", {}).get("defaults", {})
+        for lk in defaults.get("links", []) + p.get("links", []):
+            yield p["title"], lk["url"]
+        for o in p.get("fieldConfig", {}).get("overrides", []):
+            for prop in o["properties"]:
+                if prop["id"] == "links":
+                    yield p["title"], *(lk["url"] for lk in prop["value"])
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_grafana_conventions(path: Path) -> None:
+    """Import-ready, described, read-only, and the cluster variable hidden by default."""
+    dash = json.loads(path.read_text())
+    assert [i["pluginId"] for i in dash["__inputs"]] == ["prometheus"]
+    required = {(r["type"], r["id"]) for r in dash["__requires"]}
+    assert {("grafana", "grafana"), ("datasource", "prometheus")} <= required
+    assert {("panel", p["type"]) for p in panels(dash) if p["type"] != "row"} <= required
+    assert dash["editable"] is False
+    for p in panels(dash):
+        if p["type"] != "row":
+            assert p.get("description", "").strip(), f"{path.name}: {p['title']!r} has no description"
+    (cluster,) = [v for v in dash["templating"]["list"] if v["name"] == "cluster"]
+    assert cluster["hide"] == 2
+    assert [a["name"] for a in dash["annotations"]["list"]] == ["Warning events", "Normal events"]
+
+
+def test_links_lead_to_dashboards_and_variables_that_exist() -> None:
+    """Every data link names a generated dashboard, sets only variables that dashboard has, and
+    carries the data source, the cluster and the time range."""
+    dashes = {d.stem: json.loads(d.read_text()) for d in DASHBOARDS}
+    variables = {uid: {v["name"] for v in d["templating"]["list"]} for uid, d in dashes.items()}
+    count = 0
+    for uid, dash in dashes.items():
+        for title, url in _links(dash):
+            count += 1
+            m = re.fullmatch(r"/d/([\w-]+)\?(.*)", url)
+            assert m, f"{uid} / {title}: {url}"
+            target, query = m.groups()
+            assert target in dashes, f"{uid} / {title}: no dashboard {target}"
+            params = query.split("&")
+            assert "${__url_time_range}" in params, f"{uid} / {title}: the time range is dropped"
+            names = [p.split("=", 1)[0].removeprefix("var-") for p in params if p.startswith("var-")]
+            assert {"datasource", "cluster"} <= set(names)
+            missing = set(names) - variables[target]
+            assert not missing, f"{uid} / {title}: {target} has no variable {missing}"
+    assert count >= 30

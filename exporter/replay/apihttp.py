@@ -35,7 +35,7 @@ class ApiHttp:
 
     def __init__(self, srv: ReplayApiserver) -> None:
         self.srv = srv
-        self._gzipped: bytes | None = None
+        self._gzipped: tuple[bytes, bytes] | None = None  # (body, its gzip)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._gate])
@@ -179,12 +179,12 @@ class ApiHttp:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         headers = {"Content-Type": proto.METRICS_TYPE}
-        body = self.srv.metrics
+        body = self.srv.metrics_body()
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            if self._gzipped is None:
-                self._gzipped = await asyncio.to_thread(gzip.compress, body, 6, mtime=0)
+            if self._gzipped is None or self._gzipped[0] is not body:  # a live body changes
+                self._gzipped = (body, await asyncio.to_thread(gzip.compress, body, 6, mtime=0))
             headers["Content-Encoding"] = "gzip"
-            body = self._gzipped
+            body = self._gzipped[1]
         return web.Response(body=body, headers=headers)
 
     async def _version(self, request: web.Request) -> web.Response:

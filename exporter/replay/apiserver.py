@@ -62,6 +62,8 @@ class ReplayApiserver:
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
         self.metrics = read("apiserver", f"nri-k8s-{version}-apiserver-metrics.txt")
+        # What /metrics serves, given the recorded body (the demo advances its counters).
+        self.metrics_filter: Callable[[bytes], bytes] | None = None
         self.checks = proto.health_checks(read("apiserver", paths.APISERVER_SLIS))
         self.store = ApiStore()
         self._load(read)
@@ -137,6 +139,10 @@ class ReplayApiserver:
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         path.chmod(0o600)
         return path
+
+    def metrics_body(self) -> bytes:
+        """The /metrics body: the recorded one, through `metrics_filter` when set."""
+        return self.metrics_filter(self.metrics) if self.metrics_filter else self.metrics
 
     # -- test hooks ---------------------------------------------------------------------
 

@@ -43,8 +43,8 @@ class ReplayKubelet:
         *,
         cadvisor: bytes,
         pods: dict,
-        metrics: bytes,
-        probes: bytes,
+        metrics: bytes | Callable[[], bytes],
+        probes: bytes | Callable[[], bytes],
         stats_summary: dict,
         token_file: Path,
         node_name: str | None = None,
@@ -66,6 +66,8 @@ class ReplayKubelet:
         self.metrics = metrics
         self.probes = probes
         self.slis = slis
+        # Applied to the cached /metrics/cadvisor body per request (the demo advances counters).
+        self.cadvisor_filter: Callable[[bytes], bytes] | None = None
         self.token_file = Path(token_file)
         self.forbidden_paths: set[str] = set(forbidden_paths)
         self.user = user
@@ -242,12 +244,25 @@ class ReplayKubelet:
                 # go-restful pretty-prints with a one-space indent and no trailing newline.
                 "/stats/summary": lambda: go_json(self.node.summary, indent=1),
                 "/metrics/resource": lambda: render_resource_metrics(self.node.summary or {}),
-                "/metrics": lambda: self.metrics,
-                "/metrics/probes": lambda: self.probes,
+                "/metrics": lambda: self._payload(self.metrics),
+                "/metrics/probes": lambda: self._payload(self.probes),
                 "/metrics/slis": lambda: self.slis or b"",
             }[path]
+            live = path in ("/metrics", "/metrics/probes") and callable(self._live.get(path))
+            if live:  # a live payload (the demo's derived kubelet metrics): rendered per request
+                return render()
             self._rendered[path] = render()
+        if path == "/metrics/cadvisor" and self.cadvisor_filter is not None:
+            return self.cadvisor_filter(self._rendered[path])
         return self._rendered[path]
+
+    @property
+    def _live(self) -> dict[str, object]:
+        return {"/metrics": self.metrics, "/metrics/probes": self.probes}
+
+    @staticmethod
+    def _payload(body: bytes | Callable[[], bytes]) -> bytes:
+        return body() if callable(body) else body
 
     async def _metrics_response(self, request: web.Request, path: str) -> web.Response:
         body = self._body(path)
