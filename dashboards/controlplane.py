@@ -534,6 +534,16 @@ def self_() -> Dash:
             unit="ops",
         ),
         timeseries(
+            "Pod index state",
+            [
+                (f"count by (status) ({m('kubebridge_pod_index_status', CLUSTER)} == 1)", "{{status}}"),
+                (f"count({m('kubebridge_pod_index_up', CLUSTER)} == 0) or vector(0)", "last refresh failed"),
+            ],
+            "Node agents by the state of their pod list: ok, not_permitted (403: series lose their pod "
+            "labels, fix the RBAC), down or pending; and how many failed their last refresh (they keep "
+            "the last good listing).",
+        ),
+        timeseries(
             "Pod index age",
             [(f"time() - max({m('kubebridge_pod_index_last_sync_timestamp_seconds', CLUSTER)})", "age")],
             "Seconds since the newest pod index refresh; growing means /pods is unreachable.",

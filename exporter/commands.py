@@ -159,7 +159,7 @@ async def _demo(listen: str, duration: float, source: WebConfigSource | None, cl
         token.write_text(secrets.token_urlsafe(32))
         cluster = DemoCluster(Path(tmp), token, nodes)
         await cluster.start()
-        agents: list[web.AppRunner] = []  # the node agents of nodes 2.. (one per node, as a DaemonSet)
+        agents: list[tuple[str, web.AppRunner]] = []  # the node agents of nodes 2.. (as a DaemonSet)
         try:
             cfg = config_mod.parse({**cluster.exporter_config(listen), "cluster": cluster_name}, env={})
             app = build_app(cfg)
@@ -171,20 +171,20 @@ async def _demo(listen: str, duration: float, source: WebConfigSource | None, cl
                 agent = web.AppRunner(build_app(node_agent), shutdown_timeout=5.0)
                 await agent.setup()
                 await web.TCPSite(agent, host, 0).start()
-                agents.append(agent)
+                agents.append((node_cfg["node_name"], agent))
 
             def started(url: str) -> None:
                 _started(cfg, url, source)
                 print(f"kubebridge demo: metrics at {url}/metrics, landing page at {url}/", flush=True)
                 for what, where in cluster.urls().items():
                     print(f"  replay {what}: {where}", flush=True)
-                for agent in agents:
-                    agent_host, agent_port = agent.addresses[0][:2]
-                    print(f"  node agent: metrics at http://{agent_host}:{agent_port}/metrics", flush=True)
+                for node, agent in agents:
+                    at = ":".join(map(str, agent.addresses[0][:2]))
+                    print(f"  node agent {node}: metrics at http://{at}/metrics", flush=True)
 
             await serve_until_signal(app, host, port, source, started, duration)
         finally:
-            for agent in agents:
+            for _, agent in agents:
                 await agent.cleanup()
             await cluster.stop()
     return 0
