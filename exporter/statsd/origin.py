@@ -6,7 +6,8 @@ In order of precedence:
 2. a container id (`|c:` field, or read from the sender's cgroup for a Unix socket peer);
 3. the peer's cgroup path naming the pod UID (Unix socket);
 4. the UDP source IP, when exactly one pod on this node has it and that pod does not use the
-   host network (a hostNetwork pod shares the node's IP: it is never guessed).
+   host network (a hostNetwork pod shares the node's IP: it is never guessed). The container
+   is named only when the pod has one (spec) container.
 
 The tables are rebuilt from the pod index whenever its generation moves. Thread-safe for one
 writer: the receiver threads call `pod_of`, which swaps in a whole new table.
@@ -39,7 +40,7 @@ class Origin:
 @dataclass(frozen=True, slots=True)
 class Tables:
     generation: int
-    by_ip: Mapping[str, PodKey]
+    by_ip: Mapping[str, Origin]
     by_uid: Mapping[str, PodKey]
     by_container: Mapping[str, tuple[PodKey, str]]
 
@@ -70,7 +71,7 @@ def _containers(pod: PodMeta) -> list[tuple[str, str]]:
 def build_tables(index: PodIndex) -> Tables:
     """The lookup tables of the index's current pods. An IP two pods claim is left out."""
     gen = index.generation
-    by_ip: dict[str, PodKey] = {}
+    by_ip: dict[str, Origin] = {}
     shared: set[str] = set()
     by_uid: dict[str, PodKey] = {}
     by_container: dict[str, tuple[PodKey, str]] = {}
@@ -81,10 +82,12 @@ def build_tables(index: PodIndex) -> Tables:
             by_container[cid] = (pod.key, name)
         if pod.host_network:
             continue
+        specs = list((pod.raw.get("spec") or {}).get("containers") or [])
+        only = str(specs[0].get("name") or "") if len(specs) == 1 and isinstance(specs[0], Mapping) else ""
         for ip in _ips(pod):
-            if ip in by_ip and by_ip[ip] != pod.key:
+            if ip in by_ip and by_ip[ip].pod != pod.key:
                 shared.add(ip)
-            by_ip[ip] = pod.key
+            by_ip[ip] = Origin(pod.key, only)
     for ip in shared:
         del by_ip[ip]
     return Tables(gen, by_ip, by_uid, by_container)
@@ -119,9 +122,7 @@ class Resolver:
         if isinstance(peer, int):
             return self._from_pid(peer)
         if isinstance(peer, str):
-            pod = t.by_ip.get(peer)
-            if pod is not None:
-                return Origin(pod)
+            return t.by_ip.get(peer, NOWHERE)
         return NOWHERE
 
     def _container_name(self, container_id: str, pod: PodKey) -> str:
