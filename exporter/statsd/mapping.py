@@ -195,6 +195,8 @@ class Mapper:
         if not isinstance(rules, Sequence) or isinstance(rules, str):
             raise MappingError("mappings: must be a list")
         parsed = [_rule(r, i, defaults) for i, r in enumerate(rules)]
+        self.defaults = Mapped("", (), False, False, _buckets(defaults, "defaults"),
+                               _seconds(defaults.get("ttl"), "defaults.ttl"))
         self.rules = [r for r in parsed if r.glob] + [r for r in parsed if not r.glob]
         self._cache: dict[tuple[str, str], Mapped] = {}
         self._cache_size = cache_size
@@ -237,4 +239,5 @@ class Mapper:
                 return Mapped("", drop=True)
             labels = tuple((k, _expand(v, m)) for k, v in r.labels)
             return Mapped(escape_name(_expand(r.name, m)), labels, False, r.summary, r.buckets, r.ttl, r.help)
-        return Mapped(escape_name(name))
+        return Mapped(escape_name(name), buckets=self.defaults.buckets, ttl=self.defaults.ttl,
+                      summary=self.defaults.summary)
