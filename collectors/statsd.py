@@ -12,6 +12,7 @@ buckets, sets become gauges of distinct members, events and service checks becom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -31,6 +32,7 @@ from exporter.statsd.origin import Resolver
 from exporter.statsd.store import Limits, Store
 
 log = logging.getLogger("kubebridge.statsd")
+_SYNC_WAIT = 30.0  # seconds the listener waits for the pod index before reading anyway
 _ADDRESS = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}$")
 
 
@@ -142,7 +144,12 @@ class StatsdCollector:
     async def run(self) -> None:
         """Listen until cancelled."""
         try:
-            self.listener.start()
+            self.listener.bind()
+            index = self.deps.index
+            if index is not None:  # join from the first datagram: they queue meanwhile
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(index.synced.wait(), _SYNC_WAIT)
+            self.listener.receive()
         except OSError as exc:
             self.error = exc
             log.error("statsd: cannot listen (%s)", exc)

@@ -10,6 +10,7 @@ is resolved again. Refusals are not cached (budgets free up when series expire).
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from collections.abc import Collection
 
@@ -23,6 +24,9 @@ _RESERVED = frozenset({"namespace", "pod", "container", "node", "cluster", "coll
                        "workload_kind", "le", "quantile", "__name__"})
 _BAD_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _KIND = {"c": "counter", "g": "gauge", "ms": "histogram", "h": "histogram", "d": "histogram", "s": "set"}
+SAMPLE_TYPES = ("c", "g", "ms", "h", "d", "s", "event", "service_check")
+_SIGNS = b"+-"
+_VALUES = 50_000  # distinct values remembered parsed
 EVENTS = "statsd_events_total"
 SERVICE_CHECKS = "statsd_service_checks_total"
 
@@ -48,7 +52,7 @@ class Stats:
     """Counters the receivers keep (read by the collector under the store lock)."""
 
     packets: dict[str, int] = field(default_factory=dict)            # by listener
-    samples: dict[str, int] = field(default_factory=dict)            # by type (and event, service_check)
+    samples: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SAMPLE_TYPES, 0))
     parse_errors: dict[str, int] = field(default_factory=dict)       # by reason
     refused: dict[str, int] = field(default_factory=dict)            # by reason (budgets, mapping drops)
     join_misses: int = 0                                             # samples joined to no pod
@@ -103,6 +107,7 @@ class Ingest:
         self.policy = policy
         self.stats = Stats()
         self._cache: dict[tuple, Target] = {}
+        self._values: dict[bytes, float] = {}  # valid single values seen, parsed
         self._cache_size = cache_size
 
     def refresh(self) -> None:
@@ -111,55 +116,97 @@ class Ingest:
             self._cache.clear()
 
     def datagram(self, data: bytes, peer: str | int | None, now: float) -> None:
-        """One datagram from `peer` (source IP or Unix peer pid). Call under the store lock."""
+        """One datagram from `peer` (source IP or Unix peer pid). Call under the store lock.
+
+        Fast path: a line whose (sender, name, meta) is cached and whose single value was seen
+        before (`_values`: counters' `1`s, repeated gauges) costs two partitions and three dict
+        lookups; anything else takes `_line`, which validates fully."""
         cache = self._cache
+        known = self._values
         samples = self.stats.samples
-        parse = protocol.parse_value
+        misses = 0
         for line in data.split(b"\n"):
             if not line:
                 continue
-            if line[:1] == b"_" and (line.startswith(b"_e{") or line.startswith(b"_sc|")):
-                self._special(line, peer, now)
+            name, _, rest = line.partition(b":")
+            values, _, meta = rest.partition(b"|")
+            t = cache.get((peer, name, meta))
+            v = known.get(values)
+            if t is None or v is None or line[0] == 95 or not t.series.alive:  # 95: `_` (events)
+                self._line(line, peer, now)
                 continue
-            try:
-                name, values, meta = protocol.split_line(line)
-                kind = meta.partition(b"|")[0]
-                # The values are checked before anything is resolved or created.
-                if kind == b"s":
-                    parsed: object = _members(values)
-                elif b":" in values:
-                    parsed = [parse(v) for v in values.split(b":")]
-                    if kind == b"c" and min(parsed) < 0:
-                        raise LineError("negative_counter")
-                else:
-                    parsed = parse(values)
-                    if kind == b"c" and parsed < 0:
-                        raise LineError("negative_counter")
-                key = (peer, name, meta)
-                t = cache.get(key)
-                if t is None or not t.series.alive:
-                    t = self._resolve(key, name, meta, now)
-                    if t is None:
-                        continue
-            except LineError as exc:
-                self.stats.count(self.stats.parse_errors, exc.reason)
-                continue
-            s = t.series
-            s.last = now
             k = t.kind
-            n = 1
-            if type(parsed) is float:
-                if k == "c":
-                    s.value += parsed * t.weight
-                elif k == "g":
-                    s.value = s.value + parsed if values[:1] in b"+-" else parsed
-                else:
-                    s.observe(parsed * t.scale, t.weight)
+            s = t.series
+            if k == "c":
+                if v < 0:
+                    self.stats.count(self.stats.parse_errors, "negative_counter")
+                    continue
+                s.value += v * t.weight
+            elif k == "g":
+                s.value = s.value + v if values[0] in _SIGNS else v
+            elif k == "s":
+                self._line(line, peer, now)
+                continue
             else:
-                n = self._many(t, values, parsed, now)  # type: ignore[arg-type]
-            samples[k] = samples.get(k, 0) + n
+                x = v * t.scale
+                w = t.weight
+                s.counts[bisect_left(s.bounds, x)] += w
+                s.sum += x * w
+                s.count += w
+            s.last = now
+            samples[k] += 1
             if t.miss:
-                self.stats.join_misses += n
+                misses += 1
+        if misses:
+            self.stats.join_misses += misses
+
+    def _line(self, line: bytes, peer: str | int | None, now: float) -> None:
+        """One line, validated fully: values are checked before anything is resolved or created."""
+        if line[0] == 95 and (line.startswith(b"_e{") or line.startswith(b"_sc|")):
+            self._special(line, peer, now)
+            return
+        parse = protocol.parse_value
+        try:
+            name, values, meta = protocol.split_line(line)
+            kind = meta.partition(b"|")[0]
+            if kind == b"s":
+                parsed: float | list = _members(values)
+            elif b":" in values:
+                parsed = [parse(v) for v in values.split(b":")]
+                if kind == b"c" and min(parsed) < 0:
+                    raise LineError("negative_counter")
+            else:
+                parsed = parse(values)
+                if kind == b"c" and parsed < 0:
+                    raise LineError("negative_counter")
+                if len(self._values) >= _VALUES:
+                    self._values.clear()
+                self._values[values] = parsed
+            key = (peer, name, meta)
+            t = self._cache.get(key)
+            if t is None or not t.series.alive:
+                t = self._resolve(key, name, meta, now)
+                if t is None:
+                    return
+        except LineError as exc:
+            self.stats.count(self.stats.parse_errors, exc.reason)
+            return
+        s = t.series
+        s.last = now
+        k = t.kind
+        n = 1
+        if isinstance(parsed, float):
+            if k == "c":
+                s.value += parsed * t.weight
+            elif k == "g":
+                s.value = s.value + parsed if values[0] in _SIGNS else parsed
+            else:
+                s.observe(parsed * t.scale, t.weight)
+        else:
+            n = self._many(t, values, parsed, now)
+        self.stats.samples[k] += n
+        if t.miss:
+            self.stats.join_misses += n
 
     def _many(self, t: Target, values: bytes, parsed: list, now: float) -> int:
         """Several values of one line (DogStatsD 1.1 `name:1:2:3|h`), or a set's members."""
@@ -219,6 +266,8 @@ class Ingest:
                 help: str = "") -> tuple[Series, Origin] | None:
         labels = self._labels(fixed, meta.tags)
         origin = self.resolver.pod_of(peer, meta.container_id, meta.entity_id)
+        if origin.pod is None and self.resolver.index is not None:
+            self.resolver.index.request_refresh()  # a new pod? (rate-limited by the index)
         got = self.store.get(kind, name, labels, origin.pod, origin.container, now, ttl, bounds, help)
         if isinstance(got, str):
             self.stats.count(self.stats.refused, got)
@@ -263,6 +312,6 @@ class Ingest:
         series, origin = got
         series.value += 1
         series.last = now
-        self.stats.count(self.stats.samples, kind)
+        self.stats.samples[kind] += 1
         if origin.pod is None:
             self.stats.join_misses += 1

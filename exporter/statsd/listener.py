@@ -69,21 +69,31 @@ class Listener:
         """The bound UDP port (useful with port 0)."""
         return self.udp.getsockname()[1] if self.udp is not None else 0
 
-    def start(self) -> None:
-        """Bind and start receiving; raises OSError when a socket cannot be bound."""
+    def bind(self) -> None:
+        """Bind the sockets (datagrams queue in the kernel until `receive`); raises OSError."""
         try:
             if self.cfg.udp:
                 host, port = _split(self.cfg.udp)
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 self.udp = _bound(sock, (host, port), self.cfg.receive_buffer)
-                self._spawn("udp", self.udp, self._udp_batch)
             if self.cfg.unix:
                 self.unix = self._unix_socket()
-                self._spawn("unix", self.unix, self._unix_batch)
         except BaseException:
             self.stop()
             raise
+
+    def receive(self) -> None:
+        """Start the receiver threads."""
+        if self.udp is not None:
+            self._spawn("udp", self.udp, self._udp_batch)
+        if self.unix is not None:
+            self._spawn("unix", self.unix, self._unix_batch)
+
+    def start(self) -> None:
+        """bind, then receive."""
+        self.bind()
+        self.receive()
 
     def _unix_socket(self) -> socket.socket:
         path = Path(self.cfg.unix)
