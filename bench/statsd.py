@@ -7,6 +7,12 @@ the listener for `--duration` seconds (default 30) in each mode:
   datagrams of up to 1432 bytes, UDP's safe payload), about 25-30 samples per datagram;
 - single: one sample per datagram (`disable_buffering=True`, the client's constructor default).
 
+and with two senders: `datadog`, the client formatting and sending every sample (a Python app
+flooding: on a 2-core box the sender itself is the bottleneck), and `replay`, the datagrams
+the client sent for 10,000 samples, recorded once and sent again at the target rate (100k/s
+buffered, 25k/s single; `--rate` overrides), so the listener is what is measured.
+`recv/cpu-s` is samples per CPU second of the listener process (robust to a loaded machine).
+
 The listener runs in this process exactly as in the node agent (`exporter.statsd`: the UDP
 receiver thread, parser, mapper, store), with telemetry off in the client so every received
 sample is one the sender counted. A sender that outruns the listener loses datagrams: loss is
@@ -79,12 +85,12 @@ def _drain(listener, deadline: float = 30.0) -> int:  # type: ignore[no-untyped-
     return last
 
 
-def run_mode(mode: str, duration: float, rate: float) -> dict[str, Any]:
+def run_mode(mode: str, client: str, duration: float, rate: float) -> dict[str, Any]:
     """One sender subprocess flooding (or paced at `rate`) for `duration` seconds."""
     listener = _listener()
     try:
-        cmd = [sys.executable, "-m", "bench.statsd", "--sender", mode, "--port", str(listener.udp_port),
-               "--duration", str(duration), "--rate", str(rate)]
+        cmd = [sys.executable, "-m", "bench.statsd", "--sender", mode, "--client", client,
+               "--port", str(listener.udp_port), "--duration", str(duration), "--rate", str(rate)]
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
         cpu0 = time.process_time()
@@ -101,41 +107,102 @@ def run_mode(mode: str, duration: float, rate: float) -> dict[str, Any]:
     finally:
         listener.stop()
     sent = sender["samples"]
-    return {"mode": mode, "seconds": sender["seconds"], "sent": sent, "received": received,
+    return {"mode": mode, "client": client, "rate": rate, "seconds": sender["seconds"], "sent": sent,
+            "received": received,
             "samples_per_s": round(received / sender["seconds"]),
             "sent_per_s": round(sent / sender["seconds"]),
             "loss": round(1 - received / sent, 6) if sent else 0.0, "kernel_drops": drops,
             "datagrams": packets, "samples_per_datagram": round(received / packets, 1) if packets else 0,
             "parse_errors": errors, "listener_cpu_s": round(cpu, 1),
+            "samples_per_cpu_s": round(received / cpu) if cpu else 0,
             "target_per_s": TARGETS[mode]}
 
 
-def sender(mode: str, port: int, duration: float, rate: float) -> None:
-    """The flooding app: prints {"samples": n, "seconds": s}."""
+_TAGS = [[f"endpoint:e{i}", "env:bench"] for i in range(25)]
+
+
+def _round(client) -> int:  # type: ignore[no-untyped-def]
+    """100 samples: one of each series, as an app's code calls the client."""
+    for i, t in enumerate(_TAGS):
+        client.increment("bench.requests", tags=t)
+        client.gauge("bench.inflight", i % 7, tags=t)
+        client.timing("bench.latency", 12.5 + i, tags=t)
+        client.histogram("bench.size", 512, tags=t)
+    return 100
+
+
+def _client(mode: str, port: int):  # type: ignore[no-untyped-def]
     from datadog.dogstatsd import DogStatsd
 
-    client = DogStatsd(host="127.0.0.1", port=port, disable_telemetry=True, origin_detection_enabled=False,
-                       disable_buffering=(mode == "single"))
-    tags = [[f"endpoint:e{i}", "env:bench"] for i in range(25)]
+    return DogStatsd(host="127.0.0.1", port=port, disable_telemetry=True, origin_detection_enabled=False,
+                     disable_buffering=(mode == "single"))
+
+
+def _recorded(mode: str, rounds: int = 100) -> list[tuple[bytes, int]]:
+    """The datagrams the DogStatsD client sends for `rounds` rounds, with their sample counts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as cap:
+        cap.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        cap.bind(("127.0.0.1", 0))
+        client = _client(mode, cap.getsockname()[1])
+        for _ in range(rounds):
+            _round(client)
+        client.flush()
+        client.close_socket()
+        out = []
+        cap.settimeout(0.5)
+        try:
+            while True:
+                data = cap.recv(65535)
+                out.append((data, sum(1 for line in data.split(b"\n") if line)))
+        except TimeoutError:
+            pass
+    return out
+
+
+def sender(mode: str, client_kind: str, port: int, duration: float, rate: float) -> None:
+    """The flooding app (or paced at `rate` samples/s): prints {"samples": n, "seconds": s}.
+    `datadog`: the client formats and sends every sample; `replay`: the datagrams it sent for
+    10,000 samples are recorded once and sent again and again (the listener sees the same
+    bytes; the sender is no longer the bottleneck)."""
     n = 0
     start = time.perf_counter()
     end = start + duration
-    while True:
-        now = time.perf_counter()
-        if now >= end:
-            break
-        if rate and n > (now - start) * rate:
-            time.sleep(0.001)
-            continue
-        for t in tags:  # 100 samples per round: one of each series
-            client.increment("bench.requests", tags=t)
-            client.gauge("bench.inflight", 3, tags=t)
-            client.timing("bench.latency", 12.5, tags=t)
-            client.histogram("bench.size", 512, tags=t)
-        n += 100
-    client.flush()
+    if client_kind == "datadog":
+        client = _client(mode, port)
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                break
+            if rate and n > (now - start) * rate:
+                time.sleep(0.0005)
+                continue
+            n += _round(client)
+        client.flush()
+        client.close_socket()
+    else:
+        recorded = _recorded(mode)
+        start = time.perf_counter()
+        end = start + duration
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            out.connect(("127.0.0.1", port))
+            send = out.send
+            i, count = 0, len(recorded)
+            while True:
+                now = time.perf_counter()
+                if now >= end:
+                    break
+                if rate and n > (now - start) * rate:
+                    time.sleep(0.0005)
+                    continue
+                for _ in range(64):
+                    data, k = recorded[i]
+                    i = (i + 1) % count
+                    try:
+                        send(data)
+                    except OSError:  # ECONNREFUSED from an earlier ICMP; the datagram was sent
+                        pass
+                    n += k
     seconds = time.perf_counter() - start
-    client.close_socket()
     print(json.dumps({"samples": n, "seconds": seconds}))
 
 
@@ -160,13 +227,11 @@ def live_series(count: int = LIVE_SERIES) -> dict[str, Any]:
         live = len(listener.ingest.store)
         after = _rss()
         t0 = time.perf_counter()
-        with listener.ingest.store.lock:
-            fams, out, _ = listener.ingest.store.encode(CommonLabels("statsd", "bench", "node-1"), None,
-                                                        time.monotonic())
+        fams, out, _ = listener.ingest.store.encode(CommonLabels("statsd", "bench", "node-1"), None,
+                                                    time.monotonic())
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        with listener.ingest.store.lock:
-            listener.ingest.store.encode(CommonLabels("statsd", "bench", "node-1"), None, time.monotonic())
+        listener.ingest.store.encode(CommonLabels("statsd", "bench", "node-1"), None, time.monotonic())
         again = time.perf_counter() - t0
         peak = _rss()
     finally:
@@ -181,18 +246,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds per mode (default 30)")
     p.add_argument("--rate", type=float, default=0.0, help="pace the sender at N samples/s (0: flood)")
     p.add_argument("--mode", choices=("buffered", "single", "both"), default="both")
+    p.add_argument("--client", choices=("datadog", "replay", "both"), default="both",
+                   help="datadog: the client sends every sample; replay: its recorded datagrams, "
+                        "paced at the target rate unless --rate is given")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--no-rss", action="store_true", help="skip the 100k-series RSS measurement")
     p.add_argument("--sender", choices=("buffered", "single"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.sender:
-        sender(args.sender, args.port, args.duration, args.rate)
+        sender(args.sender, args.client, args.port, args.duration, args.rate)
         return 0
     modes = ("buffered", "single") if args.mode == "both" else (args.mode,)
+    clients = ("datadog", "replay") if args.client == "both" else (args.client,)
+    # replay is paced 2 % above the target (the pacer's sleeps only ever fall short of it)
+    runs = [(m, c, args.rate or (TARGETS[m] * 1.02 if c == "replay" else 0.0))
+            for c in clients for m in modes]
     report: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                              "duration": args.duration, "rate": args.rate,
-                              "modes": [run_mode(m, args.duration, args.rate) for m in modes]}
+                              "duration": args.duration, "load_before": os.getloadavg()[0],
+                              "modes": [run_mode(m, c, args.duration, r) for m, c, r in runs]}
     if not args.no_rss:
         report["memory"] = live_series()
     for m in report["modes"]:
@@ -200,13 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{report['cpus']} CPUs, Python {report['python']}, {args.duration:.0f} s per mode"
-          + (f", sender paced at {args.rate:.0f}/s" if args.rate else ", sender flooding"))
-    print(f"{'mode':<9} {'sent/s':>9} {'recv/s':>9} {'loss':>8} {'drops':>8} {'per dgram':>9} {'target':>8}")
+    print(f"{report['cpus']} CPUs, Python {report['python']}, {args.duration:.0f} s per run, "
+          f"load average {report['load_before']:.1f} before")
+    print(f"{'mode':<9} {'sender':<14} {'sent/s':>9} {'recv/s':>9} {'loss':>8} {'drops':>7} "
+          f"{'/dgram':>6} {'recv/cpu-s':>10} {'target':>7}")
     for m in report["modes"]:
-        print(f"{m['mode']:<9} {m['sent_per_s']:>9,} {m['samples_per_s']:>9,} {m['loss']:>8.3%} "
-              f"{m['kernel_drops']:>8,} {m['samples_per_datagram']:>9} "
-              f"{'met' if m['meets_target'] else 'MISSED':>8}")
+        sender_desc = m["client"] + (f"@{m['rate'] / 1000:.0f}k" if m["rate"] else " flood")
+        print(f"{m['mode']:<9} {sender_desc:<14} {m['sent_per_s']:>9,} {m['samples_per_s']:>9,} "
+              f"{m['loss']:>8.3%} {m['kernel_drops']:>7,} {m['samples_per_datagram']:>6} "
+              f"{m['samples_per_cpu_s']:>10,} {'met' if m['meets_target'] else 'MISSED':>7}")
     if "memory" in report:
         mem = report["memory"]
         print(f"RSS at {mem['live_series']:,} live series: {mem['rss_bytes'] / 2**20:.0f} MiB "

@@ -168,7 +168,8 @@ class StatsdCollector:
         with self.store.lock:
             now = time.monotonic()
             self.store.expire(now)
-            families, out, dropped = self.store.encode(self.deps.labels(self.cfg), self.deps.index, now)
+        families, out, dropped = self.store.encode(self.deps.labels(self.cfg), self.deps.index, now)
+        with self.store.lock:
             st = self.ingest.stats
             snap = (dict(st.packets), dict(st.samples), dict(st.parse_errors), dict(st.refused),
                     st.join_misses, len(self.store), self.store.expired)

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -518,3 +519,16 @@ async def test_demo_app_pushes_dogstatsd_joined_to_its_pod(tmp_path, aiohttp_cli
                   'cluster="demo"', 'collector="statsd"', 'method="card"', 'env="demo"'):
         assert label in card
     assert "payments_charge_latency_bucket{" in text and "statsd_service_checks_total{" in text
+
+
+def test_bench_runs_and_reports():
+    """`python -m bench.statsd` end to end, briefly (no timing assertion)."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "bench.statsd", "--duration", "1", "--json", "--no-rss",
+                           "--mode", "buffered", "--client", "replay", "--rate", "5000"],
+                          cwd=root, env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    [run] = json.loads(proc.stdout)["modes"]
+    assert run["sent"] > 0 and run["received"] > 0 and run["samples_per_datagram"] > 10
+    assert run["parse_errors"] == 0 and 0 <= run["loss"] <= 1

@@ -5,7 +5,8 @@ budgets (all series, series per pod; a name keeps one type); a refused series is
 reason and existing ones keep working. `expire` removes series that received no sample for
 their TTL, and marks them dead so that any cached reference to them is resolved again.
 
-Not thread-safe by itself: the receivers and `encode` share `Store.lock`.
+Not thread-safe by itself: the receivers and the collector share `Store.lock`; `encode` takes it
+per chunk of series (each series is read whole, under the lock, as the receivers write it).
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from exporter.podindex import PodIndex
 from exporter.transform.labels import CommonLabels
 
 PodKey = tuple[str, str]
+_NONE: list[float] = []                 # shared by the series that have no buckets (never mutated)
+_NO_MEMBERS: dict[str, float] = {}      # shared by the series that are not sets (never mutated)
+_CHUNK = 5000  # series encoded per hold of the lock: the receivers wait at most one chunk
 Pairs = tuple[tuple[str, str], ...]
 _FAMILY_TYPE = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "set": "gauge"}
 
@@ -53,10 +57,10 @@ class Series:
         self.alive = True
         self.value = 0.0
         self.bounds = bounds
-        self.counts = [0.0] * (len(bounds) + 1) if kind == "histogram" else []
+        self.counts = [0.0] * (len(bounds) + 1) if kind == "histogram" else _NONE
         self.sum = 0.0
         self.count = 0.0
-        self.members: dict[str, float] = {}
+        self.members: dict[str, float] = {} if kind == "set" else _NO_MEMBERS
         self.help = help
         self.finished: tuple[str, bytes] | None = None  # (final name, label text), per pod generation
         self.gen = -1
@@ -128,27 +132,39 @@ class Store:
     def encode(self, labels: CommonLabels, index: PodIndex | None,
                now: float) -> tuple[list[Family], int, int]:
         """The families of all live series, and (series exposed, series a rule dropped). Label
-        text is finished once per series and again only when its pod changed in the index."""
+        text is finished once per series and again only when its pod changed in the index.
+        Called without the lock (it takes it per chunk); one caller at a time."""
+        with self.lock:
+            todo = list(self.series.values())
         changed: set[PodKey] | None = set()
         gen = index.generation if index is not None else 0
         if index is not None and gen != self._gen:
             changed = index.changed_since(self._gen) if self._gen >= 0 else None
         self._gen = gen
         fams: dict[str, Family] = {}
-        out = dropped = 0
+        counts = [0, 0]  # exposed, dropped
+        for i in range(0, len(todo), _CHUNK):
+            with self.lock:
+                self._encode(todo[i:i + _CHUNK], fams, counts, labels, index, gen, changed, now)
+        return [fams[n] for n in sorted(fams)], counts[0], counts[1]
+
+    def _encode(self, chunk: list[Series], fams: dict[str, Family], counts: list[int], labels: CommonLabels,
+                index: PodIndex | None, gen: int, changed: set[PodKey] | None, now: float) -> None:
         window = self.limits.set_window
-        for s in self.series.values():
+        for s in chunk:
+            if not s.alive:
+                continue
             if s.finished is None or (s.gen != gen and (changed is None or s.pod in changed)):
                 s.finished = _finish(s, labels, index)
                 s.gen = gen
             if not s.finished[0]:
-                dropped += 1
+                counts[1] += 1
                 continue
             name, text = s.finished
             fam = fams.get(name)
             if fam is None:
                 fam = fams[name] = Family(name, _FAMILY_TYPE[s.kind], escape_help(s.help or _HELP[s.kind]))
-            out += 1
+            counts[0] += 1
             lab = b"{" + text + b"}" if text else b""
             if s.kind == "histogram":
                 fam.lines.append(_histogram(name.encode(), text, s))
@@ -158,7 +174,6 @@ class Store:
                 fam.lines.append(name.encode() + lab + b" " + format_value(float(len(s.members))))
             else:
                 fam.lines.append(name.encode() + lab + b" " + format_value(s.value))
-        return [fams[n] for n in sorted(fams)], out, dropped
 
 
 _HELP = {"counter": "StatsD counter.", "gauge": "StatsD gauge.", "histogram": "StatsD timer or histogram.",
