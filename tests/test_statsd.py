@@ -524,7 +524,8 @@ async def test_demo_app_pushes_dogstatsd_joined_to_its_pod(tmp_path, aiohttp_cli
 def test_bench_runs_and_reports():
     """`python -m bench.statsd` end to end, briefly (no timing assertion)."""
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     proc = subprocess.run([sys.executable, "-m", "bench.statsd", "--duration", "1", "--json", "--no-rss",
                            "--mode", "buffered", "--client", "replay", "--rate", "5000"],
                           cwd=root, env=env, capture_output=True, timeout=300)
