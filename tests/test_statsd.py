@@ -533,3 +533,52 @@ def test_bench_runs_and_reports():
     [run] = json.loads(proc.stdout)["modes"]
     assert run["sent"] > 0 and run["received"] > 0 and run["samples_per_datagram"] > 10
     assert run["parse_errors"] == 0 and 0 <= run["loss"] <= 1
+
+
+# --- deployment: chart and kustomize component ----------------------------------------------
+
+def test_chart_publishes_the_statsd_port_and_socket_when_on(tmp_path):
+    from tests.test_manifests import check_config, check_flags_with_config, container, parse_args, validate
+    pytest.importorskip("helm_python", reason="pip install helm-python-sdk")
+    from tests.test_helm import config_text, objects, render
+
+    objs = objects(render({"nodeAgent": {"collectors": {"statsd": True},
+                                         "statsd": {"hostPort": 8126, "socketDir": "/var/run/kubebridge"}}}))
+    validate(objs)
+    [node] = [o for o in objs if o["kind"] == "DaemonSet"]
+    [cluster] = [o for o in objs if o["kind"] == "Deployment"]
+    c = container(node)
+    assert {"name": "statsd", "containerPort": 8125, "hostPort": 8126, "protocol": "UDP"} in c["ports"]
+    assert {"name": "statsd-socket", "mountPath": "/var/run/kubebridge-statsd"} in c["volumeMounts"]
+    host_path = {"path": "/var/run/kubebridge", "type": "DirectoryOrCreate"}
+    assert {"name": "statsd-socket", "hostPath": host_path} in node["spec"]["template"]["spec"]["volumes"]
+    assert parse_args(node)[1]["statsd"] is True and parse_args(cluster)[1]["statsd"] is False
+    check_config(config_text(objs), tmp_path)
+    cfg = check_flags_with_config(node, config_text(objs), tmp_path)
+    assert cfg.collectors["statsd"].enabled
+    assert cfg.collectors["statsd"].options["unix_socket"] == "/var/run/kubebridge-statsd/dsd.socket"
+    assert cfg.collectors["statsd"].options["udp_address"] == "0.0.0.0:8125"
+    # off (the default): no port, no volume
+    [node] = [o for o in objects(render({})) if o["kind"] == "DaemonSet"]
+    assert [p["name"] for p in container(node)["ports"]] == ["metrics"]
+
+
+def test_kustomize_component_turns_statsd_on(tmp_path):
+    from tests.test_manifests import MANIFESTS, container, parse_args, validate
+    kubectl = shutil.which("kubectl") or pytest.skip("kubectl not installed")
+    shutil.copytree(MANIFESTS, tmp_path / "manifests")
+    (tmp_path / "overlay").mkdir()
+    (tmp_path / "overlay" / "kustomization.yaml").write_text(
+        "resources: [../manifests]\ncomponents: [../manifests/statsd]\n")
+    out = subprocess.run([kubectl, "kustomize", str(tmp_path / "overlay")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    import yaml
+    objs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    validate(objs)
+    [node] = [o for o in objs if o["kind"] == "DaemonSet"]
+    assert parse_args(node)[1]["statsd"] is True
+    port = {"name": "statsd", "containerPort": 8125, "hostPort": 8125, "protocol": "UDP"}
+    assert port in container(node)["ports"]
+    [ns] = [o for o in objs if o["kind"] == "Namespace"]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"

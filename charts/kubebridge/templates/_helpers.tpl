@@ -54,6 +54,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $collectors "etcd" (dict "members" $members) -}}
 {{- $_ := set $collectors "etcd_v2" (dict "members" $members) -}}
 {{- end -}}
+{{- if and .Values.nodeAgent.collectors.statsd .Values.nodeAgent.statsd.socketDir -}}
+{{- $_ := set $collectors "statsd" (dict "unix_socket" "/var/run/kubebridge-statsd/dsd.socket") -}}
+{{- end -}}
 {{- $collectors = mergeOverwrite $collectors (deepCopy .Values.collectorConfig) -}}
 {{- $_ := set $c "collectors" $collectors -}}
 {{- toYaml $c -}}
