@@ -128,9 +128,7 @@ class StatsdCollector:
         self.deps, self.cfg = deps, cfg
         self.store = Store(Limits(o["max_series"], o["max_series_per_pod"], o["max_set_members"],
                                   o["set_window"]))
-        mapper = Mapper.load(o["mapping_config"], (o["mapping"] or {}).get("mappings") or ())
-        if o["mapping"].get("defaults") and not o["mapping_config"]:
-            mapper = Mapper(o["mapping"])
+        mapper = Mapper.load(o["mapping_config"], o["mapping"])
         buckets = {k: tuple(float(b) for b in v) for k, v in o["buckets"].items()}
         policy = Policy(tuple(o["tag_allowlist"]), o["max_tags"], o["max_label_value_length"], o["ttl"],
                         buckets.pop("*", DEFAULT_BUCKETS), buckets, 0.001 if o["timer_seconds"] else 1.0)

@@ -582,3 +582,30 @@ def test_kustomize_component_turns_statsd_on(tmp_path):
     assert port in container(node)["ports"]
     [ns] = [o for o in objs if o["kind"] == "Namespace"]
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+async def test_inline_mapping_and_ipv4_on_a_dual_stack_socket():
+    """An inline mapping document (defaults and rules); an IPv4 sender reaching a `[::]` socket
+    (`::ffff:a.b.c.d`) is joined by its IPv4 pod IP."""
+    if not _loopback_alias_ok("127.0.0.29"):
+        pytest.skip("cannot bind 127.0.0.x source addresses here")
+    rule = {"match": "app.*.latency", "name": "app_latency_seconds", "labels": {"route": "$1"}}
+    mapping = {"defaults": {"histogram_options": {"buckets": [1]}}, "mappings": [rule]}
+    pods = json.loads(json.dumps(PODS))
+    for item in pods["items"]:
+        if item["metadata"]["uid"] == UID:
+            item["status"].update(podIP="127.0.0.29", podIPs=[{"ip": "127.0.0.29"}])
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::", 0))
+        udp = "[::]:0"
+    except OSError:
+        udp = "127.0.0.1:0"
+    async with listening(pod_index(pods), mapping=mapping, udp_address=udp) as c:
+        send(c, b"app.checkout.latency:250|ms", src="127.0.0.29")
+        await settle(c, 1)
+        fams = await c.collect(5.0)
+    got = {dict(k)["le"]: v for k, v in series(fams, "app_latency_seconds_bucket").items()}
+    assert got == {"1": 1, "+Inf": 1}
+    assert one(fams, "app_latency_seconds_count", **JOIN, route="checkout", container="compute-pi-digits",
+               label_app="deployment") == 1

@@ -125,7 +125,7 @@ class Ingest:
         known = self._values
         samples = self.stats.samples
         misses = 0
-        for line in data.split(b"\n"):
+        for line in data.split(b"\n") if b"\n" in data else (data,):
             if not line:
                 continue
             name, _, rest = line.partition(b":")

@@ -202,8 +202,9 @@ class Mapper:
         self._cache_size = cache_size
 
     @classmethod
-    def load(cls, path: str, inline: Sequence[Any] = ()) -> Mapper:
-        """The rules of a statsd_exporter mapping file (if any), then `inline` ones."""
+    def load(cls, path: str, inline: Mapping[str, Any] | None = None) -> Mapper:
+        """A statsd_exporter mapping file (if any) and an inline document of the same form: the
+        file's rules, then the inline ones; the inline `defaults` keys override the file's."""
         doc: dict[str, Any] = {}
         if path:
             try:
@@ -215,7 +216,16 @@ class Mapper:
             if not isinstance(doc, dict):
                 raise MappingError(f"{path}: must be a mapping")
         if inline:
-            doc = {**doc, "mappings": [*(doc.get("mappings") or []), *inline]}
+            if not isinstance(inline, Mapping):
+                raise MappingError("the inline mapping document must be a mapping")
+            unknown = set(inline) - {"defaults", "mappings"}
+            if unknown:
+                raise MappingError(f"unknown key {sorted(unknown)[0]!r}")
+            rules = inline.get("mappings") or []
+            if not isinstance(rules, list):
+                raise MappingError("mappings: must be a list")
+            defaults = {**(doc.get("defaults") or {}), **(inline.get("defaults") or {})}
+            doc = {**doc, "defaults": defaults, "mappings": [*(doc.get("mappings") or []), *rules]}
         return cls(doc)
 
     def map(self, name: str, kind: str) -> Mapped:

@@ -122,6 +122,8 @@ class Resolver:
         if isinstance(peer, int):
             return self._from_pid(peer)
         if isinstance(peer, str):
+            if peer.startswith("::ffff:"):  # an IPv4 sender on a dual-stack socket
+                peer = peer[7:]
             return t.by_ip.get(peer, NOWHERE)
         return NOWHERE
 
