@@ -25,6 +25,7 @@ from exporter.deps import Deps
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.registry import Option, register
+from exporter.transform.result import BadLine, Result
 from exporter.statsd.ingest import Ingest, Policy
 from exporter.statsd.listener import Listener, Sockets
 from exporter.statsd.mapping import DEFAULT_BUCKETS, Mapper, MappingError, check_buckets
@@ -163,6 +164,26 @@ class StatsdCollector:
         if self.error is not None:
             raise self.error
         drops = await asyncio.to_thread(self.listener.udp_drops)
+        return self._families(drops).families
+
+    def process(self, *payloads: bytes) -> Result:
+        """Offline (`kubebridge transform --source statsd`): each payload is StatsD lines, as
+        datagrams would carry them, from an unknown sender (joined only by an entity id or
+        container id tag, with `--pods`). Handy to try a mapping file on recorded traffic."""
+        self.ingest.rejected = []
+        with self.store.lock:
+            self.ingest.refresh()
+            now = time.monotonic()
+            for p in payloads:
+                self.ingest.datagram(p, None, now)
+        res = self._families(None)
+        for line, why in self.ingest.rejected:
+            res.errors.append(BadLine(line, why))
+        res.malformed = sum(self.ingest.stats.parse_errors.values())
+        res.series_in = sum(self.ingest.stats.samples.values()) + res.malformed
+        return res
+
+    def _families(self, drops: int | None) -> Result:
         with self.store.lock:
             now = time.monotonic()
             self.store.expire(now)
@@ -187,4 +208,5 @@ class StatsdCollector:
         b.add(SERIES, live)
         b.add(EXPIRED, expired)
         self.stats = {"series_out": out, "dropped": dropped}
-        return [*b.families(), *families]
+        return Result(families=[*b.families(), *families], series_out=out, dropped=dropped,
+                      join_misses=misses)

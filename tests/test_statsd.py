@@ -609,3 +609,28 @@ async def test_inline_mapping_and_ipv4_on_a_dual_stack_socket():
     assert got == {"1": 1, "+Inf": 1}
     assert one(fams, "app_latency_seconds_count", **JOIN, route="checkout", container="compute-pi-digits",
                label_app="deployment") == 1
+
+
+# --- offline: the golden of a real capture --------------------------------------------------
+
+CAPTURE = Path(__file__).parent / "fixtures" / "statsd" / "dogstatsd-datadog-0.56-statsd-4.0-capture.txt"
+
+
+def test_golden_offline(golden):
+    """`kubebridge transform --source statsd --pods <1.35 pods>` of the real clients' datagrams:
+    joined by their entity id tag (the datadog client) or not at all (the plain client)."""
+    cfg = _config()
+    c = get("statsd").factory(Deps(cfg, None, index()), cfg.collectors["statsd"])
+    res = c.process(CAPTURE.read_bytes())
+    assert res.malformed == 0 and res.series_out == 13 and res.join_misses == 5
+    golden("statsd.txt", encode_text(res.families))
+
+
+def test_transform_command_names_rejected_lines(tmp_path, capsys):
+    from exporter.cli import main
+    payload = tmp_path / "lines.txt"
+    payload.write_bytes(CAPTURE.read_bytes() + b"bad.line:1|zz\nneg:-1|c\n")
+    assert main(["transform", "--source", "statsd", str(payload)]) == 1
+    out, err = capsys.readouterr()
+    assert "legacy_jobs_processed_total{" in out
+    assert f"{payload}:17: unknown_type" in err and f"{payload}:18: negative_counter" in err

@@ -27,6 +27,7 @@ _KIND = {"c": "counter", "g": "gauge", "ms": "histogram", "h": "histogram", "d":
 SAMPLE_TYPES = ("c", "g", "ms", "h", "d", "s", "event", "service_check")
 _SIGNS = b"+-"
 _VALUES = 50_000  # distinct values remembered parsed
+_REJECTED = 20     # rejected lines named offline (all are counted)
 EVENTS = "statsd_events_total"
 SERVICE_CHECKS = "statsd_service_checks_total"
 
@@ -108,6 +109,7 @@ class Ingest:
         self.stats = Stats()
         self._cache: dict[tuple, Target] = {}
         self._values: dict[bytes, float] = {}  # valid single values seen, parsed
+        self.rejected: list[tuple[bytes, str]] | None = None  # offline: (line, reason) of the first few
         self._cache_size = cache_size
 
     def refresh(self) -> None:
@@ -189,7 +191,7 @@ class Ingest:
                 if t is None:
                     return
         except LineError as exc:
-            self.stats.count(self.stats.parse_errors, exc.reason)
+            self._reject(line, exc.reason)
             return
         s = t.series
         s.last = now
@@ -207,6 +209,11 @@ class Ingest:
         self.stats.samples[k] += n
         if t.miss:
             self.stats.join_misses += n
+
+    def _reject(self, line: bytes, reason: str) -> None:
+        self.stats.count(self.stats.parse_errors, reason)
+        if self.rejected is not None and len(self.rejected) < _REJECTED:
+            self.rejected.append((line, reason))
 
     def _many(self, t: Target, values: bytes, parsed: list, now: float) -> int:
         """Several values of one line (DogStatsD 1.1 `name:1:2:3|h`), or a set's members."""
@@ -305,7 +312,7 @@ class Ingest:
                                    help="DogStatsD service checks received, by check and status.")
                 kind = "service_check"
         except LineError as exc:
-            self.stats.count(self.stats.parse_errors, exc.reason)
+            self._reject(line, exc.reason)
             return
         if got is None:
             return
