@@ -634,3 +634,27 @@ def test_transform_command_names_rejected_lines(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "legacy_jobs_processed_total{" in out
     assert f"{payload}:17: unknown_type" in err and f"{payload}:18: negative_counter" in err
+
+
+async def test_tag_allowlist():
+    async with listening(tag_allowlist=["env", "bad-key"]) as c:
+        send(c, b"hits:1|c|#env:prod,user:alice,bad-key:x,flag")
+        await settle(c, 1)
+        fams = await c.collect(5.0)
+    assert one(fams, "hits_total", env="prod", bad_key="x") == 1
+
+
+def test_readme_config_example_is_valid(tmp_path):
+    """The README's `collectors.statsd` example passes `kubebridge check-config` (its mapping
+    file replaced by a real one)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## StatsD / DogStatsD listener", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    mapping = tmp_path / "mapping.yml"
+    mapping.write_text(MAPPING)
+    example = example.replace("/etc/kubebridge/statsd-mapping.yml", str(mapping))
+    example = example.replace("mapping: {mappings: [...]}", "mapping: {mappings: []}")
+    path = tmp_path / "config.yaml"
+    path.write_text(example)
+    cfg = config_mod.load(path, env={})
+    assert cfg.collectors["statsd"].enabled and cfg.collectors["statsd"].options["max_tags"] == 32

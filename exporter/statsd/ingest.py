@@ -134,7 +134,7 @@ class Ingest:
             values, _, meta = rest.partition(b"|")
             t = cache.get((peer, name, meta))
             v = known.get(values)
-            if t is None or v is None or line[0] == 95 or not t.series.alive:  # 95: `_` (events)
+            if t is None or v is None or not t.series.alive:  # (events and service checks: never cached)
                 self._line(line, peer, now)
                 continue
             k = t.kind
