@@ -401,6 +401,14 @@ mappings:
     table: "$1"
 - match: "db.query.*"
   name: "db_queries"
+- match: "rpc.*.duration"
+  observer_type: summary
+  summary_options:
+    quantiles: [{quantile: 0.5, error: 0.05}, {quantile: 0.99, error: 0.001}]
+    max_age: 5m
+  name: "rpc_duration_seconds"
+  labels:
+    method: "$1"
 """
 
 
@@ -412,8 +420,9 @@ async def test_statsd_exporter_mapping_file(tmp_path):
              b"foo_product.signup.facebook.failure:1|c",
              b"api.http.404:1|c", b"noisy.thing:1|c",
              b"db.query.users:20|ms", b"db.query.users:3|g",
-             b"plain.timer.seconds:100|ms", b"other.timer:100|ms")
-        await settle(c, 8)
+             b"plain.timer.seconds:100|ms", b"other.timer:100|ms",
+             b"\n".join(b"rpc.get.duration:%d|ms" % ms for ms in range(1, 101)))
+        await settle(c, 9)
         fams = await c.collect(5.0)
     assert one(fams, "dispatcher_events_total", processor="FooProcessor", action="send", outcome="success",
                job="test_dispatcher") == 1
@@ -426,6 +435,11 @@ async def test_statsd_exporter_mapping_file(tmp_path):
                                                                frozenset({("le", "+Inf")})}
     assert {dict(k)["le"] for k in series(fams, "other_timer_bucket")} == {"0.1", "1", "+Inf"}
     assert one(fams, "kubebridge_statsd_refused_total", reason="mapping_drop") == 1
+    assert one(fams, "rpc_duration_seconds", method="get", quantile="0.5") == 0.05
+    assert one(fams, "rpc_duration_seconds", method="get", quantile="0.99") == 0.099
+    assert one(fams, "rpc_duration_seconds_count", method="get") == 100
+    assert one(fams, "rpc_duration_seconds_sum", method="get") == pytest.approx(5.05)
+    assert next(f for f in fams if f.name == "rpc_duration_seconds").type == "summary"
     assert not any(f.name.startswith("noisy") for f in fams)
 
 

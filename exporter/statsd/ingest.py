@@ -149,12 +149,14 @@ class Ingest:
             elif k == "s":
                 self._line(line, peer, now)
                 continue
-            else:
+            elif s.bounds:  # a histogram
                 x = v * t.scale
                 w = t.weight
                 s.counts[bisect_left(s.bounds, x)] += w
                 s.sum += x * w
                 s.count += w
+            else:
+                s.observe(v * t.scale, t.weight, now)
             s.last = now
             samples[k] += 1
             if t.miss:
@@ -203,7 +205,7 @@ class Ingest:
             elif k == "g":
                 s.value = s.value + parsed if values[0] in _SIGNS else parsed
             else:
-                s.observe(parsed * t.scale, t.weight)
+                s.observe(parsed * t.scale, t.weight, now)
         else:
             n = self._many(t, values, parsed, now)
         self.stats.samples[k] += n
@@ -232,7 +234,7 @@ class Ingest:
                 s.value = s.value + v if raw[:1] in b"+-" else v
         else:
             for v in parsed:
-                s.observe(v * t.scale, t.weight)
+                s.observe(v * t.scale, t.weight, now)
         return len(parsed)
 
     def _resolve(self, key: tuple, name: bytes, raw_meta: bytes, now: float) -> Target | None:
@@ -253,10 +255,14 @@ class Ingest:
         if kind == "counter" and not prom.endswith("_total"):
             prom += "_total"
         bounds: tuple[float, ...] = ()
-        if kind == "histogram":
+        quantiles: tuple[float, ...] = ()
+        if kind == "histogram" and (mapped.summary and prom not in self.policy.buckets_by_name):
+            kind, quantiles = "summary", mapped.quantiles
+        elif kind == "histogram":
             bounds = self.policy.buckets_by_name.get(prom) or mapped.buckets or self.policy.buckets
         ttl = mapped.ttl if mapped.ttl is not None else self.policy.ttl
-        got = self._series(kind, prom, mapped.labels, meta, key[0], now, ttl, bounds, mapped.help)
+        got = self._series(kind, prom, mapped.labels, meta, key[0], now, ttl, bounds, mapped.help,
+                           quantiles, mapped.max_age)
         if got is None:
             return None
         series, origin = got
@@ -270,12 +276,14 @@ class Ingest:
 
     def _series(self, kind: str, name: str, fixed: Tags, meta: Meta | protocol.Event | protocol.ServiceCheck,
                 peer: str | int | None, now: float, ttl: float, bounds: tuple[float, ...] = (),
-                help: str = "") -> tuple[Series, Origin] | None:
+                help: str = "", quantiles: tuple[float, ...] = (),
+                max_age: float = 0.0) -> tuple[Series, Origin] | None:
         labels = self._labels(fixed, meta.tags)
         origin = self.resolver.pod_of(peer, meta.container_id, meta.entity_id)
         if origin.pod is None and self.resolver.index is not None:
             self.resolver.index.request_refresh()  # a new pod? (rate-limited by the index)
-        got = self.store.get(kind, name, labels, origin.pod, origin.container, now, ttl, bounds, help)
+        got = self.store.get(kind, name, labels, origin.pod, origin.container, now, ttl, bounds, help,
+                             quantiles, max_age)
         if isinstance(got, str):
             self.stats.count(self.stats.refused, got)
             return None

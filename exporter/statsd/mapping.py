@@ -3,8 +3,10 @@
 A document `{defaults: {...}, mappings: [{match, name, labels, ...}]}`. Supported per rule:
 `match`, `match_type` (glob, regex), `name`, `labels`, `action` (map, drop), `match_metric_type`
 (counter, gauge, observer), `observer_type` (histogram, summary; the old `timer_type` too),
-`histogram_options.buckets` (the old `buckets` too), `ttl`, `help`. Accepted and ignored:
-`honor_labels`, `summary_options`, `scale`, `glob_disable_ordering`, native histogram options.
+`histogram_options.buckets` (the old `buckets` too), `summary_options.quantiles` (the old
+`quantiles` too; their `error` is ignored) and `summary_options.max_age`, `ttl`, `help`.
+Accepted and ignored: `honor_labels`, `scale`, `glob_disable_ordering`, `age_buckets`,
+`buf_cap`, native histogram options.
 
 Semantics follow statsd_exporter: glob rules are tried before regex rules, each in file order,
 and the first match wins; in a glob `*` matches within one dot-separated component; `$1`,
@@ -23,6 +25,7 @@ import yaml
 
 from exporter.expfmt import LABEL_NAME, METRIC_NAME
 
+DEFAULT_QUANTILES = (0.5, 0.9, 0.99)   # statsd_exporter's default objectives
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # client_golang's
 _RULE_KEYS = frozenset({"match", "match_type", "name", "labels", "action", "match_metric_type",
                         "observer_type", "timer_type", "histogram_options", "buckets", "ttl", "help",
@@ -47,7 +50,9 @@ class Mapped:
     name: str
     labels: tuple[tuple[str, str], ...] = ()
     drop: bool = False
-    summary: bool = False                       # observer_type summary (exposed as a histogram)
+    summary: bool = False                       # observer_type summary
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    max_age: float = 600.0                      # seconds of observations a summary's quantiles cover
     buckets: tuple[float, ...] | None = None    # None: the collector's default for the name
     ttl: float | None = None                    # None: the collector's default
     help: str = ""
@@ -62,6 +67,8 @@ class Rule:
     drop: bool
     metric_type: str
     summary: bool
+    quantiles: tuple[float, ...]
+    max_age: float
     buckets: tuple[float, ...] | None
     ttl: float | None
     help: str
@@ -123,6 +130,24 @@ def check_buckets(raw: Any, where: str) -> tuple[float, ...]:
     return out
 
 
+def _summary(section: Mapping[str, Any], where: str,
+             fallback: tuple[tuple[float, ...], float]) -> tuple[tuple[float, ...], float]:
+    """(quantiles, max_age) of `summary_options` (or the old top-level `quantiles`)."""
+    opts = section.get("summary_options") or {}
+    if not isinstance(opts, Mapping):
+        raise MappingError(f"{where}.summary_options: must be a mapping")
+    raw = opts.get("quantiles") or section.get("quantiles")
+    quantiles = fallback[0]
+    if raw:
+        if not isinstance(raw, list) or not all(
+                isinstance(q, Mapping) and isinstance(q.get("quantile"), (int, float))
+                and 0 <= q["quantile"] <= 1 for q in raw):
+            raise MappingError(f"{where}: quantiles must be a list of {{quantile: 0..1}}")
+        quantiles = tuple(sorted({float(q["quantile"]) for q in raw}))
+    max_age = _seconds(opts.get("max_age"), f"{where}.summary_options.max_age") or fallback[1]
+    return quantiles, max_age
+
+
 def _glob_regex(match: str) -> str:
     return "^" + r"\.".join("".join("([^.]*)" if ch == "*" else re.escape(ch) for ch in part)
                             for part in match.split(".")) + "$"
@@ -171,9 +196,11 @@ def _rule(raw: Any, i: int, defaults: Mapping[str, Any]) -> Rule:
     if observer not in ("histogram", "summary", "default"):
         raise MappingError(f"{where}.observer_type: must be histogram or summary")
     ttl = _seconds(raw.get("ttl"), f"{where}.ttl")
+    quantiles, max_age = _summary(raw, where, _summary(defaults, "defaults", (DEFAULT_QUANTILES, 600.0)))
     return Rule(regex, mtype == "glob", str(name or ""), tuple((k, str(v)) for k, v in labels.items()),
                 action == "drop", "observer" if metric_type == "timer" else metric_type,
-                observer == "summary", _buckets(raw, where) or _buckets(defaults, "defaults"),
+                observer == "summary", quantiles, max_age,
+                _buckets(raw, where) or _buckets(defaults, "defaults"),
                 ttl if ttl is not None else _seconds(defaults.get("ttl"), "defaults.ttl"),
                 str(raw.get("help") or ""))
 
@@ -195,8 +222,12 @@ class Mapper:
         if not isinstance(rules, Sequence) or isinstance(rules, str):
             raise MappingError("mappings: must be a list")
         parsed = [_rule(r, i, defaults) for i, r in enumerate(rules)]
-        self.defaults = Mapped("", (), False, False, _buckets(defaults, "defaults"),
-                               _seconds(defaults.get("ttl"), "defaults.ttl"))
+        observer = defaults.get("observer_type") or defaults.get("timer_type") or "histogram"
+        if observer not in ("histogram", "summary", "default"):
+            raise MappingError("defaults.observer_type: must be histogram or summary")
+        quantiles, max_age = _summary(defaults, "defaults", (DEFAULT_QUANTILES, 600.0))
+        self.defaults = Mapped("", (), False, observer == "summary", quantiles, max_age,
+                               _buckets(defaults, "defaults"), _seconds(defaults.get("ttl"), "defaults.ttl"))
         self.rules = [r for r in parsed if r.glob] + [r for r in parsed if not r.glob]
         self._cache: dict[tuple[str, str], Mapped] = {}
         self._cache_size = cache_size
@@ -248,6 +279,7 @@ class Mapper:
             if r.drop:
                 return Mapped("", drop=True)
             labels = tuple((k, _expand(v, m)) for k, v in r.labels)
-            return Mapped(escape_name(_expand(r.name, m)), labels, False, r.summary, r.buckets, r.ttl, r.help)
-        return Mapped(escape_name(name), buckets=self.defaults.buckets, ttl=self.defaults.ttl,
-                      summary=self.defaults.summary)
+            return Mapped(escape_name(_expand(r.name, m)), labels, False, r.summary, r.quantiles, r.max_age,
+                          r.buckets, r.ttl, r.help)
+        d = self.defaults
+        return Mapped(escape_name(name), (), False, d.summary, d.quantiles, d.max_age, d.buckets, d.ttl)

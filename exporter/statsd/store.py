@@ -10,8 +10,10 @@ per chunk of series (each series is read whole, under the lock, as the receivers
 """
 from __future__ import annotations
 
+import math
 import threading
 from bisect import bisect_left
+from collections import deque
 from dataclasses import dataclass
 from collections.abc import Iterable
 
@@ -25,7 +27,9 @@ _NONE: list[float] = []                 # shared by the series that have no buck
 _NO_MEMBERS: dict[str, float] = {}      # shared by the series that are not sets (never mutated)
 _CHUNK = 5000  # series encoded per hold of the lock: the receivers wait at most one chunk
 Pairs = tuple[tuple[str, str], ...]
-_FAMILY_TYPE = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "set": "gauge"}
+_FAMILY_TYPE = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary",
+                "set": "gauge"}
+SUMMARY_WINDOW = 500  # observations a summary keeps for its quantiles (the latest, within max_age)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +44,16 @@ class Limits:
 
 class Series:
     """One live series. `value`: counter total or gauge; histograms use `counts`/`sum`/`count`;
-    sets use `members` (member -> last seen)."""
+    summaries `window` (the latest observations, with their time), `sum`/`count`; sets use
+    `members` (member -> last seen)."""
 
     __slots__ = ("key", "kind", "name", "own", "pod", "ttl", "last", "alive", "value", "bounds",
-                 "counts", "sum", "count", "members", "help", "finished", "gen")
+                 "counts", "sum", "count", "members", "help", "finished", "gen", "quantiles", "max_age",
+                 "window")
 
     def __init__(self, key: tuple, kind: str, name: str, own: Pairs, pod: PodKey | None,
-                 ttl: float, now: float, bounds: tuple[float, ...] = (), help: str = "") -> None:
+                 ttl: float, now: float, bounds: tuple[float, ...] = (), help: str = "",
+                 quantiles: tuple[float, ...] = (), max_age: float = 0.0) -> None:
         self.key = key
         self.kind = kind
         self.name = name
@@ -64,10 +71,17 @@ class Series:
         self.help = help
         self.finished: tuple[str, bytes] | None = None  # (final name, label text), per pod generation
         self.gen = -1
+        self.quantiles = quantiles
+        self.max_age = max_age
+        self.window: deque[tuple[float, float]] | None = \
+            deque(maxlen=SUMMARY_WINDOW) if kind == "summary" else None
 
-    def observe(self, value: float, weight: float) -> None:
-        """One histogram observation of `weight` (1 / sample rate)."""
-        self.counts[bisect_left(self.bounds, value)] += weight
+    def observe(self, value: float, weight: float, now: float) -> None:
+        """One histogram or summary observation of `weight` (1 / sample rate)."""
+        if self.window is None:
+            self.counts[bisect_left(self.bounds, value)] += weight
+        else:
+            self.window.append((now, value))
         self.sum += value * weight
         self.count += weight
 
@@ -88,7 +102,8 @@ class Store:
         return len(self.series)
 
     def get(self, kind: str, name: str, own: Pairs, pod: PodKey | None, container: str, now: float,
-            ttl: float, bounds: tuple[float, ...] = (), help: str = "") -> Series | str:
+            ttl: float, bounds: tuple[float, ...] = (), help: str = "", quantiles: tuple[float, ...] = (),
+            max_age: float = 0.0) -> Series | str:
         """The series, created if the budgets allow; else the refusal's reason."""
         key = (name, own, pod, container)
         s = self.series.get(key)
@@ -102,7 +117,8 @@ class Store:
         if self.per_pod.get(pod, 0) >= self.limits.max_series_per_pod:
             return "pod_series_limit"
         labels = own + ((("container", container),) if container else ())
-        s = self.series[key] = Series(key, kind, name, labels, pod, ttl, now, bounds, help)
+        s = self.series[key] = Series(key, kind, name, labels, pod, ttl, now, bounds, help, quantiles,
+                                      max_age)
         self.per_pod[pod] = self.per_pod.get(pod, 0) + 1
         self.kinds[name] = (kind, (have[1] if have else 0) + 1)
         return s
@@ -168,6 +184,8 @@ class Store:
             lab = b"{" + text + b"}" if text else b""
             if s.kind == "histogram":
                 fam.lines.append(_histogram(name.encode(), text, s))
+            elif s.kind == "summary":
+                fam.lines.append(_summary(name.encode(), text, s, now))
             elif s.kind == "set":
                 if len(s.members) > 0:
                     s.members = {m: t for m, t in s.members.items() if now - t <= window}
@@ -177,6 +195,7 @@ class Store:
 
 
 _HELP = {"counter": "StatsD counter.", "gauge": "StatsD gauge.", "histogram": "StatsD timer or histogram.",
+         "summary": "StatsD timer or histogram (quantiles over the latest observations within max_age).",
          "set": "StatsD set: distinct members seen within the set window."}
 
 
@@ -191,6 +210,20 @@ def _finish(s: Series, labels: CommonLabels, index: PodIndex | None) -> tuple[st
     own += s.own
     done = labels.finish(s.name, own, tuple(joined))
     return (done.name, done.labels) if done is not None else ("", b"")
+
+
+def _summary(name: bytes, text: bytes, s: Series, now: float) -> bytes:
+    assert s.window is not None
+    recent = sorted(v for t, v in s.window if now - t <= s.max_age)
+    pre = b"{" + text + b"," if text else b"{"
+    lab = b"{" + text + b"}" if text else b""
+    lines = []
+    for q in s.quantiles:  # nearest rank; NaN without recent observations, as client_golang
+        value = recent[max(0, math.ceil(q * len(recent)) - 1)] if recent else math.nan
+        lines.append(name + pre + b'quantile="' + format_value(q) + b'"} ' + format_value(value))
+    lines.append(name + b"_sum" + lab + b" " + format_value(s.sum))
+    lines.append(name + b"_count" + lab + b" " + format_value(s.count))
+    return b"\n".join(lines)
 
 
 def _histogram(name: bytes, text: bytes, s: Series) -> bytes:
