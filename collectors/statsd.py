@@ -141,21 +141,21 @@ class StatsdCollector:
         self.stats: dict[str, float] = {}
 
     async def run(self) -> None:
-        """Listen until cancelled."""
+        """Listen until cancelled (the sockets are closed however it ends)."""
         try:
-            self.listener.bind()
-            index = self.deps.index
-            if index is not None:  # join from the first datagram: they queue meanwhile
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(index.synced.wait(), _SYNC_WAIT)
-            self.listener.receive()
-        except OSError as exc:
-            self.error = exc
-            log.error("statsd: cannot listen (%s)", exc)
-            raise
-        finally:
-            self.ready.set()
-        try:
+            try:
+                self.listener.bind()
+                index = self.deps.index
+                if index is not None:  # join from the first datagram: they queue meanwhile
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(index.synced.wait(), _SYNC_WAIT)
+                self.listener.receive()
+            except OSError as exc:
+                self.error = exc
+                log.error("statsd: cannot listen (%s)", exc)
+                raise
+            finally:
+                self.ready.set()
             await asyncio.Event().wait()
         finally:
             await asyncio.to_thread(self.listener.stop)

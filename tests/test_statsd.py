@@ -672,3 +672,31 @@ def test_readme_config_example_is_valid(tmp_path):
     path.write_text(example)
     cfg = config_mod.load(path, env={})
     assert cfg.collectors["statsd"].enabled and cfg.collectors["statsd"].options["max_tags"] == 32
+
+
+async def test_a_port_in_use_is_the_sources_error_and_sockets_close_on_cancel(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        cfg = _config(udp_address=f"127.0.0.1:{port}")
+        c = get("statsd").factory(Deps(cfg, None, None), cfg.collectors["statsd"])
+        task = asyncio.create_task(c.run())
+        await c.ready.wait()
+        with pytest.raises(OSError):
+            await c.collect(5.0)
+        await asyncio.gather(task, return_exceptions=True)
+    # cancelled while waiting for the pod index: the socket is closed, the port free again
+    cfg = _config(unix_socket=str(tmp_path / "s.sock"))
+    c = get("statsd").factory(Deps(cfg, None, PodIndex()), cfg.collectors["statsd"])  # never syncs
+    task = asyncio.create_task(c.run())
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 20
+    while c.listener.udp is None:
+        assert loop.time() < end
+        await asyncio.sleep(0.01)
+    port = c.listener.udp_port
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert not (tmp_path / "s.sock").exists()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(("127.0.0.1", port))
