@@ -290,10 +290,11 @@ class Ingest:
         return got, origin
 
     def _labels(self, fixed: Tags, tags: Tags) -> Tags:
-        """Mapping labels, then the allowed tags (first of a repeated key wins), bounded."""
+        """Mapping labels, then the allowed tags (first of a repeated key wins), bounded. Neither
+        may name a label kubebridge sets (`label_name`): the pod's identity is the join's."""
         if len(tags) > self.policy.max_tags:
             raise LineError("too_many_tags")
-        out = dict(fixed)
+        out = {label_name(k): v for k, v in fixed}
         for k, v in tags:
             if not self.policy.admits(k):
                 continue
