@@ -700,3 +700,12 @@ async def test_a_port_in_use_is_the_sources_error_and_sockets_close_on_cancel(tm
     assert not (tmp_path / "s.sock").exists()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
         again.bind(("127.0.0.1", port))
+
+
+async def test_mapping_labels_cannot_claim_the_join_labels():
+    mapping = {"mappings": [{"match": "svc.*.hits", "name": "hits", "labels": {"namespace": "$1", "team": "a"}}]}
+    async with listening(index(), mapping=mapping) as c:
+        send(c, b"svc.other.hits:1|c|#dd.internal.entity_id:" + UID.encode())
+        await settle(c, 1)
+        fams = await c.collect(5.0)
+    assert one(fams, "hits_total", **JOIN, exported_namespace="other", team="a", label_app="deployment") == 1
