@@ -703,7 +703,8 @@ async def test_a_port_in_use_is_the_sources_error_and_sockets_close_on_cancel(tm
 
 
 async def test_mapping_labels_cannot_claim_the_join_labels():
-    mapping = {"mappings": [{"match": "svc.*.hits", "name": "hits", "labels": {"namespace": "$1", "team": "a"}}]}
+    rule = {"match": "svc.*.hits", "name": "hits", "labels": {"namespace": "$1", "team": "a"}}
+    mapping = {"mappings": [rule]}
     async with listening(index(), mapping=mapping) as c:
         send(c, b"svc.other.hits:1|c|#dd.internal.entity_id:" + UID.encode())
         await settle(c, 1)
