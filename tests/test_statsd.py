@@ -710,3 +710,25 @@ async def test_mapping_labels_cannot_claim_the_join_labels():
         await settle(c, 1)
         fams = await c.collect(5.0)
     assert one(fams, "hits_total", **JOIN, exported_namespace="other", team="a", label_app="deployment") == 1
+
+
+def test_real_prometheus_stores_the_demo_apps_pushed_metrics(tmp_path):
+    """`kubebridge demo`'s payments app pushes DogStatsD; a real Prometheus scrapes kubebridge
+    and answers PromQL over the pushed series by workload, no join needed."""
+    if not _loopback_alias_ok("127.0.0.42"):
+        pytest.skip("cannot bind 127.0.0.x source addresses here")
+    from tests.realprom import demo, free_port, poll, prometheus
+    port = free_port()
+    with demo(port), prometheus(tmp_path, [f"127.0.0.1:{port}"]) as prom:
+        rate = poll(prom, 'sum by (workload, workload_kind, method) '
+                          '(increase(payments_charges_total{namespace="scraper"}[1m])) > 0', deadline=60)
+        methods = {r["metric"]["method"] for r in rate}
+        assert methods == {"card", "voucher"}
+        assert {(r["metric"]["workload"], r["metric"]["workload_kind"]) for r in rate} == \
+            {("e2e-deployment", "Deployment")}
+        p99 = poll(prom, 'histogram_quantile(0.99, sum by (le, container) '
+                         '(rate(payments_charge_latency_bucket[1m])))', deadline=60)
+        assert p99[0]["metric"]["container"] == "app" and 0 < float(p99[0]["value"][1]) <= 0.5
+        ok = poll(prom, 'statsd_service_checks_total{check="payments.gateway",status="ok",'
+                        'label_app_kubernetes_io_name="payments"}')
+        assert float(ok[0]["value"][1]) >= 1
