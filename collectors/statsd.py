@@ -47,7 +47,8 @@ SAMPLES = _m("samples_total", "counter", "Samples applied, by StatsD type (event
 PARSE_ERRORS = _m("parse_errors_total", "counter", "Lines rejected as malformed (nothing of them "
                   "applied), by reason.", "reason")
 REFUSED = _m("refused_total", "counter", "Lines refused by a budget (series_limit, pod_series_limit, "
-             "set_members_limit), a type conflict or a mapping's drop action, by reason.", "reason")
+             "tags_limit, label_value_limit, set_members_limit), a type conflict or a mapping's drop "
+             "action, by reason.", "reason")
 JOIN_MISSES = _m("join_misses_total", "counter", "Samples whose sender matched no pod of this node "
                  "(exposed without pod labels).")
 DROPS = _m("socket_drops_total", "counter", "Datagrams the kernel dropped for a full receive buffer "
@@ -113,8 +114,8 @@ OPTIONS = {
     "ttl": Option(600.0, _not_negative, "Seconds without samples after which a series expires (0: never)."),
     "max_series": Option(100_000, _positive, "Live series in all (new ones are refused beyond)."),
     "max_series_per_pod": Option(10_000, _positive, "Live series per pod (unjoined ones count as one pod)."),
-    "max_tags": Option(32, _positive, "Tags per line (a line with more is rejected)."),
-    "max_label_value_length": Option(256, _positive, "Label value length (longer: the line is rejected)."),
+    "max_tags": Option(32, _positive, "Tags per line (a line with more is refused, counted)."),
+    "max_label_value_length": Option(256, _positive, "Label value length (longer: the line is refused)."),
     "max_set_members": Option(10_000, _positive, "Distinct members remembered per set series."),
     "set_window": Option(60.0, _positive, "Seconds a set member counts after it was last seen."),
 }

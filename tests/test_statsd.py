@@ -161,8 +161,8 @@ BAD = [
     (b"m:1|c|@0", "bad_rate"), (b"m:1|c|@1.5", "bad_rate"), (b"m:1|c|@x", "bad_rate"),
     (b"m:1|c|#,a", "bad_tag"), (b"m:1|c|zzz", "unknown_field"), (b"m:1|c|@0.5|@0.5", "repeated_field"),
     (b"m\xff:1|c", "not_utf8"), (b"m:1|c|#k:\xff", "not_utf8"), (b"m:\xff|s", "not_utf8"),
-    (b"m:a::b|s", "bad_value"), (b"m:1|c|#k:" + b"v" * 300, "label_value_too_long"),
-    (b"m:1|c|#" + b",".join(b"t%d:v" % i for i in range(40)), "too_many_tags"),
+    (b"m:a::b|s", "bad_value"), (b"m:1|c|#k:" + b"v" * 300, "label_value_limit"),
+    (b"m:1|c|#" + b",".join(b"t%d:v" % i for i in range(40)), "tags_limit"),
     (b"m:" + b"1" * 9000 + b"|c", "line_too_long"), (b"m.:1|c", None),
     (b"_e{5,4}:hi|text", "bad_event"), (b"_e{x,1}:a|b", "bad_event"), (b"_e{1,1}:a|b|t:fatal", "bad_event"),
     (b"_e{1,1}:ab|", "bad_event"), (b"_sc|name|7", "bad_service_check"), (b"_sc||0", "bad_service_check"),
@@ -179,10 +179,12 @@ async def test_malformed_lines_are_counted_and_never_half_applied(line, reason):
         live = len(c.store)
     assert one(fams, "good_total") == 2  # the lines around it are applied
     errors = {dict(k)["reason"]: v for k, v in series(fams, "kubebridge_statsd_parse_errors_total").items()}
+    refused = {dict(k)["reason"]: v for k, v in series(fams, "kubebridge_statsd_refused_total").items()}
     if reason is None:  # `m.` is a valid name (escaped m_): a control for the cases above
         assert errors == {} and live == 2
         return
-    assert errors == {reason: 1}
+    assert {**errors, **refused} == {reason: 1}
+    assert (reason in refused) == reason.endswith("_limit")
     assert live == 1, "a rejected line created a series"
     samples = {dict(k)["type"]: v for k, v in series(fams, "kubebridge_statsd_samples_total").items() if v}
     assert samples == {"c": 2}

@@ -17,7 +17,7 @@ from collections.abc import Collection
 from exporter.statsd import protocol
 from exporter.statsd.mapping import Mapper
 from exporter.statsd.origin import Origin, Resolver
-from exporter.statsd.protocol import LineError, Meta, Tags
+from exporter.statsd.protocol import LineError, Meta, Refusal, Tags
 from exporter.statsd.store import Series, Store
 
 _RESERVED = frozenset({"namespace", "pod", "container", "node", "cluster", "collector", "workload",
@@ -28,6 +28,7 @@ SAMPLE_TYPES = ("c", "g", "ms", "h", "d", "s", "event", "service_check")
 _SIGNS = b"+-"
 _VALUES = 50_000  # distinct values remembered parsed
 _REJECTED = 20     # rejected lines named offline (all are counted)
+_REFUSALS = frozenset({"tags_limit", "label_value_limit"})  # counted as refusals, not parse errors
 EVENTS = "statsd_events_total"
 SERVICE_CHECKS = "statsd_service_checks_total"
 
@@ -213,7 +214,8 @@ class Ingest:
             self.stats.join_misses += n
 
     def _reject(self, line: bytes, reason: str) -> None:
-        self.stats.count(self.stats.parse_errors, reason)
+        refused = reason in _REFUSALS
+        self.stats.count(self.stats.refused if refused else self.stats.parse_errors, reason)
         if self.rejected is not None and len(self.rejected) < _REJECTED:
             self.rejected.append((line, reason))
 
@@ -293,7 +295,7 @@ class Ingest:
         """Mapping labels, then the allowed tags (first of a repeated key wins), bounded. Neither
         may name a label kubebridge sets (`label_name`): the pod's identity is the join's."""
         if len(tags) > self.policy.max_tags:
-            raise LineError("too_many_tags")
+            raise Refusal("tags_limit")
         out = {label_name(k): v for k, v in fixed}
         for k, v in tags:
             if not self.policy.admits(k):
@@ -301,7 +303,7 @@ class Ingest:
             out.setdefault(label_name(k), v or "true")
         limit = self.policy.max_label_value_length
         if any(len(v) > limit for v in out.values()):
-            raise LineError("label_value_too_long")
+            raise Refusal("label_value_limit")
         return tuple(sorted(out.items()))
 
     def _special(self, line: bytes, peer: str | int | None, now: float) -> None:

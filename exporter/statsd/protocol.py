@@ -28,6 +28,10 @@ class LineError(ValueError):
         self.reason = reason
 
 
+class Refusal(LineError):
+    """A well-formed line over a bound (tags per line, label value length): refused whole."""
+
+
 @dataclass(frozen=True, slots=True)
 class Meta:
     """What follows a metric line's values: its type and DogStatsD fields."""
