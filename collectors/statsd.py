@@ -53,9 +53,11 @@ JOIN_MISSES = _m("join_misses_total", "counter", "Samples whose sender matched n
                  "(exposed without pod labels).")
 DROPS = _m("socket_drops_total", "counter", "Datagrams the kernel dropped for a full receive buffer "
            "(from /proc/net/udp).", "listener")
+CONFLICTS = _m("origin_conflicts_total", "counter", "Lines whose entity id tag names another pod than "
+               "the sender's address or pid does (the tag wins: a pod can claim another's UID).")
 SERIES = _m("series", "gauge", "Live StatsD series.")
 EXPIRED = _m("series_expired_total", "counter", "Series removed after their TTL without samples.")
-SELF = (PACKETS, SAMPLES, PARSE_ERRORS, REFUSED, JOIN_MISSES, DROPS, SERIES, EXPIRED)
+SELF = (PACKETS, SAMPLES, PARSE_ERRORS, REFUSED, JOIN_MISSES, CONFLICTS, DROPS, SERIES, EXPIRED)
 
 
 def _address(value: Any) -> str | None:
@@ -192,8 +194,8 @@ class StatsdCollector:
         with self.store.lock:
             st = self.ingest.stats
             snap = (dict(st.packets), dict(st.samples), dict(st.parse_errors), dict(st.refused),
-                    st.join_misses, len(self.store), self.store.expired)
-        packets, samples, errors, refused, misses, live, expired = snap
+                    st.join_misses, len(self.store), self.store.expired, self.ingest.resolver.conflicts)
+        packets, samples, errors, refused, misses, live, expired, conflicts = snap
         b = Builder(SELF, self.deps.labels(self.cfg))
         for name, n in sorted(packets.items()):
             b.add(PACKETS, n, {"listener": name})
@@ -204,6 +206,7 @@ class StatsdCollector:
         for reason, n in sorted(refused.items()):
             b.add(REFUSED, n, {"reason": reason})
         b.add(JOIN_MISSES, misses)
+        b.add(CONFLICTS, conflicts)
         if drops is not None:
             b.add(DROPS, drops, {"listener": "udp"})
         b.add(SERIES, live)

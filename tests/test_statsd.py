@@ -305,7 +305,9 @@ async def test_join_by_source_ip_against_the_replay_kubelet(tmp_path, aiohttp_cl
         await c.ready.wait()
         for ip in ("127.0.0.23", "127.0.0.24", "127.0.0.25"):
             send(c, b"orders:1|c|#via:" + ip.encode(), src=ip)
-        await settle(c, 3)
+        # pod 127.0.0.23 claims the captured pod's UID: the tag wins, the conflict is counted
+        send(c, b"claimed:1|c|#dd.internal.entity_id:" + UID.encode(), src="127.0.0.23")
+        await settle(c, 4)
         text = await scrape_until(client, lambda t: "orders_total{" in t)
     lines = {ln.split("via=")[1].split('"')[1]: ln
              for ln in text.splitlines() if ln.startswith("orders_total{")}
@@ -318,6 +320,9 @@ async def test_join_by_source_ip_against_the_replay_kubelet(tmp_path, aiohttp_cl
     for ip in ("127.0.0.24", "127.0.0.25"):
         assert lines[ip] == f'orders_total{{via="{ip}",{common}}} 1'
     assert f"kubebridge_statsd_join_misses_total{{{common}}} 2" in text
+    assert f"kubebridge_statsd_origin_conflicts_total{{{common}}} 1" in text
+    [claimed] = [ln for ln in text.splitlines() if ln.startswith("claimed_total{")]
+    assert 'pod="e2e-deployment-79967c5968-8bnn8"' in claimed
 
 
 async def test_unix_socket_joins_by_peer_credentials(tmp_path):

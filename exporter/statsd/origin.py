@@ -100,6 +100,7 @@ class Resolver:
         self.index = index
         self.proc = proc
         self.tables = Tables(-1, {}, {}, {})
+        self.conflicts = 0  # entity ids naming another pod than the sender's address or pid
 
     def fresh(self) -> bool:
         """Rebuild the tables if the pod index moved on; True when it did."""
@@ -109,22 +110,32 @@ class Resolver:
         return True
 
     def pod_of(self, peer: str | int | None, container_id: str, entity_id: str) -> Origin:
-        """`peer`: the UDP source IP (str), the Unix peer's pid (int), or None."""
+        """`peer`: the UDP source IP (str), the Unix peer's pid (int), or None. An entity id
+        wins (DogStatsD's convention: it is set from the downward API), but one that names another
+        pod than the sender's own address or pid does is counted in `conflicts`: a pod can
+        claim another's UID, and the operator should be able to see it."""
         t = self.tables
         if entity_id:
             pod = t.by_uid.get(entity_id)
             if pod is not None:
+                network = self._network(peer)
+                if network.pod is not None and network.pod != pod:
+                    self.conflicts += 1
                 return Origin(pod, self._container_name(container_id, pod))
         if container_id:
             hit = t.by_container.get(container_id)
             if hit is not None:
                 return Origin(*hit)
+        return self._network(peer)
+
+    def _network(self, peer: str | int | None) -> Origin:
+        """The origin the sender's address (UDP) or pid (Unix socket) gives."""
         if isinstance(peer, int):
             return self._from_pid(peer)
         if isinstance(peer, str):
             if peer.startswith("::ffff:"):  # an IPv4 sender on a dual-stack socket
                 peer = peer[7:]
-            return t.by_ip.get(peer, NOWHERE)
+            return self.tables.by_ip.get(peer, NOWHERE)
         return NOWHERE
 
     def _container_name(self, container_id: str, pod: PodKey) -> str:
