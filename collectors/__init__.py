@@ -2,5 +2,5 @@
 from collectors import (  # noqa: F401  (sorted, explicit)
     apiserver, autodiscovery, cadvisor, cadvisor_standalone,
     docker, etcd, etcd_v2, events, healthz, kube_system, kubelet,
-    pods, probes, resource, sidecar, stats_summary,
+    pods, probes, resource, sidecar, stats_summary, statsd,
 )

@@ -5,7 +5,8 @@
 - the replay apiserver (cluster agent: apiserver, events, kube_system), reached through a
   kubeconfig it writes;
 - etcd: a real single member when the `etcd` binary is installed, recorded payloads otherwise;
-- small loopback "app" pods whose own metrics autodiscovery finds.
+- small loopback "app" pods whose own metrics autodiscovery finds;
+- an app pod pushing DogStatsD to the statsd collector, joined by its pod IP (127.0.0.42).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from exporter.replay.apps import DemoApps
 from exporter.replay.etcd import ReplayEtcd
 from exporter.replay.kubelet import ReplayKubelet
 from exporter.replay.podstatus import crash_loop_backoff
+from exporter.replay.statsd_app import SENDER_IP, DemoPusher, add_sender_pod, free_udp_port
 
 # The 1.35 capture's crash-looping container, shown between two restarts as the kubelet reports
 # it most of the time (waiting CrashLoopBackOff; the capture caught it just terminated).
@@ -35,6 +37,7 @@ class ReplayCluster:
         self.apiserver = ReplayApiserver(None, token_file)
         self.etcd = ReplayEtcd(workdir)
         self.apps = DemoApps()  # autodiscovery: loopback app pods
+        self.pusher = DemoPusher(free_udp_port())  # statsd: an app pod pushing DogStatsD
         self.kubelet_url = self.apiserver_url = ""
         self.kubeconfig: Path | None = None
 
@@ -45,9 +48,12 @@ class ReplayCluster:
         self.kubeconfig = self.apiserver.kubeconfig_path(self.workdir)
         await self.etcd.start()
         await self.apps.start(self.kubelet)
+        add_sender_pod(self.kubelet, SENDER_IP, labels={"app.kubernetes.io/name": "payments"})
+        await self.pusher.start()
 
     async def stop(self) -> None:
         """Stop every part."""
+        await self.pusher.stop()
         await self.apps.stop()
         await self.etcd.stop()
         await self.apiserver.stop()
@@ -57,7 +63,7 @@ class ReplayCluster:
         """What the demo prints."""
         etcd = f"{self.etcd.url} ({'real etcd' if self.etcd.real else 'recorded payloads'})"
         return {"kubelet": self.kubelet_url, "apiserver": self.apiserver_url, "etcd": etcd,
-                **self.apps.urls()}
+                **self.apps.urls(), "statsd app": f"{SENDER_IP} -> udp://127.0.0.1:{self.pusher.port}"}
 
     def exporter_config(self, listen: str) -> dict[str, Any]:
         """One kubebridge config with the node agent's and the cluster agent's collectors (in a
@@ -77,5 +83,6 @@ class ReplayCluster:
                            "stats_summary": {"enabled": True}, "healthz": {"enabled": True},
                            "pods": {"enabled": True}, "autodiscovery": self.apps.collector_config(),
                            "apiserver": kube, "events": kube, "kube_system": kube,
-                           "etcd": members, "etcd_v2": members},
+                           "etcd": members, "etcd_v2": members,
+                           "statsd": {"enabled": True, "udp_address": f"127.0.0.1:{self.pusher.port}"}},
         }

@@ -105,6 +105,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.nodeAgent.collectors.docker -}}
 {{- $_ := set $collectors "docker" (dict "socket" (printf "unix://%s" .Values.nodeAgent.docker.socketPath)) -}}
 {{- end -}}
+{{- if and .Values.nodeAgent.collectors.statsd .Values.nodeAgent.statsd.socketDir -}}
+{{- $_ := set $collectors "statsd" (dict "unix_socket" "/var/run/kubebridge-statsd/dsd.socket") -}}
+{{- end -}}
 {{- $collectors = mergeOverwrite $collectors (deepCopy .Values.collectorConfig) -}}
 {{- $_ := set $c "collectors" $collectors -}}
 {{- toYaml $c -}}
@@ -239,6 +242,8 @@ prometheus.io/scheme: https
 {{- $ := .ctx -}}
 {{- $node := eq .component "node-agent" -}}
 {{- $docker := and $node (index .on "docker" | default false) -}}
+{{- $statsd := and $node (index .on "statsd" | default false) -}}
+{{- $statsdSocket := and $statsd .agent.statsd.socketDir -}}
 serviceAccountName: {{ include "kubebridge.serviceAccountName" . }}
 {{- with concat ($.Values.global.imagePullSecrets | default list) $.Values.imagePullSecrets }}
 imagePullSecrets:
@@ -280,11 +285,19 @@ containers:
       {{- include "kubebridge.args" (dict "ctx" $ "on" .on "off" .off) | nindent 6 }}
     env:
       {{- include "kubebridge.env" (dict "ctx" $ "node" $node) | trim | nindent 6 }}
-    {{- if not $.Values.kubeRBACProxy.enabled }}
+    {{- if or (not $.Values.kubeRBACProxy.enabled) $statsd }}
     ports:
+      {{- if not $.Values.kubeRBACProxy.enabled }}
       - name: metrics
         containerPort: 9500
         protocol: TCP
+      {{- end }}
+      {{- if $statsd }}
+      - name: statsd
+        containerPort: 8125
+        hostPort: {{ .agent.statsd.hostPort }}
+        protocol: UDP
+      {{- end }}
     {{- end }}
     {{- include "kubebridge.probes" $ | nindent 4 }}
     resources:
@@ -308,6 +321,10 @@ containers:
       - name: docker-socket
         mountPath: {{ .agent.docker.socketPath }}
         readOnly: true
+      {{- end }}
+      {{- if $statsdSocket }}
+      - name: statsd-socket
+        mountPath: /var/run/kubebridge-statsd
       {{- end }}
       {{- if and (not $node) $.Values.clusterAgent.etcd.certsSecret }}
       - name: etcd-certs
@@ -338,6 +355,12 @@ volumes:
     hostPath:
       path: {{ .agent.docker.socketPath }}
       type: Socket
+  {{- end }}
+  {{- if $statsdSocket }}
+  - name: statsd-socket
+    hostPath:
+      path: {{ .agent.statsd.socketDir }}
+      type: DirectoryOrCreate
   {{- end }}
   {{- if and (not $node) $.Values.clusterAgent.etcd.certsSecret }}
   - name: etcd-certs
