@@ -549,6 +549,36 @@ def self_() -> Dash:
             "Seconds since the newest pod index refresh; growing means /pods is unreachable.",
             unit="s",
         ),
+        row("StatsD listener"),
+        timeseries(
+            "StatsD samples by type",
+            [(f"sum by (type) ({rate('kubebridge_statsd_samples_total', CLUSTER)})", "{{type}}"),
+             (f"sum({rate('kubebridge_statsd_packets_total', CLUSTER)})", "datagrams")],
+            "Samples the node agents' statsd listeners applied per second, by StatsD type, and the "
+            "datagrams that carried them (off by default: empty unless the statsd collector runs).",
+            unit="ops",
+        ),
+        timeseries(
+            "StatsD lines lost",
+            [(f"sum by (reason) ({rate('kubebridge_statsd_parse_errors_total', CLUSTER)}) or vector(0)",
+              "malformed {{reason}}"),
+             (f"sum by (reason) ({rate('kubebridge_statsd_refused_total', CLUSTER)}) or vector(0)",
+              "refused {{reason}}"),
+             (f"sum({rate('kubebridge_statsd_socket_drops_total', CLUSTER)}) or vector(0)", "kernel drops"),
+             (f"sum({rate('kubebridge_statsd_join_misses_total', CLUSTER)}) or vector(0)", "no pod"),
+             (f"sum({rate('kubebridge_statsd_origin_conflicts_total', CLUSTER)}) or vector(0)",
+              "entity id conflicts")],
+            "Lines the listeners could not apply (malformed, or over a budget), datagrams the kernel "
+            "dropped for a full receive buffer, samples that matched no pod, and entity ids that "
+            "named another pod than the sender.",
+            unit="ops",
+        ),
+        timeseries(
+            "StatsD series",
+            [(f"sum({m('kubebridge_statsd_series', CLUSTER)})", "live"),
+             (f"sum({rate('kubebridge_statsd_series_expired_total', CLUSTER)}) or vector(0)", "expired/s")],
+            "Live pushed series, and series expired after their TTL without samples.",
+        ),
         row("Series"),
         timeseries(
             "Series in, out and dropped by source",

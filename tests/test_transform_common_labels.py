@@ -51,6 +51,7 @@ PAYLOADS: dict[str, list[Any]] = {
     ],
     "events": [Fixtures("events") / "dd-kubernetes-events.json"],
     "kube_system": [PODS],
+    "statsd": [Fixtures("statsd") / "dogstatsd-datadog-0.56-statsd-4.0-capture.txt"],
 }
 ONLINE_ONLY = {"autodiscovery", "sidecar"}  # (they scrape live pods; tests/test_autodiscovery.py)
 DROP_ALL = [{"action": "drop", "source_labels": ["__name__"], "regex": ".*"}]

@@ -63,6 +63,8 @@ class DemoPusher:
             f"payments.users:user{user}|s|#env:demo",
             "_sc|payments.gateway|0|#env:demo",
         ]
+        if self.sent % 10 == 0:  # a buggy client now and then: a malformed line, a tag over the budget
+            lines += ["payments.charges:abc|c|#env:demo", "payments.charges:1|c|#trace:" + "f" * 300]
         return "\n".join(lines).encode()
 
     async def start(self) -> None:
