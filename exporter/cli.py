@@ -31,6 +31,11 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log.level", dest="log_level", choices=config_mod.LOG_LEVELS)
     p.add_argument("--log.format", dest="log_format", choices=("text", "json"))
     p.add_argument("--cluster", help="value of the `cluster` label on every series")
+    p.add_argument("--cluster-collector", dest="cluster_collector", action="store_true", default=None,
+                   help="collect the kubelet of every node (sharded), not this node's (docs/sharding.md)")
+    p.add_argument("--shard", type=int, help="this replica's shard, 0..total-1 (default: the StatefulSet "
+                   "ordinal of POD_NAME)")
+    p.add_argument("--total-shards", dest="total_shards", type=int, help="how many shards split the nodes")
     for reg in registrations():
         state = "on" if reg.default_enabled else "off"
         p.add_argument(f"--collector.{reg.name}", dest=f"collector_{reg.name}", default=None,
@@ -75,6 +80,11 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
              if getattr(args, f"collector_{r.name}", None) is not None}
     if flags:
         out["collectors"] = flags
+    shard = {k: v for k, v in (("enabled", getattr(args, "cluster_collector", None)),
+                               ("shard", getattr(args, "shard", None)),
+                               ("total_shards", getattr(args, "total_shards", None))) if v is not None}
+    if shard:
+        out["cluster_collector"] = shard
     return out
 
 

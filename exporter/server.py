@@ -25,6 +25,8 @@ from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import Background, get
 from exporter.runner import Source, collect_all, self_metrics
+from exporter.shard.membership import resolve as resolve_shard
+from exporter.shard.pool import ShardPool
 from exporter.web.landing import render as render_landing
 from exporter.upstream import UpstreamError
 
@@ -61,6 +63,7 @@ class State:
         self.index = index
         self.topology = topology
         self.sources: list[Source] = []
+        self.shard: ShardPool | None = None  # cluster_collector: every (owned) node's kubelet
         self.background: list[tuple[str, Background]] = []
         # kubebridge's own series: no `collector` of their own (theirs names the source they
         # describe), the cluster, and the global relabel rules.
@@ -129,9 +132,17 @@ def budget(headers: Mapping[str, str], default: float) -> float:
 async def metrics(request: web.Request) -> web.Response:
     """One scrape of every enabled source; always 200 with per-source status."""
     state: State = request.app[STATE]
-    outcomes = await collect_all(state.sources, budget(request.headers, state.config.scrape_timeout))
-    families, conflicts = merge((o.name, o.families) for o in outcomes)
-    own = self_metrics(state.sources, outcomes, state.labels)
+    limit = budget(request.headers, state.config.scrape_timeout)
+    if state.shard is None:
+        outcomes = await collect_all(state.sources, limit)
+        nodes: list[Family] = []
+        about: list[Family] = []
+    else:  # the cluster collector's nodes, concurrently with the other sources
+        outcomes, (nodes, about) = await asyncio.gather(collect_all(state.sources, limit),
+                                                        state.shard.collect(limit))
+    parts = [(o.name, o.families) for o in outcomes] + [("nodes", nodes)]
+    own = self_metrics(state.sources, outcomes, state.labels) + about
+    families, conflicts = merge(parts)
     b = Builder([MERGE_CONFLICTS], state.labels)
     for src in state.sources:
         b.add(MERGE_CONFLICTS, conflicts.get(src.name, 0), {"collector": src.name})
@@ -183,6 +194,8 @@ async def readyz(request: web.Request) -> web.Response:
     state: State = request.app[STATE]
     if state.index is not None and not state.index.settled.is_set():
         return web.Response(status=503, text="pod index not synced yet\n")
+    if state.shard is not None and not state.shard.synced.is_set():
+        return web.Response(status=503, text="node list not synced yet\n")
     return web.Response(text="ok\n")
 
 
@@ -197,7 +210,8 @@ def build_app(config: Config, *, index: PodIndex | None = None,
               session: aiohttp.ClientSession | None = None) -> web.Application:
     """The application; `index`/`session` may be injected by tests."""
     app = web.Application()
-    needs_pods = any(get(c.name).scope == "node" for c in config.enabled())
+    sharded = config.cluster_collector.enabled
+    needs_pods = not sharded and any(get(c.name).scope == "node" for c in config.enabled())
     own_index = index is None
     if own_index and needs_pods:
         index = PodIndex(config.label_policy)
@@ -208,6 +222,9 @@ def build_app(config: Config, *, index: PodIndex | None = None,
     elif needs_pods and topo.enabled:
         log.warning("node_topology is on but node_name (NODE_NAME) is not set: no region/zone labels")
     state = State(config, index, topology)
+    if sharded:  # the node collectors run per node, in the pool (exporter/shard)
+        cc = config.cluster_collector
+        state.shard = ShardPool(config, resolve_shard(cc.shard, cc.total_shards, cc.pod_name))
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle(session, own_index))
     app.router.add_get(config.telemetry_path, metrics)
@@ -224,13 +241,16 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=30)
         session = injected or aiohttp.ClientSession(timeout=timeout)
         deps = Deps(state.config, session, state.index, topology=state.topology)
-        if any(get(c.name).scope == "node" for c in state.config.enabled()):
+        sharded = state.shard is not None
+        if not sharded and any(get(c.name).scope == "node" for c in state.config.enabled()):
             # (scope "pod", the sidecar: no kubelet). The kubelet is node-local: identity encoding.
             # Through the API server's node proxy (docs/topology.md) the bytes cross the network
             # twice: ask for gzip there.
             proxied = "/api/v1/nodes/" in state.config.kubelet.url
             deps.kubelet = deps.upstream(state.config.kubelet, compressed=proxied)
         for c in state.config.enabled():
+            if sharded and get(c.name).scope == "node":
+                continue
             collector = get(c.name).factory(deps, c)
             state.sources.append(Source(c.name, collector, c.timeout))
             if isinstance(collector, Background):
@@ -239,6 +259,8 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
         if state.index is not None and own_index:
             tasks.append(asyncio.create_task(state.index.run(
                 lambda: _fetch_pods(deps), state.config.pod_refresh_interval), name="podindex"))
+        if state.shard is not None:
+            tasks.append(asyncio.create_task(state.shard.run(session), name="shard"))
         if state.topology is not None:
             tasks.append(asyncio.create_task(state.topology.run(
                 _node_reader(deps, state.topology), state.config.node_topology.refresh_interval),

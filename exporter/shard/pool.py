@@ -1,0 +1,178 @@
+"""The shard: a Node watch, one `NodeAgent` per node it owns, and their merged families.
+
+Contract (what the sharding test checks):
+- A node is collected by the shard `membership.shard_of(name, total)` names, and by no other:
+  ownership depends on the name and the shard count only.
+- Membership is recomputed on every Node list and on every Node event that changed a target:
+  a new node gets an agent (and its pod watch) at once; a node that is deleted loses its
+  agent, and its series are gone from the next scrape on; a node whose kubelet address or
+  port changed gets a fresh agent.
+- Between the Node watch's first list and the first scrape nothing is served for nodes (no
+  guess); `/readyz` waits for the first list.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+from exporter import NAMESPACE
+from exporter.config import Config
+from exporter.expfmt import Family
+from exporter.families import Builder, Metric
+from exporter.labels import CommonLabels
+from exporter.merge import merge
+from exporter.registry import get
+from exporter.shard.agent import KUBELET_COLLECTORS, NodeAgent
+from exporter.shard.membership import ShardSpec
+from exporter.shard.nodes import NodeSet, NodeTarget
+
+log = logging.getLogger("kubebridge.shard")
+
+INFO = Metric(f"{NAMESPACE}_shard_info", "gauge", "This cluster collector's shard and shard count.",
+              ("shard", "total_shards"))
+NODES = Metric(f"{NAMESPACE}_shard_nodes", "gauge",
+               "Nodes this shard collects (owned by it and with a usable kubelet URL).")
+CLUSTER_NODES = Metric(f"{NAMESPACE}_shard_cluster_nodes", "gauge", "Nodes the Node watch knows.")
+UNREACHABLE = Metric(f"{NAMESPACE}_shard_nodes_unreachable", "gauge",
+                     "Nodes this shard owns but cannot build a kubelet URL for (no address).")
+NODE_WATCH = Metric(f"{NAMESPACE}_shard_node_watch_up", "gauge",
+                    "1 if the Node watch listed and is not failing, else 0.")
+TABLE = (INFO, NODES, CLUSTER_NODES, UNREACHABLE, NODE_WATCH)
+
+
+class ShardPool:
+    """The node agents of one shard, kept in step with the Node watch."""
+
+    def __init__(self, config: Config, spec: ShardSpec) -> None:
+        self.config = config
+        self.spec = spec
+        cc = config.cluster_collector
+        enabled = [c.name for c in config.enabled() if get(c.name).scope == "node"]
+        self.collectors = [n for n in enabled if n in KUBELET_COLLECTORS]
+        skipped = sorted(set(enabled) - KUBELET_COLLECTORS)
+        if skipped:
+            log.warning("cluster collector: %s need(s) the node itself and do(es) not run here",
+                        ", ".join(skipped))
+        self.template = cc.kubelet_url
+        topo = config.node_topology
+        self.nodes = NodeSet(frozenset(topo.labels), topo.roles, self._changed)
+        self.agents: dict[str, NodeAgent] = {}
+        self.unreachable: set[str] = set()
+        self.synced = asyncio.Event()
+        self.labels = CommonLabels("", config.cluster, "", config.relabel_configs)
+        self._session: aiohttp.ClientSession | None = None
+        self._v1: Any = None
+        self._watches: dict[str, asyncio.Task] = {}
+        self._node_watch: Any = None
+        self.backoff: tuple[float, float] = (1.0, 30.0)
+        self.watch_timeout = 300.0
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        """Watch Nodes (and each owned node's pods) until cancelled."""
+        from kubernetes_asyncio import client
+
+        from exporter.kube.client import KubeTarget
+        from exporter.kube.watch import Reflector
+
+        cc = self.config.cluster_collector
+        target = KubeTarget(cc.apiserver, cc.kubeconfig)
+        conf = await target.configuration()
+        conf.connection_pool_maxsize = 0  # one long watch per owned node: no pool limit
+        self._session = session
+        async with target.client() as api:
+            self._v1 = client.CoreV1Api(api)
+            self._node_watch = Reflector(self._v1.list_node, handler=self.nodes, what="nodes",
+                                         backoff=self.backoff, watch_timeout=self.watch_timeout)
+            try:
+                await self._node_watch.run()
+            finally:
+                for name in list(self.agents):
+                    self._drop(name)
+                await asyncio.gather(*self._watches.values(), return_exceptions=True)
+
+    # -- membership -----------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """Recompute which nodes this shard collects (called by the Node watch's handler)."""
+        owned = {n: t for n, t in self.nodes.targets.items() if self.spec.owns(n)}
+        for name, agent in list(self.agents.items()):
+            t = owned.get(name)
+            if t is None or (t.address, t.port) != (agent.target.address, agent.target.port):
+                self._drop(name)
+        self.unreachable &= set(owned)
+        for name, t in owned.items():
+            if name in self.agents:
+                self.agents[name].update(t)
+            else:
+                self._add(t)
+        self.synced.set()
+
+    def _add(self, t: NodeTarget) -> None:
+        try:
+            url = t.kubelet_url(self.template)
+        except ValueError as exc:
+            if t.name not in self.unreachable:
+                log.warning("cluster collector: %s", exc)
+            self.unreachable.add(t.name)
+            return
+        self.unreachable.discard(t.name)
+        assert self._session is not None
+        agent = self.agents[t.name] = NodeAgent(self.config, self._session, t, url, self.collectors)
+        log.info("shard %s: collecting node %s (%s)", self.spec, t.name, url)
+        self._watches[t.name] = asyncio.create_task(self._watch_pods(agent), name=f"pods:{t.name}")
+
+    def _drop(self, name: str) -> None:
+        self.agents.pop(name, None)
+        task = self._watches.pop(name, None)
+        if task is not None:
+            task.cancel()
+        log.info("shard %s: node %s dropped", self.spec, name)
+
+    async def _watch_pods(self, agent: NodeAgent) -> None:
+        """The node's pods, from a watch with `fieldSelector=spec.nodeName=<node>`."""
+        from exporter.kube.watch import Reflector
+
+        selector = f"spec.nodeName={agent.name}"
+        list_fn = functools.partial(self._v1.list_pod_for_all_namespaces, field_selector=selector)
+        r = Reflector(list_fn, handler=agent.feed, what=f"pods on {agent.name}", backoff=self.backoff,
+                      watch_timeout=self.watch_timeout, list_from_cache=True)
+        task = asyncio.create_task(r.run())
+        try:
+            while True:
+                await asyncio.sleep(min(self.config.pod_refresh_interval, 60.0))
+                if r.error is None and r.synced.is_set():
+                    agent.feed.alive()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- scrape ---------------------------------------------------------------------------
+
+    async def collect(self, budget: float) -> tuple[list[Family], list[Family]]:
+        """(every owned node's series, the kubebridge_* series about them and the shard)."""
+        agents = [self.agents[n] for n in sorted(self.agents)]
+        results = await asyncio.gather(*(a.collect(budget) for a in agents))
+        series, _ = merge((a.name, fams) for a, (fams, _own) in zip(agents, results))
+        own: list[Family] = []
+        for _fams, fams in results:
+            own.extend(fams)
+        b = Builder(TABLE, self.labels)
+        b.add(INFO, 1, {"shard": str(self.spec.shard), "total_shards": str(self.spec.total)})
+        b.add(NODES, len(agents))
+        b.add(CLUSTER_NODES, len(self.nodes.targets))
+        b.add(UNREACHABLE, len(self.unreachable))
+        w = self._node_watch
+        b.add(NODE_WATCH, 1.0 if w is not None and w.synced.is_set() and w.error is None else 0.0)
+        merged, _ = merge([("nodes", own), ("shard", b.families())])
+        return series, merged
+
+    def node_names(self) -> Sequence[str]:
+        """The nodes this shard collects now, sorted."""
+        return sorted(self.agents)

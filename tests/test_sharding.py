@@ -1,0 +1,272 @@
+"""Cluster-wide collection without a DaemonSet, sharded by node (exporter/shard, docs/sharding.md).
+
+The issue's test: a replay cluster of 7 nodes (7 replay kubelets on 127.0.0.1, each on its
+own port; one replay API server listing and watching their Node objects, with addresses,
+kubelet ports and topology labels, and their pods) scraped by 3 shards: every node's series
+appear exactly once across the shards' /metrics, each with `node`, `region` and `zone`; then
+a node is added and another removed, and the same holds again.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from exporter import config as config_mod
+from exporter.errors import ConfigError
+from exporter.nodeinfo import NodeInfo
+from exporter.replay.fleet import ReplayFleet
+from exporter.server import build_app
+from exporter.shard.membership import ShardSpec, ordinal, resolve, shard_of
+from exporter.shard.nodes import NodeSet, NodeTarget, target_of
+from tests.conftest import Fixtures
+from tests.test_e2e import ready, scrape
+
+NODE = json.loads((Fixtures("kube_system") / "k9s-node-minikube-2019-12.json").read_text())
+_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} \S+$')
+_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+OWN = ("kubebridge_", "process_", "python_")
+
+
+# -- membership -----------------------------------------------------------------------------------
+
+def test_shard_of_is_sha256_of_the_name_mod_total():
+    # sha256("node-0")[:8] big-endian, as documented: any implementation must agree.
+    import hashlib
+    for name in ("node-0", "ip-10-0-1-17.ec2.internal", "gke-prod-pool-a-1234", "ñode"):
+        want = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+        assert [shard_of(name, m) for m in (1, 2, 3, 7)] == [want % m for m in (1, 2, 3, 7)]
+    # Spread: 3,000 node names over 3 shards land within 10% of a third each.
+    counts = collections.Counter(shard_of(f"node-{i}", 3) for i in range(3000))
+    assert set(counts) == {0, 1, 2} and all(900 <= c <= 1100 for c in counts.values())
+    with pytest.raises(ValueError):
+        shard_of("n", 0)
+
+
+def test_every_node_has_exactly_one_owner():
+    for total in (1, 2, 3, 5):
+        specs = [ShardSpec(i, total) for i in range(total)]
+        for i in range(200):
+            assert sum(s.owns(f"n{i}") for s in specs) == 1
+
+
+def test_statefulset_ordinal_and_static_shard():
+    assert ordinal("kubebridge-shard-2") == 2 and ordinal("web-0") == 0
+    assert ordinal("kubebridge-7d9f8c6b5d-x2x4z") is None and ordinal("web-01") is None
+    assert resolve(-1, 3, "kubebridge-shard-2") == ShardSpec(2, 3)
+    assert resolve(1, 3, "kubebridge-shard-2") == ShardSpec(1, 3)  # the flag wins
+    assert resolve(-1, 1, "anything") == ShardSpec(0, 1)
+    for shard, total, pod in ((-1, 3, "kubebridge-abcde"), (3, 3, ""), (-1, 2, "x-5"), (0, 0, "")):
+        with pytest.raises(ConfigError):
+            resolve(shard, total, pod)
+
+
+def test_config_flags_env_and_errors(tmp_path):
+    cfg = config_mod.parse({"cluster_collector": {"enabled": True, "total_shards": 3}},
+                           env={"POD_NAME": "kubebridge-shard-1"})
+    cc = cfg.cluster_collector
+    assert (cc.enabled, cc.shard, cc.total_shards, cc.pod_name) == (True, -1, 3, "kubebridge-shard-1")
+    assert cc.kubelet_url == "https://$NODE_IP:$KUBELET_PORT"
+    env = {"KUBEBRIDGE_SHARD": "2", "KUBEBRIDGE_TOTAL_SHARDS": "4"}
+    cfg = config_mod.parse({"cluster_collector": {"enabled": True}}, env=env,
+                           overrides={"cluster_collector": {"shard": 0}})
+    assert (cfg.cluster_collector.shard, cfg.cluster_collector.total_shards) == (0, 4)
+    # The proxy mode's $NODE_NAME is per node: no node_name needed.
+    proxy = "https://kubernetes.default.svc/api/v1/nodes/$NODE_NAME/proxy"
+    cfg = config_mod.parse({"cluster_collector": {"enabled": True, "kubelet_url": proxy}}, env={})
+    assert cfg.cluster_collector.kubelet_url == proxy
+    for section, key in (({"shard": 5, "total_shards": 3}, "cluster_collector.shard"),
+                         ({"total_shards": 2}, "cluster_collector.shard"),
+                         ({"total_shards": 1.5}, "cluster_collector.total_shards"),
+                         ({"kubelet_url": "ftp://$NODE_IP"}, "cluster_collector.kubelet_url"),
+                         ({"shards": 2}, "cluster_collector")):
+        with pytest.raises(ConfigError) as err:
+            config_mod.parse({"cluster_collector": {"enabled": True, **section}}, env={})
+        assert key in str(err.value), (section, err.value)
+
+
+def test_cli_flags_reach_the_config():
+    from exporter import cli
+    args = cli.parser().parse_args(["run", "--cluster-collector", "--shard", "1", "--total-shards", "3"])
+    cfg = config_mod.parse({}, env={}, overrides=cli.overrides(args))
+    assert cfg.cluster_collector == config_mod.ClusterCollectorConfig(enabled=True, shard=1, total_shards=3)
+
+
+# -- Node objects (untrusted) -> kubelet targets ---------------------------------------------------
+
+def test_node_target_address_port_and_url():
+    t = target_of(NODE, (), True)
+    assert (t.name, t.address, t.port) == ("minikube", "192.168.64.6", 10250)
+    assert t.kubelet_url("https://$NODE_IP:$KUBELET_PORT") == "https://192.168.64.6:10250"
+    assert t.kubelet_url("https://api/api/v1/nodes/$NODE_NAME/proxy") == "https://api/api/v1/nodes/minikube/proxy"
+    v6 = NodeTarget("n/1", NodeInfo("n/1"), "fd00::1", 10255)
+    assert v6.kubelet_url("https://$NODE_IP:$KUBELET_PORT") == "https://[fd00::1]:10255"
+    assert v6.kubelet_url("https://a/api/v1/nodes/$NODE_NAME/proxy") == "https://a/api/v1/nodes/n%2F1/proxy"
+    hostile = json.loads(json.dumps(NODE))
+    hostile["status"]["addresses"] = [{"type": "InternalIP", "address": "evil.example@10.0.0.1/x"},
+                                      {"type": "Hostname", "address": 7}]
+    hostile["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": 70000}}
+    t = target_of(hostile, (), True)
+    assert (t.address, t.port) == ("", 10250)
+    with pytest.raises(ValueError):
+        t.kubelet_url("https://$NODE_IP:$KUBELET_PORT")
+    assert t.kubelet_url("https://a/api/v1/nodes/$NODE_NAME/proxy")  # the proxy needs no address
+
+
+def test_node_set_reports_only_real_changes():
+    changes: list[int] = []
+    nodes = NodeSet((), True, lambda: changes.append(1))
+    nodes.replace([NODE, {"metadata": {}}, "junk"], True)  # unreadable objects are skipped
+    assert list(nodes.targets) == ["minikube"] and len(changes) == 1
+    heartbeat = json.loads(json.dumps(NODE))
+    heartbeat["status"]["conditions"] = []
+    nodes.apply("MODIFIED", heartbeat)
+    assert len(changes) == 1  # nothing the shard uses changed
+    moved = json.loads(json.dumps(NODE))
+    moved["metadata"]["labels"]["topology.kubernetes.io/zone"] = "z2"
+    nodes.apply("MODIFIED", moved)
+    assert nodes.targets["minikube"].info.zone == "z2" and len(changes) == 2
+    nodes.apply("DELETED", moved)
+    assert nodes.targets == {} and len(changes) == 3
+
+
+# -- the replay fleet and 3 shards ----------------------------------------------------------------
+
+@pytest.fixture
+async def fleet(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("fleet-test-token\n")
+    f = ReplayFleet(token, NODE, prefix="worker")  # (7 workers: 3, 2 and 2 per shard)
+    await f.start(7)
+    try:
+        yield f
+    finally:
+        await f.stop()
+
+
+def shard_config(fleet: ReplayFleet, shard: int, total: int, **cc) -> config_mod.Config:
+    api = fleet.apiserver
+    tls = {"token_file": str(fleet.token_file), "ca_file": str(api.ca_file)}
+    return config_mod.parse({
+        "cluster": "fleet", "pod_refresh_interval": "1s", "scrape_timeout": "30s",
+        "kubelet": tls,
+        "collectors": {"resource": {"enabled": True}},
+        "cluster_collector": {"enabled": True, "shard": shard, "total_shards": total,
+                              "apiserver": {"url": api.base_url, **tls}, **cc},
+    }, env={})
+
+
+def series(text: str) -> list[tuple[str, dict[str, str]]]:
+    """(name, labels) of every node series (kubebridge's own left out)."""
+    out = []
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if m and not m.group(1).startswith(OWN):
+            out.append((m.group(1), dict(_PAIR.findall(m.group(2)))))
+    return out
+
+
+def up(text: str, collector: str, node: str) -> bool:
+    return re.search(rf'kubebridge_up\{{collector="{collector}",node="{node}"[^}}]*\}} 1\b', text) is not None
+
+
+async def converged(clients, fleet: ReplayFleet, total: int, timeout: float = 120.0) -> list[str]:
+    """Scrape every shard until each serves exactly its own nodes, all of them up with their pod
+    index synced (no fixed sleeps); returns the shards' texts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        texts = [(await scrape(c)).decode() for c in clients]
+        ok = True
+        for i, text in enumerate(texts):
+            want = {n for n in fleet.nodes if shard_of(n, total) == i}
+            have = {ls["node"] for _, ls in series(text) if "node" in ls}
+            ok = ok and have == want and all(up(text, c, n) for n in want
+                                             for c in ("cadvisor", "pods", "stats_summary"))
+        if ok:
+            return texts
+        if loop.time() > deadline:
+            raise AssertionError(f"shards never converged on {sorted(fleet.nodes)}")
+        await asyncio.sleep(0.2)
+
+
+def check_exactly_once(texts: list[str], fleet: ReplayFleet, total: int) -> None:
+    seen: collections.Counter[tuple[str, frozenset]] = collections.Counter()
+    by_node: dict[str, set[int]] = collections.defaultdict(set)
+    for i, text in enumerate(texts):
+        for name, labels in series(text):
+            seen[(name, frozenset(labels.items()))] += 1
+            node = fleet.nodes[labels["node"]]  # every series names a node of the fleet...
+            assert (labels.get("region"), labels.get("zone")) == (node.region, node.zone), (name, labels)
+            assert labels["cluster"] == "fleet"
+            by_node[node.name].add(i)
+    dup = [k for k, n in seen.items() if n > 1]
+    assert not dup, dup[:3]  # ...and appears once across the shards
+    assert set(by_node) == set(fleet.nodes)
+    assert all(shards == {shard_of(n, total)} for n, shards in by_node.items())
+    # The pods' metadata came from the pod watch of their own node: joined, with this node.
+    for i, text in enumerate(texts):
+        cpu = [ls for n, ls in series(text) if n == "container_cpu_usage_seconds_total"
+               and ls.get("container") == "coredns"]
+        assert cpu and all(ls["workload"] == "coredns" and ls["pod"].endswith("-" + ls["node"])
+                           for ls in cpu)
+        assert f'kubebridge_shard_info{{cluster="fleet",shard="{i}",total_shards="{total}"}} 1' in text or \
+            f'kubebridge_shard_info{{shard="{i}",total_shards="{total}",cluster="fleet"}} 1' in text
+
+
+async def test_three_shards_collect_every_node_exactly_once(fleet, aiohttp_client):
+    clients = [await aiohttp_client(build_app(shard_config(fleet, i, 3))) for i in range(3)]
+    for c in clients:
+        await ready(c)
+    assert len({shard_of(n, 3) for n in fleet.nodes}) == 3  # (every shard has work)
+    texts = await converged(clients, fleet, 3)
+    check_exactly_once(texts, fleet, 3)
+    for i, text in enumerate(texts):
+        owned = sum(shard_of(n, 3) == i for n in fleet.nodes)
+        assert re.search(rf"kubebridge_shard_nodes\{{[^}}]*\}} {owned}\b", text)
+        assert re.search(r"kubebridge_shard_cluster_nodes\{[^}]*\} 7\b", text)
+    # Pods are watched per node (fieldSelector=spec.nodeName=<node>), never all of them.
+    pod_calls = [p for p in fleet.apiserver.requests if p.startswith("/api/v1/pods")]
+    assert pod_calls and all("fieldSelector=spec.nodeName" in p for p in pod_calls)
+
+    # A node joins and another leaves: picked up and dropped, each still exactly once.
+    added = await fleet.add_node()
+    await fleet.remove_node("worker-2")
+    texts = await converged(clients, fleet, 3)
+    check_exactly_once(texts, fleet, 3)
+    assert added.name in "".join(texts) and 'node="worker-2"' not in "".join(texts)
+
+
+async def test_one_shard_through_the_apiserver_proxy(fleet, aiohttp_client):
+    api = fleet.apiserver
+    cfg = shard_config(fleet, 0, 1, kubelet_url=f"{api.base_url}/api/v1/nodes/$NODE_NAME/proxy")
+    client = await aiohttp_client(build_app(cfg))
+    texts = await converged([client], fleet, 1)
+    check_exactly_once(texts, fleet, 1)
+    proxied = {p.split("/proxy/")[0] for p in api.requests if "/proxy/" in p}
+    assert proxied == {f"/api/v1/nodes/{n}" for n in fleet.nodes}
+    # No kubelet was reached directly: every request came through the API server.
+    assert api.proxied_bytes > 0
+
+
+async def test_statefulset_ordinal_picks_the_shard(fleet, aiohttp_client, tmp_path: Path):
+    cfg = shard_config(fleet, -1, 3, pod_name="kubebridge-shard-1")
+    client = await aiohttp_client(build_app(cfg))
+    text = (await converged_one(client, fleet))
+    assert 'shard="1"' in text
+
+
+async def converged_one(client, fleet: ReplayFleet) -> str:
+    want = {n for n in fleet.nodes if shard_of(n, 3) == 1}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while loop.time() < deadline:
+        text = (await scrape(client)).decode()
+        if {ls["node"] for _, ls in series(text)} == want:
+            return text
+        await asyncio.sleep(0.2)
+    raise AssertionError("shard 1 never served its nodes")
