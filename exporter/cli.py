@@ -36,6 +36,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", type=int, help="this replica's shard, 0..total-1 (default: the StatefulSet "
                    "ordinal of POD_NAME)")
     p.add_argument("--total-shards", dest="total_shards", type=int, help="how many shards split the nodes")
+    p.add_argument("--cluster-collector.kubelet-url", dest="cluster_kubelet_url",
+                   help="each node's kubelet: $NODE_IP, $KUBELET_PORT, $NODE_NAME are filled in "
+                   "(default https://$NODE_IP:$KUBELET_PORT)")
     for reg in registrations():
         state = "on" if reg.default_enabled else "off"
         p.add_argument(f"--collector.{reg.name}", dest=f"collector_{reg.name}", default=None,
@@ -82,7 +85,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["collectors"] = flags
     shard = {k: v for k, v in (("enabled", getattr(args, "cluster_collector", None)),
                                ("shard", getattr(args, "shard", None)),
-                               ("total_shards", getattr(args, "total_shards", None))) if v is not None}
+                               ("total_shards", getattr(args, "total_shards", None)),
+                               ("kubelet_url", getattr(args, "cluster_kubelet_url", None))) if v is not None}
     if shard:
         out["cluster_collector"] = shard
     return out
