@@ -233,6 +233,10 @@ async def test_three_shards_collect_every_node_exactly_once(fleet, aiohttp_clien
     pod_calls = [p for p in fleet.apiserver.requests if p.startswith("/api/v1/pods")]
     assert pod_calls and all("fieldSelector=spec.nodeName" in p for p in pod_calls)
 
+    # The kubelets are read across the network: gzip is asked for.
+    asked = [h.get("Accept-Encoding", "") for n in fleet.nodes.values() for p, h in n.kubelet.requests
+             if p == "/metrics/cadvisor"]
+    assert asked and all("gzip" in a for a in asked)
     # A node joins and another leaves: picked up and dropped, each still exactly once.
     added = await fleet.add_node()
     await fleet.remove_node("worker-2")

@@ -93,8 +93,8 @@ class NodeAgent:
         self.topology = NodeTopology(target.name, "node_labels" in config.node_topology.cluster_from)
         self.topology.replace(target.info)
         deps = Deps(self.config, session, self.index, topology=self.topology)
-        proxied = "/api/v1/nodes/" in kubelet_url
-        deps.kubelet = deps.upstream(self.config.kubelet, compressed=proxied)
+        # The kubelet is across the network here (directly or through the API server): gzip.
+        deps.kubelet = deps.upstream(self.config.kubelet, compressed=True)
         self.sources = [Source(name, get(name).factory(deps, self.config.collectors[name]),
                                self.config.collectors[name].timeout) for name in collectors]
         # kubebridge_up & co. of this node's sources: with its node and topology labels.
