@@ -307,7 +307,7 @@ def test_kustomize_cluster_collector_component(tmp_path: Path) -> None:
     assert svc["spec"]["clusterIP"] == "None"
     role = one(objs, "ClusterRole", "cluster-collector")
     assert role["rules"] == CLUSTER_COLLECTOR_RULES
-    (binding,) = [b for b in by_kind(objs, "ClusterRoleBinding") if "cluster-collector" in b["metadata"]["name"]]
+    binding = one(objs, "ClusterRoleBinding", "cluster-collector")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubebridge-cluster-collector",
                                     "namespace": "monitoring"}]
     args, wanted = parse_args(sts)

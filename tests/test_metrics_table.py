@@ -10,7 +10,10 @@ VOLATILE_ONLY = {"kubebridge_scrape_duration_seconds", "kubebridge_pod_index_las
                  "kubebridge_pod_index_syncs_total",  # filtered out of the golden files as volatile
                  # only with node_topology on (a live API server): asserted in test_topology
                  "kubebridge_node_topology_last_sync_timestamp_seconds",
-                 "kubebridge_node_topology_syncs_total", "kubebridge_node_topology_errors_total"}
+                 "kubebridge_node_topology_syncs_total", "kubebridge_node_topology_errors_total",
+                 # only with cluster_collector on (a live API server): asserted in test_sharding
+                 "kubebridge_shard_info", "kubebridge_shard_nodes", "kubebridge_shard_cluster_nodes",
+                 "kubebridge_shard_nodes_unreachable", "kubebridge_shard_node_watch_up"}
 
 
 def documented() -> dict[str, str]:

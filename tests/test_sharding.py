@@ -229,6 +229,11 @@ async def test_three_shards_collect_every_node_exactly_once(fleet, aiohttp_clien
         owned = sum(shard_of(n, 3) == i for n in fleet.nodes)
         assert re.search(rf"kubebridge_shard_nodes\{{[^}}]*\}} {owned}\b", text)
         assert re.search(r"kubebridge_shard_cluster_nodes\{[^}]*\} 7\b", text)
+    documented = dict(re.findall(r"^\| `(kubebridge_shard_\w+)` \| (\w+) \|",
+                                 (Path(__file__).parent.parent / "docs" / "metrics.md").read_text(), re.M))
+    exposed = dict(re.findall(r"^# TYPE (kubebridge_shard_\w+) (\w+)$", texts[0], re.M))
+    assert exposed == documented and len(exposed) == 5
+    assert re.search(r"kubebridge_shard_node_watch_up\{[^}]*\} 1\b", texts[0])
     # Pods are watched per node (fieldSelector=spec.nodeName=<node>), never all of them.
     pod_calls = [p for p in fleet.apiserver.requests if p.startswith("/api/v1/pods")]
     assert pod_calls and all("fieldSelector=spec.nodeName" in p for p in pod_calls)
