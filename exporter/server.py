@@ -194,7 +194,7 @@ async def readyz(request: web.Request) -> web.Response:
     state: State = request.app[STATE]
     if state.index is not None and not state.index.settled.is_set():
         return web.Response(status=503, text="pod index not synced yet\n")
-    if state.shard is not None and not state.shard.synced.is_set():
+    if state.shard is not None and not state.shard.settled():
         return web.Response(status=503, text="node list not synced yet\n")
     return web.Response(text="ok\n")
 

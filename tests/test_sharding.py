@@ -279,3 +279,68 @@ async def converged_one(client, fleet: ReplayFleet) -> str:
             return text
         await asyncio.sleep(0.2)
     raise AssertionError("shard 1 never served its nodes")
+
+
+# -- the replay API server's field selectors (what the per-node pod watches rely on) --------------
+
+async def test_replay_field_selector_lists_and_watches(tmp_path):
+    import aiohttp
+
+    from tests.replay_api import replay
+
+    async with replay(tmp_path) as srv, aiohttp.ClientSession() as session:
+        import ssl
+        ctx = ssl.create_default_context(cafile=str(srv.ca_file))
+        auth = {"Authorization": "Bearer " + srv.token_file.read_text().strip()}
+
+        async def get(path: str, **params: str) -> tuple[int, dict]:
+            async with session.get(srv.base_url + path, params=params, headers=auth, ssl=ctx) as resp:
+                return resp.status, await resp.json()
+        pod = json.loads(json.dumps(srv.store.list("pods", None)["items"][0]))
+        node = pod["spec"]["nodeName"]
+        status, doc = await get("/api/v1/pods", fieldSelector=f"spec.nodeName={node}")
+        assert status == 200 and doc["items"] and all(i["spec"]["nodeName"] == node for i in doc["items"])
+        status, doc = await get("/api/v1/pods", fieldSelector="spec.nodeName=elsewhere")
+        assert status == 200 and doc["items"] == []
+        status, doc = await get("/api/v1/pods", fieldSelector="spec.nodeName!=elsewhere,metadata.name="
+                                + pod["metadata"]["name"])
+        assert [i["metadata"]["name"] for i in doc["items"]] == [pod["metadata"]["name"]]
+        status, doc = await get("/api/v1/pods", fieldSelector="spec.bogus=1")
+        assert status == 400 and doc["message"] == "field label not supported: spec.bogus"
+        # A watch sees a pod moving onto its node as ADDED and off it as DELETED.
+        w = srv.store.watch("pods", None, str(srv.store.rv), False,
+                            select=lambda o: (o.get("spec") or {}).get("nodeName") == "n2")
+        pod["metadata"]["name"] = "mover"
+        for k in ("resourceVersion", "uid"):
+            pod["metadata"].pop(k, None)
+        pod["spec"]["nodeName"] = ""
+        srv.add_pod(json.loads(json.dumps(pod)))
+        pod["spec"]["nodeName"] = "n2"
+        srv.update_pod(json.loads(json.dumps(pod)))
+        srv.update_pod(json.loads(json.dumps(pod)))
+        pod["spec"]["nodeName"] = "n3"
+        srv.update_pod(json.loads(json.dumps(pod)))
+        got = [w.queue.get_nowait()["type"] for _ in range(w.queue.qsize())]
+        assert got == ["ADDED", "MODIFIED", "DELETED"]
+
+
+# -- refusals ----------------------------------------------------------------------------------------
+
+async def test_refused_node_list_is_ready_and_reported(fleet, aiohttp_client):
+    fleet.apiserver.forbid("/api/v1/nodes")
+    client = await aiohttp_client(build_app(shard_config(fleet, 0, 1)))
+    await ready(client)  # refused, not pending: the rollout does not stall
+    text = (await scrape(client)).decode()
+    assert re.search(r"kubebridge_shard_node_watch_up\{[^}]*\} 0\b", text)
+    assert not series(text)
+    fleet.apiserver.allow("/api/v1/nodes")  # granted later: the nodes appear (the watch retries)
+    await converged([client], fleet, 1, timeout=120)
+
+
+def test_start_line_names_the_shard():
+    from exporter.commands import start_message
+    cfg = config_mod.parse({"cluster_collector": {"enabled": True, "total_shards": 3}},
+                           env={"POD_NAME": "kb-2"})
+    line = start_message(cfg, "http://0.0.0.0:9500", None)
+    assert "kubelet: https://$NODE_IP:$KUBELET_PORT for each node" in line
+    assert "node: every node of shard ordinal of kb-2 of 3" in line

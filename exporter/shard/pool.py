@@ -7,8 +7,8 @@ Contract (what the sharding test checks):
   a new node gets an agent (and its pod watch) at once; a node that is deleted loses its
   agent, and its series are gone from the next scrape on; a node whose kubelet address or
   port changed gets a fresh agent.
-- Between the Node watch's first list and the first scrape nothing is served for nodes (no
-  guess); `/readyz` waits for the first list.
+- Before the Node watch's first list nothing is served for nodes (no guess); `/readyz` waits
+  for that list (or its refusal, 403).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import aiohttp
 
 from exporter import NAMESPACE
 from exporter.config import Config
+from exporter.errors import NotPermittedError, describe
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.labels import CommonLabels
@@ -96,6 +97,12 @@ class ShardPool:
                     self._drop(name)
                 await asyncio.gather(*self._watches.values(), return_exceptions=True)
 
+    def settled(self) -> bool:
+        """Ready to serve: the Node watch listed, or the node list was refused (403: reported
+        by kubebridge_shard_node_watch_up, not a stalled rollout)."""
+        w = self._node_watch
+        return self.synced.is_set() or (w is not None and isinstance(w.error, NotPermittedError))
+
     # -- membership -----------------------------------------------------------------------
 
     def _changed(self) -> None:
@@ -148,6 +155,9 @@ class ShardPool:
                 await asyncio.sleep(min(self.config.pod_refresh_interval, 60.0))
                 if r.error is None and r.synced.is_set():
                     agent.feed.alive()
+                elif r.error is not None:  # (kept for the landing page; the pods collector
+                    agent.index.detail = describe(r.error)  # reports the stale index itself)
+                    agent.index.status = "not_permitted" if isinstance(r.error, NotPermittedError) else "down"
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
