@@ -260,6 +260,20 @@ async def test_one_shard_through_the_apiserver_proxy(fleet, aiohttp_client):
     assert proxied == {f"/api/v1/nodes/{n}" for n in fleet.nodes}
     # No kubelet was reached directly: every request came through the API server.
     assert api.proxied_bytes > 0
+    # A node moves to another zone: its series follow (Node watch event, no restart).
+    node = fleet.nodes["worker-0"]
+    obj = fleet.node_object(node)
+    obj["metadata"]["labels"]["topology.kubernetes.io/zone"] = "moved-zone"
+    api.put_node(obj)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        text = (await scrape(client)).decode()
+        zones = {ls.get("zone") for _, ls in series(text) if ls["node"] == "worker-0"}
+        if zones == {"moved-zone"}:
+            break
+        assert loop.time() < deadline, zones
+        await asyncio.sleep(0.2)
 
 
 async def test_statefulset_ordinal_picks_the_shard(fleet, aiohttp_client, tmp_path: Path):

@@ -93,9 +93,10 @@ class ShardPool:
             try:
                 await self._node_watch.run()
             finally:
+                tasks = list(self._watches.values())
                 for name in list(self.agents):
                     self._drop(name)
-                await asyncio.gather(*self._watches.values(), return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     def settled(self) -> bool:
         """Ready to serve: the Node watch listed, or the node list was refused (403: reported
