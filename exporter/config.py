@@ -385,7 +385,8 @@ def parse(doc: Any, env: Mapping[str, str] | None = None,
     kubelet_default = _endpoint_default(Endpoint("https://$NODE_IP:10250"), env)
     if env.get("KUBEBRIDGE_KUBELET_URL"):
         kubelet_default = replace(kubelet_default, url=env["KUBEBRIDGE_KUBELET_URL"])
-    sharded = _map(raw.get("cluster_collector"), "cluster_collector").get("enabled") is True or \
+    section = raw.get("cluster_collector")
+    sharded = (isinstance(section, Mapping) and section.get("enabled") is True) or \
         over.get("cluster_collector", {}).get("enabled") is True
     values["kubelet"] = errs.check(lambda: _node_url(endpoint(raw.get("kubelet"), "kubelet", kubelet_default),
                                                      values.get("node_name", ""), sharded),
