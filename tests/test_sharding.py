@@ -237,6 +237,8 @@ async def test_three_shards_collect_every_node_exactly_once(fleet, aiohttp_clien
     # Pods are watched per node (fieldSelector=spec.nodeName=<node>), never all of them.
     pod_calls = [p for p in fleet.apiserver.requests if p.startswith("/api/v1/pods")]
     assert pod_calls and all("fieldSelector=spec.nodeName" in p for p in pod_calls)
+    lists = [p for p in pod_calls if "watch=" not in p]
+    assert lists and all("resourceVersion=0" in p for p in lists)  # from the watch cache
 
     # The kubelets are read across the network: gzip is asked for.
     asked = [h.get("Accept-Encoding", "") for n in fleet.nodes.values() for p, h in n.kubelet.requests
@@ -358,3 +360,26 @@ def test_start_line_names_the_shard():
     line = start_message(cfg, "http://0.0.0.0:9500", None)
     assert "kubelet: https://$NODE_IP:$KUBELET_PORT for each node" in line
     assert "node: every node of shard ordinal of kb-2 of 3" in line
+
+
+def test_pod_feed_keeps_only_its_nodes_pods():
+    from exporter.podindex import PodIndex
+    from exporter.shard.agent import PodFeed
+
+    pods = json.loads((Fixtures("kubelet") / "nri-k8s-1.35-kubelet-pods.json").read_text())["items"]
+    node = pods[0]["spec"]["nodeName"]
+    index = PodIndex()
+    feed = PodFeed(node, index)
+    stray = json.loads(json.dumps(pods[1]))
+    stray["spec"]["nodeName"] = "another-node"
+    stray["metadata"]["name"] = "stray"
+    first = json.loads(json.dumps(pods[0]))
+    first["metadata"]["managedFields"] = [{"manager": "kubelet", "fieldsV1": {}}]
+    feed.replace([first, *pods[1:], stray, "junk"], True)  # type: ignore[list-item]
+    assert len(index) == len(pods) and index.get(stray["metadata"]["namespace"], "stray") is None
+    kept = index.get(first["metadata"]["namespace"], first["metadata"]["name"])
+    assert kept is not None and "managedFields" not in kept.raw["metadata"]
+    feed.apply("DELETED", pods[0])
+    assert len(index) == len(pods) - 1 and index.synced.is_set()
+    feed.apply("ADDED", stray)
+    assert len(index) == len(pods) - 1

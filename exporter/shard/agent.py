@@ -65,6 +65,8 @@ class PodFeed:
     def _put(self, obj: dict) -> None:
         if not isinstance(obj, dict) or (obj.get("spec") or {}).get("nodeName") != self.node:
             return
+        if isinstance(obj.get("metadata"), dict):
+            obj["metadata"].pop("managedFields", None)  # (server-side apply's bookkeeping: unused, large)
         meta = pod_meta(obj)
         if meta.name:
             self.items[meta.key] = obj
