@@ -383,3 +383,29 @@ def test_pod_feed_keeps_only_its_nodes_pods():
     assert len(index) == len(pods) - 1 and index.synced.is_set()
     feed.apply("ADDED", stray)
     assert len(index) == len(pods) - 1
+
+
+# -- a real Prometheus scraping the 3 shards ---------------------------------------------------------
+
+async def test_prometheus_stores_each_node_from_exactly_one_shard(fleet, aiohttp_client, tmp_path):
+    """What Prometheus holds after scraping the 3 shards: every node's series from one target
+    (instance) only, every series with a zone."""
+    from tests import realprom
+
+    clients = [await aiohttp_client(build_app(shard_config(fleet, i, 3))) for i in range(3)]
+    await converged(clients, fleet, 3)
+    targets = [f"127.0.0.1:{c.server.port}" for c in clients]
+    with realprom.prometheus(tmp_path, targets, interval="3s") as url:
+        metric = 'container_cpu_usage_seconds_total{collector="cadvisor"}'
+        per_node = f"count by (node) (count by (node, instance) ({metric}))"
+
+        every_node_once = f"count(({per_node}) == 1) == {len(fleet.nodes)}"
+        assert await asyncio.to_thread(realprom.poll, url, every_node_once, 90)
+        rows = await asyncio.to_thread(realprom.query, url, per_node)
+        assert {r["metric"]["node"] for r in rows} == set(fleet.nodes)
+        assert all(r["value"][1] == "1" for r in rows)  # one shard per node
+        instances = "count(count by (instance) (kubebridge_shard_info))"
+        shards = await asyncio.to_thread(realprom.query, url, instances)
+        assert shards and shards[0]["value"][1] == "3"
+        zoneless = await asyncio.to_thread(realprom.query, url, f'count({metric[:-1]},zone=""}})')
+        assert zoneless == []
