@@ -87,6 +87,10 @@ class ClusterCollectorConfig:
     kubelet_url: str = "https://$NODE_IP:$KUBELET_PORT"
     apiserver: Endpoint = Endpoint("https://kubernetes.default.svc")  # the Node and Pod watches
     kubeconfig: str = ""
+    # "static": shard/total_shards (sha256 mod total); "ready_pods": the Ready pods of
+    # peer_selector in pod_namespace share the nodes by rendezvous hashing (docs/sharding.md).
+    membership: str = "static"
+    peer_selector: str = "app.kubernetes.io/component=cluster-collector"
 
 
 @dataclass(frozen=True)
@@ -458,7 +462,8 @@ def cluster_collector(raw: Any, env: Mapping[str, str], flags: Mapping[str, Any]
         section["pod_name"] = env["POD_NAME"]
     section.update(flags)
     values: dict[str, Any] = {}
-    for key in ("enabled", "shard", "total_shards", "pod_name", "kubelet_url", "kubeconfig"):
+    for key in ("enabled", "shard", "total_shards", "pod_name", "kubelet_url", "kubeconfig", "membership",
+                "peer_selector"):
         if key in section:
             values[key] = _typed(section[key], getattr(base, key), _join(path, key))
     for key in ("shard", "total_shards"):
@@ -477,8 +482,12 @@ def cluster_collector(raw: Any, env: Mapping[str, str], flags: Mapping[str, Any]
     values["apiserver"] = endpoint(section.get("apiserver"), _join(path, "apiserver"),
                                    _endpoint_default(Endpoint(api), env))
     out = replace(base, **values)
-    if out.enabled:
+    if out.membership not in ("static", "ready_pods"):
+        raise ConfigError(_join(path, "membership"), "must be static or ready_pods")
+    if out.enabled and out.membership == "static":
         resolve(out.shard, out.total_shards, out.pod_name)  # (a ConfigError when unresolvable)
+    elif out.enabled and not out.pod_name:
+        raise ConfigError(_join(path, "membership"), "ready_pods needs the pod's name (POD_NAME)")
     return out
 
 

@@ -25,7 +25,6 @@ from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import Background, get
 from exporter.runner import Source, collect_all, self_metrics
-from exporter.shard.membership import resolve as resolve_shard
 from exporter.shard.pool import ShardPool
 from exporter.web.landing import render as render_landing
 from exporter.upstream import UpstreamError
@@ -223,8 +222,7 @@ def build_app(config: Config, *, index: PodIndex | None = None,
         log.warning("node_topology is on but node_name (NODE_NAME) is not set: no region/zone labels")
     state = State(config, index, topology)
     if sharded:  # the node collectors run per node, in the pool (exporter/shard)
-        cc = config.cluster_collector
-        state.shard = ShardPool(config, resolve_shard(cc.shard, cc.total_shards, cc.pod_name))
+        state.shard = ShardPool(config)
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle(session, own_index))
     app.router.add_get(config.telemetry_path, metrics)

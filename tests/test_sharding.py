@@ -12,6 +12,7 @@ import asyncio
 import collections
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from exporter.errors import ConfigError
 from exporter.nodeinfo import NodeInfo
 from exporter.replay.fleet import ReplayFleet
 from exporter.server import build_app
-from exporter.shard.membership import ShardSpec, ordinal, resolve, shard_of
+from exporter.shard.membership import ReadyPeers, ShardSpec, ordinal, rendezvous_owner, resolve, shard_of
 from exporter.shard.nodes import NodeSet, NodeTarget, target_of
 from tests.conftest import Fixtures
 from tests.test_e2e import ready, scrape
@@ -148,10 +149,11 @@ async def fleet(tmp_path):
         await f.stop()
 
 
-def shard_config(fleet: ReplayFleet, shard: int, total: int, **cc) -> config_mod.Config:
+def shard_config(fleet: ReplayFleet, shard: int, total: int, top: dict | None = None,
+                 **cc) -> config_mod.Config:
     api = fleet.apiserver
     tls = {"token_file": str(fleet.token_file), "ca_file": str(api.ca_file)}
-    return config_mod.parse({
+    return config_mod.parse({**(top or {}),
         "cluster": "fleet", "pod_refresh_interval": "1s", "scrape_timeout": "30s",
         "kubelet": tls,
         "collectors": {"resource": {"enabled": True}},
@@ -174,16 +176,25 @@ def up(text: str, collector: str, node: str) -> bool:
     return re.search(rf'kubebridge_up\{{collector="{collector}",node="{node}"[^}}]*\}} 1\b', text) is not None
 
 
-async def converged(clients, fleet: ReplayFleet, total: int, timeout: float = 120.0) -> list[str]:
+Owner = Callable[[str], int]  # node -> the index of the client (shard) that must serve it
+
+
+def owner_of(total: int | Owner) -> Owner:
+    """Static sharding's owner (sha256 mod total), or the given function."""
+    return total if callable(total) else (lambda n: shard_of(n, total))
+
+
+async def converged(clients, fleet: ReplayFleet, total: int | Owner, timeout: float = 120.0) -> list[str]:
     """Scrape every shard until each serves exactly its own nodes, all of them up with their pod
     index synced (no fixed sleeps); returns the shards' texts."""
+    owner = owner_of(total)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         texts = [(await scrape(c)).decode() for c in clients]
         ok = True
         for i, text in enumerate(texts):
-            want = {n for n in fleet.nodes if shard_of(n, total) == i}
+            want = {n for n in fleet.nodes if owner(n) == i}
             have = {ls["node"] for _, ls in series(text) if "node" in ls}
             ok = ok and have == want and all(up(text, c, n) for n in want
                                              for c in ("cadvisor", "pods", "stats_summary"))
@@ -194,7 +205,8 @@ async def converged(clients, fleet: ReplayFleet, total: int, timeout: float = 12
         await asyncio.sleep(0.2)
 
 
-def check_exactly_once(texts: list[str], fleet: ReplayFleet, total: int) -> None:
+def check_exactly_once(texts: list[str], fleet: ReplayFleet, total: int | Owner) -> None:
+    owner = owner_of(total)
     seen: collections.Counter[tuple[str, frozenset]] = collections.Counter()
     by_node: dict[str, set[int]] = collections.defaultdict(set)
     for i, text in enumerate(texts):
@@ -207,15 +219,16 @@ def check_exactly_once(texts: list[str], fleet: ReplayFleet, total: int) -> None
     dup = [k for k, n in seen.items() if n > 1]
     assert not dup, dup[:3]  # ...and appears once across the shards
     assert set(by_node) == set(fleet.nodes)
-    assert all(shards == {shard_of(n, total)} for n, shards in by_node.items())
+    assert all(shards == {owner(n)} for n, shards in by_node.items())
     # The pods' metadata came from the pod watch of their own node: joined, with this node.
     for i, text in enumerate(texts):
         cpu = [ls for n, ls in series(text) if n == "container_cpu_usage_seconds_total"
                and ls.get("container") == "coredns"]
-        assert cpu and all(ls["workload"] == "coredns" and ls["pod"].endswith("-" + ls["node"])
+        assert cpu or not any(owner(n) == i for n in fleet.nodes)
+        assert all(ls["workload"] == "coredns" and ls["pod"].endswith("-" + ls["node"])
                            for ls in cpu)
-        assert f'kubebridge_shard_info{{cluster="fleet",shard="{i}",total_shards="{total}"}} 1' in text or \
-            f'kubebridge_shard_info{{shard="{i}",total_shards="{total}",cluster="fleet"}} 1' in text
+        if not callable(total):
+            assert f'kubebridge_shard_info{{shard="{i}",total_shards="{total}",cluster="fleet"}} 1' in text
 
 
 async def test_three_shards_collect_every_node_exactly_once(fleet, aiohttp_client):
@@ -409,3 +422,69 @@ async def test_prometheus_stores_each_node_from_exactly_one_shard(fleet, aiohttp
         assert shards and shards[0]["value"][1] == "3"
         zoneless = await asyncio.to_thread(realprom.query, url, f'count({metric[:-1]},zone=""}})')
         assert zoneless == []
+
+
+# -- membership from the Ready replicas (ready_pods): scaling without a restart ------------------------
+
+def test_rendezvous_moves_only_what_it_must():
+    nodes = [f"node-{i}" for i in range(3000)]
+    three = {n: rendezvous_owner(n, {"kb-0", "kb-1", "kb-2"}) for n in nodes}
+    counts = collections.Counter(three.values())
+    assert all(900 <= c <= 1100 for c in counts.values())
+    four = {n: rendezvous_owner(n, {"kb-0", "kb-1", "kb-2", "kb-3"}) for n in nodes}
+    moved = [n for n in nodes if three[n] != four[n]]
+    assert all(four[n] == "kb-3" for n in moved) and 600 <= len(moved) <= 900  # about 1/4, all to kb-3
+    two = {n: rendezvous_owner(n, {"kb-0", "kb-2"}) for n in nodes}
+    assert all(two[n] == three[n] for n in nodes if three[n] != "kb-1")  # only kb-1's nodes move
+    peers = ReadyPeers("kb-1")
+    assert not peers.owns("node-1") and peers.shard == -1  # not Ready yet: owns nothing
+    peers.members = frozenset({"kb-0", "kb-1"})
+    assert peers.shard == 1 and peers.total == 2
+    assert all(peers.owns(n) == (two_of[n] == "kb-1") for n in nodes[:100]
+               for two_of in [{m: rendezvous_owner(m, {"kb-0", "kb-1"}) for m in nodes[:100]}])
+    assert rendezvous_owner("n", set()) == ""
+
+
+def peer_pod(name: str, ready: bool) -> dict:
+    return {"metadata": {"name": name, "namespace": "kubebridge",
+                         "labels": {"app.kubernetes.io/component": "cluster-collector"}},
+            "spec": {"containers": [{"name": "kubebridge", "image": "kubebridge"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+
+async def test_ready_pods_membership_scales_and_fails_over(fleet, aiohttp_client):
+    """Replicas share the nodes by rendezvous hashing over the Ready peer pods: a fourth Ready
+    replica takes its share, a replica that stops being Ready hands its nodes to the others;
+    each time every node's series appear exactly once. (Pods `collector-<n>`, 7 workers: 3, 2
+    and 2 nodes; with a fourth 3, 2, 1 and 1; without collector-1 3, 3 and 1.)"""
+    api = fleet.apiserver
+
+    def app(name: str):
+        return aiohttp_client(build_app(shard_config(fleet, -1, 1, {"pod_namespace": "kubebridge"},
+                                                     membership="ready_pods", pod_name=name)))
+    names = ["collector-0", "collector-1", "collector-2"]
+    for n in names:
+        api.add_pod(peer_pod(n, True))
+    clients = [await app(n) for n in names]
+
+    def by(members: list[str]) -> Owner:
+        owner = {node: names.index(rendezvous_owner(node, set(members))) for node in fleet.nodes}
+        assert len(set(owner.values())) == len(members), "every member has nodes (else: rename)"
+        return owner.__getitem__
+    texts = await converged(clients, fleet, by(names))
+    check_exactly_once(texts, fleet, by(names))
+    # Scale up: collector-3 starts (not Ready: serves nothing), then turns Ready and takes its share.
+    names.append("collector-3")
+    api.add_pod(peer_pod("collector-3", False))
+    clients.append(await app("collector-3"))
+    await converged(clients, fleet, by(names[:3]))
+    api.update_pod(peer_pod("collector-3", True))
+    texts = await converged(clients, fleet, by(names))
+    check_exactly_once(texts, fleet, by(names))
+    # collector-1 stops being Ready (or is deleted): its nodes go to the others, the rest stay put.
+    api.update_pod(peer_pod("collector-1", False))
+    live = ["collector-0", "collector-2", "collector-3"]
+    texts = await converged(clients, fleet, by(live))
+    check_exactly_once(texts, fleet, by(live))
+    assert not series(texts[1])
+

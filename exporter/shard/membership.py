@@ -64,3 +64,44 @@ def resolve(shard: int, total: int, pod_name: str) -> ShardSpec:
     if shard >= total:
         raise ConfigError("cluster_collector.shard", f"{shard} is not below total_shards ({total})")
     return ShardSpec(shard, total)
+
+
+def rendezvous_owner(node: str, members: frozenset[str] | set[str]) -> str:
+    """The member that owns `node` by rendezvous (highest random weight) hashing: the one with
+    the largest first 8 bytes of sha256(member, NUL, node). "" when there are no members.
+    A member joining takes about 1/(M+1) of the nodes, one leaving hands only its own nodes
+    to the others: the other nodes stay where they were."""
+    best, owner = -1, ""
+    for m in members:
+        digest = hashlib.sha256(f"{m}\0{node}".encode("utf-8", "surrogatepass")).digest()
+        w = int.from_bytes(digest[:8], "big")
+        if w > best or (w == best and m < owner):
+            best, owner = w, m
+    return owner
+
+
+class ReadyPeers:
+    """Membership from the collector's own Ready pods (`cluster_collector.membership:
+    ready_pods`): the members are the pods the peer watch reports Ready and not terminating;
+    this process owns the nodes `rendezvous_owner` gives its own pod. A pod that is not (yet)
+    Ready itself owns nothing, so a starting or terminating replica never serves a node that
+    another one still serves."""
+
+    def __init__(self, own: str) -> None:
+        self.own = own
+        self.members: frozenset[str] = frozenset()
+
+    def owns(self, node: str) -> bool:
+        return self.own in self.members and rendezvous_owner(node, self.members) == self.own
+
+    @property
+    def shard(self) -> int:
+        """This pod's rank among the members (-1 while it is not one)."""
+        return sorted(self.members).index(self.own) if self.own in self.members else -1
+
+    @property
+    def total(self) -> int:
+        return len(self.members)
+
+    def __str__(self) -> str:
+        return f"{self.own} of {len(self.members)} ready"

@@ -30,7 +30,9 @@ from exporter.labels import CommonLabels
 from exporter.merge import merge
 from exporter.registry import get
 from exporter.shard.agent import KUBELET_COLLECTORS, NodeAgent
-from exporter.shard.membership import ShardSpec
+from exporter.errors import ConfigError
+from exporter.shard.membership import ReadyPeers, ShardSpec, resolve
+from exporter.shard.peers import PeerSet
 from exporter.shard.nodes import NodeSet, NodeTarget
 
 log = logging.getLogger("kubebridge.shard")
@@ -50,10 +52,16 @@ TABLE = (INFO, NODES, CLUSTER_NODES, UNREACHABLE, NODE_WATCH)
 class ShardPool:
     """The node agents of one shard, kept in step with the Node watch."""
 
-    def __init__(self, config: Config, spec: ShardSpec) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.spec = spec
         cc = config.cluster_collector
+        self.spec: ShardSpec | ReadyPeers
+        if cc.membership == "ready_pods":
+            if not config.pod_namespace:
+                raise ConfigError("cluster_collector.membership", "ready_pods needs POD_NAMESPACE")
+            self.spec = ReadyPeers(cc.pod_name)
+        else:
+            self.spec = resolve(cc.shard, cc.total_shards, cc.pod_name)
         enabled = [c.name for c in config.enabled() if get(c.name).scope == "node"]
         self.collectors = [n for n in enabled if n in KUBELET_COLLECTORS]
         skipped = sorted(set(enabled) - KUBELET_COLLECTORS)
@@ -71,6 +79,7 @@ class ShardPool:
         self._v1: Any = None
         self._watches: dict[str, asyncio.Task] = {}
         self._node_watch: Any = None
+        self._peer_watch: Any = None
         self.backoff: tuple[float, float] = (1.0, 30.0)
         self.watch_timeout = 300.0
 
@@ -90,10 +99,20 @@ class ShardPool:
             self._v1 = client.CoreV1Api(api)
             self._node_watch = Reflector(self._v1.list_node, handler=self.nodes, what="nodes",
                                          backoff=self.backoff, watch_timeout=self.watch_timeout)
+            peers = None
+            if isinstance(self.spec, ReadyPeers):
+                list_fn = functools.partial(self._v1.list_namespaced_pod, self.config.pod_namespace,
+                                            label_selector=cc.peer_selector)
+                self._peer_watch = Reflector(list_fn, handler=PeerSet(self._peers_changed),
+                                             what="cluster collector peers", backoff=self.backoff,
+                                             watch_timeout=self.watch_timeout)
+                peers = asyncio.create_task(self._peer_watch.run(), name="shard-peers")
             try:
                 await self._node_watch.run()
             finally:
-                tasks = list(self._watches.values())
+                if peers is not None:
+                    peers.cancel()
+                tasks = [*self._watches.values(), *([peers] if peers is not None else [])]
                 for name in list(self.agents):
                     self._drop(name)
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -105,6 +124,14 @@ class ShardPool:
         return self.synced.is_set() or (w is not None and isinstance(w.error, NotPermittedError))
 
     # -- membership -----------------------------------------------------------------------
+
+    def _peers_changed(self, ready: frozenset[str]) -> None:
+        """The Ready replicas changed (membership ready_pods): nodes move by rendezvous hashing."""
+        assert isinstance(self.spec, ReadyPeers)
+        self.spec.members = ready
+        log.info("shard %s: peers %s", self.spec, ", ".join(sorted(ready)) or "none")
+        if self.nodes.targets or self.synced.is_set():
+            self._changed()
 
     def _changed(self) -> None:
         """Recompute which nodes this shard collects (called by the Node watch's handler)."""
