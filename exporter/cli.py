@@ -36,6 +36,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", type=int, help="this replica's shard, 0..total-1 (default: the StatefulSet "
                    "ordinal of POD_NAME)")
     p.add_argument("--total-shards", dest="total_shards", type=int, help="how many shards split the nodes")
+    p.add_argument("--cluster-collector.membership", dest="cluster_membership",
+                   choices=("static", "ready_pods"),
+                   help="static: --shard/--total-shards; ready_pods: the Ready replicas share the nodes")
     p.add_argument("--cluster-collector.kubelet-url", dest="cluster_kubelet_url",
                    help="each node's kubelet: $NODE_IP, $KUBELET_PORT, $NODE_NAME are filled in "
                    "(default https://$NODE_IP:$KUBELET_PORT)")
@@ -86,7 +89,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     shard = {k: v for k, v in (("enabled", getattr(args, "cluster_collector", None)),
                                ("shard", getattr(args, "shard", None)),
                                ("total_shards", getattr(args, "total_shards", None)),
-                               ("kubelet_url", getattr(args, "cluster_kubelet_url", None))) if v is not None}
+                               ("kubelet_url", getattr(args, "cluster_kubelet_url", None)),
+                               ("membership", getattr(args, "cluster_membership", None))) if v is not None}
     if shard:
         out["cluster_collector"] = shard
     return out

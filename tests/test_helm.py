@@ -833,4 +833,11 @@ def test_cluster_collector_statefulset(tmp_path: Path) -> None:
     cfg = config_mod.load(path, env={"POD_NAME": "x-0"},
                           overrides=overrides(parser().parse_args(main_container(sts)["args"])))
     assert cfg.cluster_collector.kubelet_url.endswith("/api/v1/nodes/$NODE_NAME/proxy")
+    ready = objects(render({"clusterCollector": {"enabled": True, "membership": "readyPods"}}))
+    (sts,) = by_kind(ready, "StatefulSet")
+    cfg = config_mod.load(path, env={"POD_NAME": "x-0", "POD_NAMESPACE": "kb"},
+                          overrides=overrides(parser().parse_args(main_container(sts)["args"])))
+    assert cfg.cluster_collector.membership == "ready_pods"
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in main_container(sts)["env"]}
+    assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
     assert not [o for o in objects(render({})) if "cluster-collector" in o["metadata"]["name"]], "opt-in"

@@ -95,6 +95,12 @@ def test_cli_flags_reach_the_config():
     args = cli.parser().parse_args(["run", "--cluster-collector", "--shard", "1", "--total-shards", "3"])
     cfg = config_mod.parse({}, env={}, overrides=cli.overrides(args))
     assert cfg.cluster_collector == config_mod.ClusterCollectorConfig(enabled=True, shard=1, total_shards=3)
+    args = cli.parser().parse_args(["run", "--cluster-collector", "--cluster-collector.membership=ready_pods",
+                                    "--cluster-collector.kubelet-url=https://a/api/v1/nodes/$NODE_NAME/proxy"])
+    cc = config_mod.parse({}, env={"POD_NAME": "p"}, overrides=cli.overrides(args)).cluster_collector
+    assert (cc.membership, cc.kubelet_url) == ("ready_pods", "https://a/api/v1/nodes/$NODE_NAME/proxy")
+    with pytest.raises(ConfigError):  # ready_pods needs the pod's own name
+        config_mod.parse({}, env={}, overrides=cli.overrides(args))
 
 
 # -- Node objects (untrusted) -> kubelet targets ---------------------------------------------------
