@@ -6,7 +6,8 @@ resource, stats_summary, pods, healthz) against EVERY node's kubelet, directly
 out by sharding the nodes:
 
 - `membership`: which shard owns a node (sha256 of the name mod the shard count), and the
-  shard's own number (static, or the StatefulSet ordinal in the pod name);
+  shard's own number (static, or the StatefulSet ordinal in the pod name); or, with
+  `membership: ready_pods`, rendezvous hashing over the Ready replicas (`peers`: their watch);
 - `nodes`: the Node watch's handler: each node's kubelet address and topology (`NodeInfo`);
 - `agent`: one node's collectors, pod index (fed by a pod watch on that node) and common
   labels (its `node`, `region`, `zone`, ...): the node agent's machinery, once per node;
