@@ -39,6 +39,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-collector.membership", dest="cluster_membership",
                    choices=("static", "ready_pods"),
                    help="static: --shard/--total-shards; ready_pods: the Ready replicas share the nodes")
+    p.add_argument("--cluster-collector.peer-selector", dest="cluster_peer_selector",
+                   help="ready_pods: the label selector of this collector's own pods")
     p.add_argument("--cluster-collector.kubelet-url", dest="cluster_kubelet_url",
                    help="each node's kubelet: $NODE_IP, $KUBELET_PORT, $NODE_NAME are filled in "
                    "(default https://$NODE_IP:$KUBELET_PORT)")
@@ -86,11 +88,10 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
              if getattr(args, f"collector_{r.name}", None) is not None}
     if flags:
         out["collectors"] = flags
-    shard = {k: v for k, v in (("enabled", getattr(args, "cluster_collector", None)),
-                               ("shard", getattr(args, "shard", None)),
-                               ("total_shards", getattr(args, "total_shards", None)),
-                               ("kubelet_url", getattr(args, "cluster_kubelet_url", None)),
-                               ("membership", getattr(args, "cluster_membership", None))) if v is not None}
+    cc_flags = (("enabled", "cluster_collector"), ("shard", "shard"), ("total_shards", "total_shards"),
+                ("kubelet_url", "cluster_kubelet_url"), ("membership", "cluster_membership"),
+                ("peer_selector", "cluster_peer_selector"))
+    shard = {k: getattr(args, dest) for k, dest in cc_flags if getattr(args, dest, None) is not None}
     if shard:
         out["cluster_collector"] = shard
     return out

@@ -838,6 +838,9 @@ def test_cluster_collector_statefulset(tmp_path: Path) -> None:
     cfg = config_mod.load(path, env={"POD_NAME": "x-0", "POD_NAMESPACE": "kb"},
                           overrides=overrides(parser().parse_args(main_container(sts)["args"])))
     assert cfg.cluster_collector.membership == "ready_pods"
+    selector = dict(kv.split("=") for kv in cfg.cluster_collector.peer_selector.split(","))
+    assert selector.items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert "app.kubernetes.io/instance" in selector  # (not another release's collectors)
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in main_container(sts)["env"]}
     assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
     assert not [o for o in objects(render({})) if "cluster-collector" in o["metadata"]["name"]], "opt-in"
