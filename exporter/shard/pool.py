@@ -45,7 +45,8 @@ CLUSTER_NODES = Metric(f"{NAMESPACE}_shard_cluster_nodes", "gauge", "Nodes the N
 UNREACHABLE = Metric(f"{NAMESPACE}_shard_nodes_unreachable", "gauge",
                      "Nodes this shard owns but cannot build a kubelet URL for (no address).")
 NODE_WATCH = Metric(f"{NAMESPACE}_shard_node_watch_up", "gauge",
-                    "1 if the Node watch listed and is not failing, else 0.")
+                    "1 if the Node watch (and, with membership ready_pods, the peer pod watch) "
+                    "listed and is not failing, else 0.")
 TABLE = (INFO, NODES, CLUSTER_NODES, UNREACHABLE, NODE_WATCH)
 
 
@@ -206,8 +207,9 @@ class ShardPool:
         b.add(NODES, len(agents))
         b.add(CLUSTER_NODES, len(self.nodes.targets))
         b.add(UNREACHABLE, len(self.unreachable))
-        w = self._node_watch
-        b.add(NODE_WATCH, 1.0 if w is not None and w.synced.is_set() and w.error is None else 0.0)
+        watches = [self._node_watch] + ([self._peer_watch] if isinstance(self.spec, ReadyPeers) else [])
+        healthy = all(w is not None and w.synced.is_set() and w.error is None for w in watches)
+        b.add(NODE_WATCH, 1.0 if healthy else 0.0)
         merged, _ = merge([("nodes", own), ("shard", b.families())])
         return series, merged
 
