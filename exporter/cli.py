@@ -31,6 +31,19 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log.level", dest="log_level", choices=config_mod.LOG_LEVELS)
     p.add_argument("--log.format", dest="log_format", choices=("text", "json"))
     p.add_argument("--cluster", help="value of the `cluster` label on every series")
+    p.add_argument("--cluster-collector", dest="cluster_collector", action="store_true", default=None,
+                   help="collect the kubelet of every node (sharded), not this node's (docs/sharding.md)")
+    p.add_argument("--shard", type=int, help="this replica's shard, 0..total-1 (default: the StatefulSet "
+                   "ordinal of POD_NAME)")
+    p.add_argument("--total-shards", dest="total_shards", type=int, help="how many shards split the nodes")
+    p.add_argument("--cluster-collector.membership", dest="cluster_membership",
+                   choices=("static", "ready_pods"),
+                   help="static: --shard/--total-shards; ready_pods: the Ready replicas share the nodes")
+    p.add_argument("--cluster-collector.peer-selector", dest="cluster_peer_selector",
+                   help="ready_pods: the label selector of this collector's own pods")
+    p.add_argument("--cluster-collector.kubelet-url", dest="cluster_kubelet_url",
+                   help="each node's kubelet: $NODE_IP, $KUBELET_PORT, $NODE_NAME are filled in "
+                   "(default https://$NODE_IP:$KUBELET_PORT)")
     for reg in registrations():
         state = "on" if reg.default_enabled else "off"
         p.add_argument(f"--collector.{reg.name}", dest=f"collector_{reg.name}", default=None,
@@ -76,6 +89,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
              if getattr(args, f"collector_{r.name}", None) is not None}
     if flags:
         out["collectors"] = flags
+    cc_flags = (("enabled", "cluster_collector"), ("shard", "shard"), ("total_shards", "total_shards"),
+                ("kubelet_url", "cluster_kubelet_url"), ("membership", "cluster_membership"),
+                ("peer_selector", "cluster_peer_selector"))
+    shard = {k: getattr(args, dest) for k, dest in cc_flags if getattr(args, dest, None) is not None}
+    if shard:
+        out["cluster_collector"] = shard
     return out
 
 

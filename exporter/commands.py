@@ -54,10 +54,15 @@ def start_message(cfg: config_mod.Config, url: str, source: WebConfigSource | No
         "TLS" + (" with client certificates" if wc and wc.tls and wc.tls.client_auth_type != "NoClientCert"
                  else "") if source is not None and source.tls_enabled else "",
         "basic auth" if wc and wc.users else "") if x) or "no TLS, no auth"
+    kubelet, node = (cfg.kubelet.url if node_scoped else "not used"), (cfg.node_name or "unset")
+    cc = cfg.cluster_collector
+    if cc.enabled:  # (the cluster collector: every node of its shard, docs/sharding.md)
+        kubelet = f"{cc.kubelet_url} for each node"
+        shard = cc.shard if cc.shard >= 0 else f"ordinal of {cc.pod_name or 'POD_NAME'}"
+        node = f"every node of shard {shard} of {cc.total_shards}"
     return (f"kubebridge {__version__} listening on {url}{cfg.telemetry_path} ({guard_text}); "
             f"collectors: {', '.join(enabled) or 'none'}; "
-            f"kubelet: {cfg.kubelet.url if node_scoped else 'not used'}; "
-            f"node: {cfg.node_name or 'unset'}; cluster: {cfg.cluster or 'unset'}")
+            f"kubelet: {kubelet}; node: {node}; cluster: {cfg.cluster or 'unset'}")
 
 
 def _started(cfg: config_mod.Config, url: str, source: WebConfigSource | None) -> None:

@@ -76,6 +76,26 @@ class NodeTopologyConfig:
 
 
 @dataclass(frozen=True)
+class ClusterCollectorConfig:
+    """`cluster_collector`: the kubelet-facing node collectors run for every node of the
+    cluster from a Deployment/StatefulSet, sharded by node (docs/sharding.md)."""
+
+    enabled: bool = False
+    shard: int = -1                  # -1: the StatefulSet ordinal of pod_name
+    total_shards: int = 1
+    pod_name: str = ""               # POD_NAME (downward API metadata.name)
+    # `$NODE_IP` (InternalIP), `$KUBELET_PORT` (the Node's kubelet port), `$NODE_NAME`; the
+    # `kubelet` section's token, CA and TLS settings apply.
+    kubelet_url: str = "https://$NODE_IP:$KUBELET_PORT"
+    apiserver: Endpoint = Endpoint("https://kubernetes.default.svc")  # the Node and Pod watches
+    kubeconfig: str = ""
+    # "static": shard/total_shards (sha256 mod total); "ready_pods": the Ready pods of
+    # peer_selector in pod_namespace share the nodes by rendezvous hashing (docs/sharding.md).
+    membership: str = "static"
+    peer_selector: str = "app.kubernetes.io/component=cluster-collector"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole, validated configuration."""
 
@@ -98,6 +118,7 @@ class Config:
     disable_exporter_metrics: bool = False
     web_config_file: str = ""
     node_topology: NodeTopologyConfig = NodeTopologyConfig()
+    cluster_collector: ClusterCollectorConfig = ClusterCollectorConfig()
 
     @property
     def label_policy(self) -> LabelPolicy:
@@ -296,13 +317,13 @@ def _endpoint_default(ep: Endpoint, env: Mapping[str, str]) -> Endpoint:
 TOP_KEYS = ("listen_address", "log_level", "log_format", "cluster", "node_name", "pod_namespace",
             "scrape_timeout", "pod_refresh_interval", "label_allowlist", "label_denylist",
             "relabel_configs", "kubelet", "collectors", "telemetry_path",
-            "disable_exporter_metrics", "web_config_file", "node_topology")
+            "disable_exporter_metrics", "web_config_file", "node_topology", "cluster_collector")
 ENV = {  # environment variable -> top-level key
     "KUBEBRIDGE_LISTEN_ADDRESS": "listen_address", "KUBEBRIDGE_LOG_LEVEL": "log_level",
     "KUBEBRIDGE_LOG_FORMAT": "log_format", "KUBEBRIDGE_CLUSTER": "cluster",
     "NODE_NAME": "node_name", "POD_NAMESPACE": "pod_namespace",
 }
-_FLAG_ONLY = ("collectors", "disable_defaults")  # overrides that are not top-level keys
+_FLAG_ONLY = ("collectors", "disable_defaults", "cluster_collector")  # overrides that are not top-level keys
 
 
 def listen_address(raw: str, path: str = "listen_address") -> str:
@@ -370,20 +391,28 @@ def parse(doc: Any, env: Mapping[str, str] | None = None,
     kubelet_default = _endpoint_default(Endpoint("https://$NODE_IP:10250"), env)
     if env.get("KUBEBRIDGE_KUBELET_URL"):
         kubelet_default = replace(kubelet_default, url=env["KUBEBRIDGE_KUBELET_URL"])
+    section = raw.get("cluster_collector")
+    sharded = (isinstance(section, Mapping) and section.get("enabled") is True) or \
+        over.get("cluster_collector", {}).get("enabled") is True
     values["kubelet"] = errs.check(lambda: _node_url(endpoint(raw.get("kubelet"), "kubelet", kubelet_default),
-                                                     values.get("node_name", "")), default=kubelet_default)
+                                                     values.get("node_name", ""), sharded),
+                                   default=kubelet_default)
     values["node_topology"] = errs.check(node_topology, raw.get("node_topology"), env,
                                          default=NodeTopologyConfig())
+    values["cluster_collector"] = errs.check(cluster_collector, raw.get("cluster_collector"), env,
+                                             over.get("cluster_collector", {}),
+                                             default=ClusterCollectorConfig())
     values["collectors"] = errs.check(_collectors, raw.get("collectors"), env, over.get("collectors", {}),
                                       over.get("disable_defaults") is True, default={})
     errs.done()
     return Config(**values)
 
 
-def _node_url(ep: Endpoint, node: str) -> Endpoint:
+def _node_url(ep: Endpoint, node: str, sharded: bool = False) -> Endpoint:
     """`$NODE_NAME` in the kubelet URL (the API server proxy mode,
-    `.../api/v1/nodes/$NODE_NAME/proxy`) becomes the node's name, path-escaped."""
-    if "$NODE_NAME" not in ep.url:
+    `.../api/v1/nodes/$NODE_NAME/proxy`) becomes the node's name, path-escaped. (A cluster
+    collector takes its kubelet URLs from `cluster_collector.kubelet_url`, per node.)"""
+    if "$NODE_NAME" not in ep.url or sharded:
         return ep
     if not node:
         raise ConfigError("kubelet.url", "uses $NODE_NAME but node_name is not set (NODE_NAME)")
@@ -415,6 +444,53 @@ def node_topology(raw: Any, env: Mapping[str, str]) -> NodeTopologyConfig:
         values["gke_metadata_url"] = http_url(values["gke_metadata_url"], _join(path, "gke_metadata_url"))
     values["apiserver"] = endpoint(section.get("apiserver"), _join(path, "apiserver"), default)
     return replace(base, **values)
+
+
+def cluster_collector(raw: Any, env: Mapping[str, str], flags: Mapping[str, Any]) -> ClusterCollectorConfig:
+    """The `cluster_collector` section; `KUBEBRIDGE_SHARD`, `KUBEBRIDGE_TOTAL_SHARDS` and
+    `POD_NAME` override it, `--shard`/`--total-shards` override those."""
+    from exporter.shard.membership import resolve
+
+    path = "cluster_collector"
+    section = dict(_map(raw, path))
+    base = ClusterCollectorConfig()
+    _unknown(section, list(ClusterCollectorConfig.__dataclass_fields__), path)
+    for var, key in (("KUBEBRIDGE_SHARD", "shard"), ("KUBEBRIDGE_TOTAL_SHARDS", "total_shards")):
+        if env.get(var):
+            if not env[var].isdigit():
+                raise ConfigError(_join(path, key), f"{var}={env[var]!r} is not a number")
+            section[key] = int(env[var])
+    if env.get("POD_NAME"):
+        section["pod_name"] = env["POD_NAME"]
+    section.update(flags)
+    values: dict[str, Any] = {}
+    for key in ("enabled", "shard", "total_shards", "pod_name", "kubelet_url", "kubeconfig", "membership",
+                "peer_selector"):
+        if key in section:
+            values[key] = _typed(section[key], getattr(base, key), _join(path, key))
+    for key in ("shard", "total_shards"):
+        if not isinstance(values.get(key, 0), int):
+            raise ConfigError(_join(path, key), "must be a whole number")
+    url = values.get("kubelet_url", base.kubelet_url)
+    sample = url.replace("$NODE_IP", "10.0.0.1").replace("$KUBELET_PORT", "10250").replace("$NODE_NAME", "n")
+    http_url(sample, _join(path, "kubelet_url"))
+    values["kubelet_url"] = url.rstrip("/")
+    if values.get("kubeconfig") and not Path(values["kubeconfig"]).is_file():
+        raise ConfigError(_join(path, "kubeconfig"), f"file not found: {values['kubeconfig']}")
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "443")
+    api = base.apiserver.url
+    if host:  # as client-go's in-cluster config (and node_topology.apiserver)
+        api = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    values["apiserver"] = endpoint(section.get("apiserver"), _join(path, "apiserver"),
+                                   _endpoint_default(Endpoint(api), env))
+    out = replace(base, **values)
+    if out.membership not in ("static", "ready_pods"):
+        raise ConfigError(_join(path, "membership"), "must be static or ready_pods")
+    if out.enabled and out.membership == "static":
+        resolve(out.shard, out.total_shards, out.pod_name)  # (a ConfigError when unresolvable)
+    elif out.enabled and not out.pod_name:
+        raise ConfigError(_join(path, "membership"), "ready_pods needs the pod's name (POD_NAME)")
+    return out
 
 
 def _collectors(raw: Any, env: Mapping[str, str], flags: Mapping[str, bool],

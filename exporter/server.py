@@ -25,6 +25,7 @@ from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.registry import Background, get
 from exporter.runner import Source, collect_all, self_metrics
+from exporter.shard.pool import ShardPool
 from exporter.web.landing import render as render_landing
 from exporter.upstream import UpstreamError
 
@@ -66,6 +67,7 @@ class State:
         self.index = index
         self.topology = topology
         self.sources: list[Source] = []
+        self.shard: ShardPool | None = None  # cluster_collector: every (owned) node's kubelet
         self.background: list[tuple[str, Background]] = []
         # kubebridge's own series: no `collector` of their own (theirs names the source they
         # describe), the cluster, and the global relabel rules.
@@ -137,9 +139,17 @@ def budget(headers: Mapping[str, str], default: float) -> float:
 async def metrics(request: web.Request) -> web.Response:
     """One scrape of every enabled source; always 200 with per-source status."""
     state: State = request.app[STATE]
-    outcomes = await collect_all(state.sources, budget(request.headers, state.config.scrape_timeout))
-    families, conflicts = merge((o.name, o.families) for o in outcomes)
-    own = self_metrics(state.sources, outcomes, state.labels)
+    limit = budget(request.headers, state.config.scrape_timeout)
+    if state.shard is None:
+        outcomes = await collect_all(state.sources, limit)
+        nodes: list[Family] = []
+        about: list[Family] = []
+    else:  # the cluster collector's nodes, concurrently with the other sources
+        outcomes, (nodes, about) = await asyncio.gather(collect_all(state.sources, limit),
+                                                        state.shard.collect(limit))
+    parts = [(o.name, o.families) for o in outcomes] + [("nodes", nodes)]
+    own = self_metrics(state.sources, outcomes, state.labels) + about
+    families, conflicts = merge(parts)
     b = Builder([MERGE_CONFLICTS], state.labels)
     for src in state.sources:
         b.add(MERGE_CONFLICTS, conflicts.get(src.name, 0), {"collector": src.name})
@@ -191,6 +201,8 @@ async def readyz(request: web.Request) -> web.Response:
     state: State = request.app[STATE]
     if state.index is not None and not state.index.settled.is_set():
         return web.Response(status=503, text="pod index not synced yet\n")
+    if state.shard is not None and not state.shard.settled():
+        return web.Response(status=503, text="node list not synced yet\n")
     return web.Response(text="ok\n")
 
 
@@ -205,7 +217,8 @@ def build_app(config: Config, *, index: PodIndex | None = None,
               session: aiohttp.ClientSession | None = None) -> web.Application:
     """The application; `index`/`session` may be injected by tests."""
     app = web.Application()
-    needs_pods = any(get(c.name).scope == "node" for c in config.enabled())
+    sharded = config.cluster_collector.enabled
+    needs_pods = not sharded and any(get(c.name).scope == "node" for c in config.enabled())
     own_index = index is None
     if own_index and needs_pods:
         index = PodIndex(config.label_policy)
@@ -216,6 +229,8 @@ def build_app(config: Config, *, index: PodIndex | None = None,
     elif needs_pods and topo.enabled:
         log.warning("node_topology is on but node_name (NODE_NAME) is not set: no region/zone labels")
     state = State(config, index, topology)
+    if sharded:  # the node collectors run per node, in the pool (exporter/shard)
+        state.shard = ShardPool(config)
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle(session, own_index))
     app.router.add_get(config.telemetry_path, metrics)
@@ -232,13 +247,16 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=30)
         session = injected or aiohttp.ClientSession(timeout=timeout)
         deps = Deps(state.config, session, state.index, topology=state.topology)
-        if any(get(c.name).scope == "node" for c in state.config.enabled()):
+        sharded = state.shard is not None
+        if not sharded and any(get(c.name).scope == "node" for c in state.config.enabled()):
             # (scope "pod", the sidecar: no kubelet). The kubelet is node-local: identity encoding.
             # Through the API server's node proxy (docs/topology.md) the bytes cross the network
             # twice: ask for gzip there.
             proxied = "/api/v1/nodes/" in state.config.kubelet.url
             deps.kubelet = deps.upstream(state.config.kubelet, compressed=proxied)
         for c in state.config.enabled():
+            if sharded and get(c.name).scope == "node":
+                continue
             collector = get(c.name).factory(deps, c)
             state.sources.append(Source(c.name, collector, c.timeout))
             if isinstance(collector, Background):
@@ -249,6 +267,8 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
             tasks.append(asyncio.create_task(state.index.run(
                 lambda: _fetch_pods(deps), interval, timeout=min(30.0, max(1.0, interval))),
                 name="podindex"))
+        if state.shard is not None:
+            tasks.append(asyncio.create_task(state.shard.run(session), name="shard"))
         if state.topology is not None:
             tasks.append(asyncio.create_task(state.topology.run(
                 _node_reader(deps, state.topology), state.config.node_topology.refresh_interval),

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.cli import parser
+from exporter import config as config_mod
+from exporter.cli import overrides, parser
 from exporter.registry import registrations
 from tests.test_manifests import (
     MANIFESTS, by_kind, check_collector_placement, check_config, check_flags_with_config, check_rbac,
@@ -785,3 +786,62 @@ def test_readme_documents_every_value() -> None:
     missing = sorted(k for k in wanted if k not in documented and not any(
         k.startswith(d + ".") for d in documented))
     assert not missing, f"charts/kubebridge/README.md lacks {missing}"
+
+
+# --------------------------------------------------------------------------- cluster collector
+
+
+def test_cluster_collector_statefulset(tmp_path: Path) -> None:
+    """clusterCollector.enabled: a StatefulSet of `shards` replicas (each its ordinal's shard),
+    its own ServiceAccount and RBAC (nodes/pods list+watch, the kubelet's read-only
+    subresources; nodes/proxy only through the proxy), a headless Service; the args pass the
+    real CLI and, with the rendered config, load for every ordinal."""
+    from exporter.shard.membership import resolve
+
+    values = {"clusterCollector": {"enabled": True, "shards": 4}, "nodeAgent": {"enabled": False}}
+    objs = objects(render(values))
+    validate(objs, "1.30.0")
+    assert not by_kind(objs, "DaemonSet")
+    (sts,) = by_kind(objs, "StatefulSet")
+    check_pod(sts, "cluster-collector", values)
+    assert sts["spec"]["replicas"] == 4 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "kubebridge-cluster-collector"
+    (svc,) = [s for s in by_kind(objs, "Service") if s["metadata"]["name"] == sts["spec"]["serviceName"]]
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    role = one(objs, "ClusterRole", "cluster-collector")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes/metrics", "nodes/stats", "nodes/healthz"], "verbs": ["get"]}]
+    binding = one(objs, "ClusterRoleBinding", "cluster-collector")
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    on = {n for n, enabled in agent_args(sts).items() if enabled}
+    assert on == {"cadvisor", "kubelet", "probes", "pods", "stats_summary", "healthz"}
+    args = parser().parse_args(main_container(sts)["args"])
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(objs))
+    for ordinal in range(4):
+        cfg = config_mod.load(path, env={"POD_NAME": f"{sts['metadata']['name']}-{ordinal}"},
+                              overrides=overrides(args))
+        cc = cfg.cluster_collector
+        assert resolve(cc.shard, cc.total_shards, cc.pod_name).shard == ordinal and cc.total_shards == 4
+    proxied = objects(render({"clusterCollector": {
+        "enabled": True, "kubeletUrl": "https://kubernetes.default.svc/api/v1/nodes/$NODE_NAME/proxy"}}))
+    role = one(proxied, "ClusterRole", "cluster-collector")
+    assert "nodes/proxy" in role["rules"][1]["resources"]
+    (sts,) = by_kind(proxied, "StatefulSet")
+    cfg = config_mod.load(path, env={"POD_NAME": "x-0"},
+                          overrides=overrides(parser().parse_args(main_container(sts)["args"])))
+    assert cfg.cluster_collector.kubelet_url.endswith("/api/v1/nodes/$NODE_NAME/proxy")
+    ready = objects(render({"clusterCollector": {"enabled": True, "membership": "readyPods"}}))
+    (sts,) = by_kind(ready, "StatefulSet")
+    cfg = config_mod.load(path, env={"POD_NAME": "x-0", "POD_NAMESPACE": "kb"},
+                          overrides=overrides(parser().parse_args(main_container(sts)["args"])))
+    assert cfg.cluster_collector.membership == "ready_pods"
+    selector = dict(kv.split("=") for kv in cfg.cluster_collector.peer_selector.split(","))
+    assert selector.items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert "app.kubernetes.io/instance" in selector  # (not another release's collectors)
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in main_container(sts)["env"]}
+    assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
+    assert not [o for o in objects(render({})) if "cluster-collector" in o["metadata"]["name"]], "opt-in"

@@ -245,7 +245,7 @@ def kustomize_overlay(tmp_path: Path, components: list[str], namespace: str = "m
 
 def test_kustomize_components_are_components() -> None:
     names = sorted(p.name for p in COMPONENTS.iterdir() if p.is_dir())
-    assert names == ["legacy-rbac", "prometheus-rule", "service-monitor"]
+    assert names == ["cluster-collector", "legacy-rbac", "prometheus-rule", "service-monitor"]
     for name in names:
         k = yaml.safe_load((COMPONENTS / name / "kustomization.yaml").read_text())
         assert k["kind"] == "Component" and k["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
@@ -285,6 +285,48 @@ def test_kustomize_prometheus_rule_component(tmp_path: Path) -> None:
     assert rule["metadata"]["namespace"] == "monitoring"
     source = yaml.safe_load((ROOT / "alerts" / "kubebridge.rules.yaml").read_text())
     assert rule["spec"]["groups"] == source["groups"], "run python charts/build.py"
+
+
+CLUSTER_COLLECTOR_RULES = [
+    {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["nodes/metrics", "nodes/stats", "nodes/healthz"], "verbs": ["get"]}]
+
+
+def test_kustomize_cluster_collector_component(tmp_path: Path) -> None:
+    """The sharded StatefulSet replaces the DaemonSet; its RBAC is the node list/watch, the pod
+    list/watch and the kubelet's read-only subresources; its flags and the shared config load,
+    and each replica's shard is its ordinal."""
+    objs = kustomize_overlay(tmp_path, ["cluster-collector"])
+    validate(objs)
+    assert not by_kind(objs, "DaemonSet"), "no DaemonSet with the cluster collector"
+    (sts,) = by_kind(objs, "StatefulSet")
+    check_workload(sts, "cluster-collector")
+    assert container(sts)["env"][0] == {"name": "POD_NAME",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    (svc,) = [s for s in by_kind(objs, "Service") if s["metadata"]["name"] == sts["spec"]["serviceName"]]
+    assert svc["spec"]["clusterIP"] == "None"
+    role = one(objs, "ClusterRole", "cluster-collector")
+    assert role["rules"] == CLUSTER_COLLECTOR_RULES
+    binding = one(objs, "ClusterRoleBinding", "cluster-collector")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubebridge-cluster-collector",
+                                    "namespace": "monitoring"}]
+    args, wanted = parse_args(sts)
+    regs = {r.name: r for r in registrations()}
+    assert all(regs[n].scope == "node" for n, on in wanted.items() if on)
+    for r in regs.values():
+        if r.default_enabled:
+            assert r.name in wanted, f"{r.name} is on by default: name it in cluster-collector.yaml"
+    config_text = one(objs, "ConfigMap", "kubebridge-config")["data"]["config.yaml"]
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text)
+    total = sts["spec"]["replicas"]
+    for ordinal in range(total):
+        cfg = config_mod.load(path, env={"POD_NAME": f"{sts['metadata']['name']}-{ordinal}"},
+                              overrides=overrides(args))
+        cc = cfg.cluster_collector
+        assert cc.enabled and cc.total_shards == total and cc.shard == -1
+        from exporter.shard.membership import resolve
+        assert resolve(cc.shard, cc.total_shards, cc.pod_name).shard == ordinal
 
 
 def test_rbac_least_privilege() -> None:

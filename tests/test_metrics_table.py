@@ -15,7 +15,10 @@ VOLATILE_ONLY = {"kubebridge_scrape_duration_seconds", "kubebridge_pod_index_las
                  # the statsd listener's socket counters (the offline replay has no socket) and
                  # errors (the golden capture is clean): asserted in test_statsd
                  "kubebridge_statsd_packets_total", "kubebridge_statsd_socket_drops_total",
-                 "kubebridge_statsd_parse_errors_total", "kubebridge_statsd_refused_total"}
+                 "kubebridge_statsd_parse_errors_total", "kubebridge_statsd_refused_total",
+                 # only with cluster_collector on (a live API server): asserted in test_sharding
+                 "kubebridge_shard_info", "kubebridge_shard_nodes", "kubebridge_shard_cluster_nodes",
+                 "kubebridge_shard_nodes_unreachable", "kubebridge_shard_node_watch_up"}
 
 
 def documented() -> dict[str, str]:

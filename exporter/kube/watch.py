@@ -42,9 +42,13 @@ class Reflector:
 
     def __init__(self, list_fn: Callable[..., Any], *args: Any, handler: Handler, what: str,
                  page: int = 500, watch_timeout: float = 300.0,
-                 backoff: tuple[float, float] = (1.0, 30.0)) -> None:
+                 backoff: tuple[float, float] = (1.0, 30.0), list_from_cache: bool = False) -> None:
         self.fn, self.args, self.handler, self.what = list_fn, args, handler, what
         self.page = page
+        # list_from_cache: list with resourceVersion=0 (served from the apiserver's watch cache,
+        # unpaginated, possibly slightly stale, as the kubelet lists its pods); for small
+        # selected lists that are made often (one per node), not for whole collections.
+        self.list_from_cache = list_from_cache
         self.watch_timeout = watch_timeout
         self.backoff = backoff
         self.rv = ""
@@ -114,6 +118,8 @@ class Reflector:
                                       "_request_timeout": (10, 60)}
             if token:
                 kwargs["_continue"] = token
+            elif self.list_from_cache:
+                kwargs["resource_version"] = "0"
             resp = await self.fn(*self.args, **kwargs)
             try:
                 doc = await _json(resp)

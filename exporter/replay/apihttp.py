@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from exporter.replay import apiprotocol as proto
+from exporter.replay import fields
 from exporter.replay.apistore import DISCONNECT, KINDS, ApiError
 from exporter.replay.encoding import go_json
 from exporter.replay.protocol import token_matches
@@ -94,7 +95,9 @@ class ApiHttp:
         if proto.truthy(q.get("watch")):
             return await self._watch(request, resource, namespace)
         limit = int(q.get("limit") or 0)
-        return _json(self.srv.store.list(resource, namespace, limit, q.get("continue", "")))
+        selector = q.get("fieldSelector", "")
+        return _json(self.srv.store.list(resource, namespace, limit, q.get("continue", ""),
+                                         fields.parse(resource, selector), selector))
 
     async def _item(self, request: web.Request) -> web.StreamResponse:
         resource, namespace = self._resource(request)
@@ -121,11 +124,12 @@ class ApiHttp:
         """A chunked stream of JSON lines; a too-old resourceVersion is an ERROR event (the
         HTTP status stays 200, as on the real apiserver)."""
         q = request.query
+        select = fields.parse(resource, q.get("fieldSelector", ""))  # (a bad one: 400, not a stream)
         resp = web.StreamResponse(headers={"Content-Type": proto.JSON_TYPE})
         resp.enable_chunked_encoding()
         try:
             watcher = self.srv.store.watch(resource, namespace, q.get("resourceVersion", ""),
-                                           proto.truthy(q.get("allowWatchBookmarks")))
+                                           proto.truthy(q.get("allowWatchBookmarks")), select)
         except ApiError as exc:
             await resp.prepare(request)
             status = proto.status_object(exc.code, exc.reason, exc.message)

@@ -20,6 +20,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from collections.abc import Callable
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 # A consistent list, sorted by "namespace/name": what a paginated list's pages are cut from.
@@ -71,9 +72,23 @@ class Watcher:
     namespace: str | None
     bookmarks: bool
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    select: Callable[[dict], bool] | None = None  # a field selector (exporter/replay/fields.py)
 
     def matches(self, resource: str, namespace: str) -> bool:
         return resource == self.resource and self.namespace in (None, namespace)
+
+    def event(self, kind: str, obj: dict, old: dict | None) -> dict | None:
+        """The event this watcher sees for a change, as the apiserver filters by field: an
+        object that starts matching is ADDED, one that stops matching is DELETED."""
+        if self.select is None:
+            return {"type": kind, "object": obj}
+        now = self.select(obj)
+        before = old is not None and self.select(old)
+        if kind == "MODIFIED" and now != before:
+            kind = "ADDED" if now else "DELETED"
+        elif not now:
+            return None
+        return {"type": kind, "object": obj}
 
 
 class ApiStore:
@@ -144,17 +159,18 @@ class ApiStore:
         obj.setdefault("apiVersion", KINDS[resource][1])
         self.rv += 1
         meta["resourceVersion"] = str(self.rv)
+        old = self.objects[resource].get(key)
         self.objects[resource][key] = obj
-        self._record(resource, key[0], kind, obj)
+        self._record(resource, key[0], kind, obj, old)
         return obj
 
-    def _record(self, resource: str, namespace: str, kind: str, obj: dict) -> None:
+    def _record(self, resource: str, namespace: str, kind: str, obj: dict, old: dict | None = None) -> None:
         self.history.append((self.rv, resource, namespace, kind, obj))
         while len(self.history) > self.history_limit:
             self.compacted = self.history.popleft()[0]
         for w in self.watchers:
-            if w.matches(resource, namespace):
-                w.queue.put_nowait({"type": kind, "object": obj})
+            if w.matches(resource, namespace) and (ev := w.event(kind, obj, old)) is not None:
+                w.queue.put_nowait(ev)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -165,11 +181,12 @@ class ApiStore:
         return obj
 
     def list(self, resource: str, namespace: str | None, limit: int = 0,
-             token: str = "") -> dict:
-        """A List object; with `limit`, one page of a consistent snapshot."""
+             token: str = "", select: Callable[[dict], bool] | None = None, selector: str = "") -> dict:
+        """A List object; with `limit`, one page of a consistent snapshot. `select`: only the
+        objects a field selector (`selector`, its text) matches."""
         if token:
             rv, start = _decode(token)
-            snap = self._snapshots.get((resource, namespace, rv))
+            snap = self._snapshots.get((resource, namespace, rv, selector))
             if snap is None or rv < self.compacted:
                 raise expired("The provided continue parameter is too old to display a consistent "
                               "list result. You can start a new list without the continue parameter.")
@@ -177,9 +194,10 @@ class ApiStore:
             rv, start = self.rv, ""
             snap = sorted((((f"{k[0]}/{k[1]}" if k[0] else k[1]), o)
                            for k, o in self.objects[resource].items()
-                           if namespace is None or k[0] == namespace), key=lambda e: e[0])
+                           if (namespace is None or k[0] == namespace)
+                           and (select is None or select(o))), key=lambda e: e[0])
             if limit:
-                self._remember((resource, namespace, rv), snap)
+                self._remember((resource, namespace, rv, selector), snap)
         first = bisect.bisect_left(snap, start, key=lambda e: e[0])
         page = snap[first:first + limit] if limit else snap[first:]
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
@@ -198,23 +216,25 @@ class ApiStore:
 
     # -- watches ------------------------------------------------------------------------
 
-    def watch(self, resource: str, namespace: str | None, since: str, bookmarks: bool) -> Watcher:
+    def watch(self, resource: str, namespace: str | None, since: str, bookmarks: bool,
+              select: Callable[[dict], bool] | None = None) -> Watcher:
         """Register a watcher, its queue pre-filled with what it missed since `since`.
 
         "" or "0" means "from now, starting with the current state" (synthetic ADDED events),
-        as the apiserver does; an RV older than the retained history is a 410."""
-        w = Watcher(resource, namespace, bookmarks)
+        as the apiserver does; an RV older than the retained history is a 410. `select`: a
+        field selector (history replays the changes whose new state matches)."""
+        w = Watcher(resource, namespace, bookmarks, select=select)
         if since in ("", "0"):
             for (ns, _), obj in sorted(self.objects[resource].items()):
-                if namespace in (None, ns):
+                if namespace in (None, ns) and (select is None or select(obj)):
                     w.queue.put_nowait({"type": "ADDED", "object": obj})
         else:
             rv = int(since)
             if rv < self.compacted:
                 raise expired(f"too old resource version: {rv} ({self.compacted})")
             for crv, res, ns, kind, obj in self.history:
-                if crv > rv and w.matches(res, ns):
-                    w.queue.put_nowait({"type": kind, "object": obj})
+                if crv > rv and w.matches(res, ns) and (ev := w.event(kind, obj, None)) is not None:
+                    w.queue.put_nowait(ev)
         self.watchers.add(w)
         return w
 
