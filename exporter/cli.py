@@ -18,6 +18,12 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log.level", dest="log_level", choices=config_mod.LOG_LEVELS)
     p.add_argument("--log.format", dest="log_format", choices=("text", "json"))
     p.add_argument("--cluster", help="value of the `cluster` label on every series")
+    p.add_argument("--upstream.max-body-size", dest="max_body_size",
+                   help="cap on each upstream body, decompressed (e.g. 32Mi)")
+    p.add_argument("--series.limit", dest="series_limit", type=int,
+                   help="series cap over all sources (past it new series are refused)")
+    p.add_argument("--series.source-limit", dest="source_series_limit", type=int,
+                   help="series cap per source")
     for reg in registrations():
         state = "on" if reg.default_enabled else "off"
         p.add_argument(f"--collector.{reg.name}", dest=f"collector_{reg.name}", default=None,
@@ -50,7 +56,9 @@ def parser() -> argparse.ArgumentParser:
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Flag values that override the file and environment."""
     out: dict[str, Any] = {k: getattr(args, k) for k in ("listen_address", "log_level", "log_format",
-                                                          "cluster") if getattr(args, k, None)}
+                                                          "cluster", "max_body_size", "series_limit",
+                                                          "source_series_limit")
+                          if getattr(args, k, None)}
     flags = {r.name: getattr(args, f"collector_{r.name}") for r in registrations()
              if getattr(args, f"collector_{r.name}", None) is not None}
     if flags:

@@ -49,6 +49,8 @@ class CollectorConfig:
     enabled: bool
     relabel_configs: tuple[relabel.Rule, ...] = ()
     timeout: float = 0.0  # 0: use the scrape budget
+    max_body_size: int = 0  # bytes; 0: the global max_body_size
+    series_limit: int = 0  # series; 0: the global source_series_limit
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -69,6 +71,20 @@ class Config:
     relabel_configs: tuple[relabel.Rule, ...] = ()
     kubelet: Endpoint = Endpoint("https://127.0.0.1:10250")
     collectors: Mapping[str, CollectorConfig] = field(default_factory=dict)
+    # Memory and cardinality budget (docs/performance.md derives the defaults from the
+    # DaemonSet's memory limit).
+    max_body_size: int = 32 << 20  # bytes per upstream body, decompressed
+    source_series_limit: int = 100_000  # series per source
+    series_limit: int = 200_000  # series over all sources
+    series_ttl: float = 600.0  # a series unseen this long no longer counts against a budget
+
+    def body_limit(self, c: CollectorConfig) -> int:
+        """A source's body cap."""
+        return c.max_body_size or self.max_body_size
+
+    def source_limit(self, c: CollectorConfig) -> int:
+        """A source's series cap."""
+        return c.series_limit or self.source_series_limit
 
     @property
     def label_policy(self) -> LabelPolicy:
@@ -114,6 +130,31 @@ def duration(raw: Any, path: str) -> float:
     if value <= 0:
         raise ConfigError(path, "must be positive")
     return value
+
+
+_SIZE = re.compile(r"^([0-9]+)\s*(|k|Ki|KiB|M|Mi|MiB|G|Gi|GiB|kB|MB|GB)$")
+_SIZE_SCALE = {"": 1, "k": 1000, "kB": 1000, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
+               "Ki": 1 << 10, "KiB": 1 << 10, "Mi": 1 << 20, "MiB": 1 << 20, "Gi": 1 << 30, "GiB": 1 << 30}
+
+
+def size(raw: Any, path: str) -> int:
+    """`1048576`, `64Mi`, `32MiB`, `1G` -> bytes (> 0)."""
+    if isinstance(raw, bool):
+        raise ConfigError(path, "must be a size like 32Mi")
+    m = _SIZE.match(str(raw).strip()) if isinstance(raw, (int, str)) else None
+    if not m:
+        raise ConfigError(path, f"not a size: {raw!r} (use e.g. 32Mi, 64MB, 1048576)")
+    value = int(m.group(1)) * _SIZE_SCALE[m.group(2)]
+    if value <= 0:
+        raise ConfigError(path, "must be positive")
+    return value
+
+
+def count(raw: Any, path: str) -> int:
+    """A positive whole number."""
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+        raise ConfigError(path, "must be a positive whole number")
+    return raw
 
 
 def http_url(raw: Any, path: str) -> str:
@@ -162,7 +203,7 @@ def endpoint(raw: Any, path: str, default: Endpoint) -> Endpoint:
 
 def _collector(reg: Registration, raw: Any, path: str, env: Mapping[str, str]) -> CollectorConfig:
     section = _map(raw, path)
-    common = ("enabled", "relabel_configs", "timeout")
+    common = ("enabled", "relabel_configs", "timeout", "max_body_size", "series_limit")
     _unknown(section, [*common, *reg.options], path)
     enabled = _typed(section.get("enabled", reg.default_enabled), True, _join(path, "enabled"))
     rules = relabel.parse_rules(section.get("relabel_configs") or [], _join(path, "relabel_configs"))
@@ -190,7 +231,9 @@ def _collector(reg: Registration, raw: Any, path: str, env: Mapping[str, str]) -
             if problem:
                 raise ConfigError(kpath, problem)
         options[key] = value
-    return CollectorConfig(reg.name, enabled, rules, timeout, MappingProxyType(options))
+    body = size(section["max_body_size"], _join(path, "max_body_size")) if "max_body_size" in section else 0
+    series = count(section["series_limit"], _join(path, "series_limit")) if "series_limit" in section else 0
+    return CollectorConfig(reg.name, enabled, rules, timeout, body, series, MappingProxyType(options))
 
 
 def _endpoint_default(ep: Endpoint, env: Mapping[str, str]) -> Endpoint:
@@ -205,7 +248,8 @@ def _endpoint_default(ep: Endpoint, env: Mapping[str, str]) -> Endpoint:
 
 TOP_KEYS = ("listen_address", "log_level", "log_format", "cluster", "node_name", "pod_namespace",
             "scrape_timeout", "pod_refresh_interval", "label_allowlist", "label_denylist",
-            "relabel_configs", "kubelet", "collectors")
+            "relabel_configs", "kubelet", "collectors", "max_body_size", "source_series_limit",
+            "series_limit", "series_ttl")
 ENV = {  # environment variable -> top-level key
     "KUBEBRIDGE_LISTEN_ADDRESS": "listen_address", "KUBEBRIDGE_LOG_LEVEL": "log_level",
     "KUBEBRIDGE_LOG_FORMAT": "log_format", "KUBEBRIDGE_CLUSTER": "cluster",
@@ -238,6 +282,13 @@ def parse(doc: Any, env: Mapping[str, str] | None = None,
     for key in ("scrape_timeout", "pod_refresh_interval"):
         if key in raw:
             values[key] = duration(raw[key], key)
+    if "max_body_size" in raw:
+        values["max_body_size"] = size(raw["max_body_size"], "max_body_size")
+    for key in ("source_series_limit", "series_limit"):
+        if key in raw:
+            values[key] = count(raw[key], key)
+    if "series_ttl" in raw:
+        values["series_ttl"] = duration(raw["series_ttl"], "series_ttl")
     for key in ("label_allowlist", "label_denylist"):
         if key in raw:
             values[key] = _typed(raw[key], (), key)

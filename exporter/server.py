@@ -4,9 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import json
 import logging
-import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
@@ -14,6 +12,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import NAMESPACE, __version__
+from exporter.bodies import SharedBodies, gzip_body
+from exporter.budget import SeriesPool
 from exporter.config import Config
 from exporter.deps import Deps
 from exporter.expfmt import (OPENMETRICS_TYPE, TEXT_TYPE, Family, encode_openmetrics, encode_text,
@@ -22,9 +22,9 @@ from exporter.families import Builder, Metric
 from exporter.merge import merge
 from exporter.transform.labels import CommonLabels
 from exporter.podindex import PodIndex
-from exporter.pods import parse_podlist
+from exporter.podstream import parse_podlist_bytes
 from exporter.registry import Background, get
-from exporter.runner import Source, collect_all, self_metrics
+from exporter.runner import Outcome, Source, collect_all, self_metrics
 
 log = logging.getLogger("kubebridge.server")
 _MARGIN = 0.5  # seconds kept back from Prometheus' scrape timeout for encoding and transfer
@@ -49,6 +49,8 @@ class State:
         self.index = index
         self.sources: list[Source] = []
         self.background: list[tuple[str, Background]] = []
+        self.bodies = SharedBodies()
+        self.series = SeriesPool(config.series_limit, config.series_ttl)
         # kubebridge's own series: no `collector` of their own (theirs names the source they
         # describe), the cluster, and the global relabel rules.
         self.labels = CommonLabels("", config.cluster, "", config.relabel_configs)
@@ -106,9 +108,21 @@ def budget(headers: Mapping[str, str], default: float) -> float:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """One scrape of every enabled source; always 200 with per-source status."""
+    """One scrape of every enabled source; always 200 with per-source status. Concurrent
+    scrapes that joined the same runs share one encoded body and one gzip (SharedBodies)."""
     state: State = request.app[STATE]
     outcomes = await collect_all(state.sources, budget(request.headers, state.config.scrape_timeout))
+    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+    key = state.bodies.key([o.seq for o in outcomes], openmetrics)
+    body = state.bodies.body(key, lambda: _encode(state, outcomes, openmetrics))
+    headers = {"Content-Type": OPENMETRICS_TYPE if openmetrics else TEXT_TYPE, "Vary": "Accept-Encoding"}
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        body = await state.bodies.gzipped(key, body)
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
+
+
+def _encode(state: State, outcomes: Sequence[Outcome], openmetrics: bool) -> bytes:
     families, conflicts = merge((o.name, o.families) for o in outcomes)
     own = self_metrics(state.sources, outcomes, state.labels)
     b = Builder([MERGE_CONFLICTS], state.labels)
@@ -116,26 +130,7 @@ async def metrics(request: web.Request) -> web.Response:
         b.add(MERGE_CONFLICTS, conflicts.get(src.name, 0), {"collector": src.name})
     extra = own + b.families() + state.exporter_metrics()
     families, _ = merge([("self", extra), ("sources", families)])
-    if wants_openmetrics(request.headers.get("Accept", "")):
-        body, ctype = encode_openmetrics(families), OPENMETRICS_TYPE
-    else:
-        body, ctype = encode_text(families), TEXT_TYPE
-    headers = {"Content-Type": ctype, "Vary": "Accept-Encoding"}
-    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
-        # Level 1: far cheaper than the default level for somewhat larger bytes (figures in
-        # docs/performance.md); off the event loop (zlib releases the GIL).
-        body = await asyncio.to_thread(gzip_body, body) if len(body) > _GZIP_INLINE else gzip_body(body)
-        headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
-
-
-_GZIP_INLINE = 64 << 10
-
-
-def gzip_body(body: bytes) -> bytes:
-    """A gzip member of the body, at compression level 1."""
-    z = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return z.compress(body) + z.flush()
+    return encode_openmetrics(families) if openmetrics else encode_text(families)
 
 
 def accepts_gzip(header: str) -> bool:
@@ -173,6 +168,11 @@ async def landing(request: web.Request) -> web.Response:
         f"<tr><td>{html.escape(s.name)}</td><td>not scraped yet</td><td></td></tr>"
         for s in state.sources)
     pods = f"<p>Pod index: {len(state.index)} pods</p>" if state.index is not None else ""
+    series = "".join(
+        f"<li>{html.escape(s.name)}: {len(s.series.known):,} of {s.series.limit:,} series, "
+        f"{s.series.refused_total:,} refused</li>" for s in state.sources if s.series is not None)
+    pods += (f"<p>Series budget ({state.series.known():,} of {state.series.limit:,} over all "
+             f"sources):</p><ul>{series}</ul>")
     page = (f"<!doctype html><html><head><title>kubebridge</title></head><body>"
             f"<h1>kubebridge {__version__}</h1><ul><li><a href='metrics'>/metrics</a></li>"
             f"<li><a href='healthz'>/healthz</a></li><li><a href='readyz'>/readyz</a></li></ul>"
@@ -211,7 +211,9 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
             deps.kubelet = deps.upstream(state.config.kubelet, compressed=False)
         for c in state.config.enabled():
             collector = get(c.name).factory(deps, c)
-            state.sources.append(Source(c.name, collector, c.timeout))
+            state.sources.append(Source(
+                c.name, collector, c.timeout, max_body=state.config.body_limit(c),
+                series=state.series.budget(c.name, state.config.source_limit(c))))
             if isinstance(collector, Background):
                 state.background.append((c.name, collector))
         tasks = [asyncio.create_task(b.run(), name=f"bg:{n}") for n, b in state.background]
@@ -232,7 +234,7 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
 async def _fetch_pods(deps: Deps) -> dict:
     assert deps.kubelet is not None
     resp = await deps.kubelet.request("/pods", accept="application/json")
-    return parse_podlist(json.loads(resp.body))
+    return await parse_podlist_bytes(resp.body)
 
 
 def serve(app: web.Application, host: str, port: int) -> None:
@@ -247,4 +249,4 @@ def split_address(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-__all__: Sequence[str] = ["build_app", "serve", "split_address", "State", "STATE"]
+__all__: Sequence[str] = ["build_app", "gzip_body", "serve", "split_address", "State", "STATE"]

@@ -6,6 +6,8 @@ upstream it was configured for; it is never logged.
 """
 from __future__ import annotations
 
+import contextvars
+import io
 import logging
 import os
 import ssl
@@ -29,6 +31,22 @@ class UpstreamError(Exception):
     def __init__(self, url: str, status: int) -> None:
         super().__init__(f"{url}: HTTP {status}")
         self.status = status
+
+
+class BodyTooLarge(UpstreamError):
+    """The body is over the source's cap: refused from its Content-Length before reading, or
+    as soon as the (decompressed) bytes read pass the cap."""
+
+    def __init__(self, url: str, limit: int) -> None:
+        super().__init__(url, 413)
+        self.args = (f"{url}: body over the {limit}-byte cap",)
+        self.limit = limit
+
+
+DEFAULT_MAX_BODY = 32 << 20  # bytes; docs/performance.md says how this fits the memory limit
+# The cap of the source being collected: the runner sets it in each source's task, so a shared
+# upstream (the kubelet serves several sources) applies each source's own cap.
+BODY_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("body_limit", default=None)
 
 
 class TokenSource:
@@ -107,7 +125,7 @@ class Upstream:
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, *,
                  tls: TLS | None = None, token: TokenSource | None = None,
-                 max_bytes: int = 256 << 20, compressed: bool = True) -> None:
+                 max_bytes: int = DEFAULT_MAX_BODY, compressed: bool = True) -> None:
         self.session = session
         # False: ask for identity encoding (a node-local kubelet: gunzipping 8 MB per scrape
         # costs this process more than reading it uncompressed over loopback or the node).
@@ -170,15 +188,26 @@ class Upstream:
             raise UpstreamError(url, resp.status)
 
     async def _read(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
-        if resp.content_length is not None and resp.content_length > self.max_bytes:
-            raise UpstreamError(url, 413)
-        chunks, size = [], 0
+        """The body, never more than the cap in memory. aiohttp inflates gzip in bounded steps
+        as it is read, so the count is of decompressed bytes and a gzip bomb stops at the cap.
+        BytesIO grows in place and hands its buffer over without a copy."""
+        limit = self.limit()
+        if resp.content_length is not None and resp.content_length > limit:
+            resp.close()  # refused before reading: the connection is not reused
+            raise BodyTooLarge(url, limit)
+        buf, size = io.BytesIO(), 0
         async for chunk in resp.content.iter_chunked(1 << 16):
             size += len(chunk)
-            if size > self.max_bytes:
-                raise UpstreamError(url, 413)
-            chunks.append(chunk)
-        return b"".join(chunks)
+            if size > limit:
+                resp.close()
+                raise BodyTooLarge(url, limit)
+            buf.write(chunk)
+        return buf.getvalue()
+
+    def limit(self) -> int:
+        """The body cap in force: the collecting source's, else this upstream's."""
+        got = BODY_LIMIT.get()
+        return self.max_bytes if got is None else got
 
 
 def is_openmetrics(content_type: str) -> bool:
