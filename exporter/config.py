@@ -79,8 +79,10 @@ class Config:
     series_ttl: float = 600.0  # a series unseen this long no longer counts against a budget
 
     def body_limit(self, c: CollectorConfig) -> int:
-        """A source's body cap."""
-        return c.max_body_size or self.max_body_size
+        """A source's body cap: its own, else the smaller of the global one and the default its
+        collector declares (`register(max_body=...)`)."""
+        declared = next((r.max_body for r in registrations() if r.name == c.name), 0)
+        return c.max_body_size or min(self.max_body_size, declared or self.max_body_size)
 
     def source_limit(self, c: CollectorConfig) -> int:
         """A source's series cap."""

@@ -108,6 +108,13 @@ def test_sizes_and_limits_parse():
     assert cfg.max_body_size == 8 << 20 and cfg.series_ttl == 120.0
     assert cfg.body_limit(cfg.collectors["cadvisor"]) == 64_000_000
     assert cfg.body_limit(cfg.collectors["kubelet"]) == 8 << 20
+    default = config_mod.parse({}, env={})
+    assert default.body_limit(default.collectors["kubelet"]) == 32 << 20
+    assert default.body_limit(default.collectors["stats_summary"]) == 8 << 20  # a JSON source's own
+    small = config_mod.parse({"max_body_size": "1Mi"}, env={})
+    assert small.body_limit(small.collectors["stats_summary"]) == 1 << 20  # the smaller one
+    own = config_mod.parse({"collectors": {"stats_summary": {"max_body_size": "9Mi"}}}, env={})
+    assert own.body_limit(own.collectors["stats_summary"]) == 9 << 20
     assert cfg.source_limit(cfg.collectors["cadvisor"]) == 70
     assert cfg.source_limit(cfg.collectors["kubelet"]) == 5000
     for bad in ({"max_body_size": "lots"}, {"max_body_size": 0}, {"max_body_size": True},
