@@ -11,6 +11,9 @@ Contract:
 - A histogram or summary is admitted or refused whole (all buckets of one label set), so a
   refused one never appears with buckets missing; this can overshoot a cap by one group.
 - The known set of a source is bounded by its cap (plus at most one histogram group).
+- Cost: a digest of each family's series (values cut off by one regex pass per block). When
+  every digest matches the last collection's, nothing else is done: the series are the same,
+  and they are marked seen as a whole.
 """
 from __future__ import annotations
 
@@ -19,12 +22,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import itemgetter, methodcaller
 
 from exporter.expfmt import Family
 
-_HEAD = methodcaller("rpartition", b" ")
-_FIRST = itemgetter(0)
+_VALUE = re.compile(rb" [^ \n]*$", re.M)  # the value at the end of each line (no timestamp)
 # A bucket or quantile label, removed to name the group a histogram/summary line belongs to.
 _GROUP_LABEL = re.compile(rb'(?:^|,)(?:le|quantile)="(?:[^"\\]|\\.)*"')
 _GROUPED = frozenset({"histogram", "summary"})
@@ -54,10 +55,19 @@ def _stamped_head(line: bytes) -> bytes:
 
 def series_keys(fam: Family) -> list[int]:
     """One key per sample line of the family, in order (the hash of name and labels)."""
-    lines = _lines(fam)
     if fam.stamped:
-        return [hash(_stamped_head(line)) for line in lines]
-    return list(map(hash, map(_FIRST, map(_HEAD, lines))))
+        return [hash(_stamped_head(line)) for line in _lines(fam)]
+    keys: list[int] = []
+    for block in fam.lines:
+        keys.extend(map(hash, _VALUE.sub(b"", block).split(b"\n")))
+    return keys
+
+
+def digest(fam: Family) -> int:
+    """A hash of the family's series, in order (equal digests: the same series)."""
+    if fam.stamped:
+        return hash((fam.name, *series_keys(fam)))
+    return hash((fam.name, *(_VALUE.sub(b"", block) for block in fam.lines)))
 
 
 def _group(fam: Family, line: bytes) -> int:
@@ -103,12 +113,24 @@ class SeriesBudget:
     known: dict[int, float] = field(default_factory=dict)
     refused_total: int = 0
     refused_last: int = 0
+    # The last collection that was admitted whole: its digests and series, and when it was
+    # last seen again unchanged (its series' times in `known` are folded in lazily).
+    _digests: tuple[int, ...] = ()
+    _steady: set[int] = field(default_factory=set)
+    _steady_seen: float = 0.0
 
     def expire(self) -> None:
         """Forget the series unseen for the pool's `ttl`."""
+        self._fold()
         cutoff = self.pool.clock() - self.pool.ttl
+        if self._steady_seen < cutoff:
+            self._digests, self._steady = (), set()
         if any(seen < cutoff for seen in self.known.values()):
             self.known = {k: seen for k, seen in self.known.items() if seen >= cutoff}
+
+    def _fold(self) -> None:
+        if self._steady:
+            self.known.update(dict.fromkeys(self._steady, self._steady_seen))
 
     def room(self) -> int:
         """How many new series may still be admitted."""
@@ -117,14 +139,22 @@ class SeriesBudget:
     def admit(self, families: Sequence[Family]) -> list[Family]:
         """The families with the series over budget removed (known series always stay)."""
         now = self.pool.clock()
+        self.refused_last = 0
+        digests = tuple(map(digest, families))
+        if digests == self._digests and self._steady:
+            self._steady_seen = now  # the same series as last time: all known, all kept
+            return list(families)
+        self._fold()
+        self._digests, self._steady = (), set()
         keys = [series_keys(f) for f in families]
         seen = set(chain.from_iterable(keys))
         new = len(seen.difference(self.known))
         if new and new > self.room():
             self.pool.expire()  # make room from series that stopped appearing, then decide
-        self.refused_last = 0
+            new = len(seen.difference(self.known))
         if not new or new <= self.room():
             self.known.update(dict.fromkeys(seen, now))
+            self._digests, self._steady, self._steady_seen = digests, seen, now
             return list(families)
         out = list(self._shed(families, keys, now))
         self.refused_total += self.refused_last

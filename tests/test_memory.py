@@ -236,6 +236,23 @@ def test_budget_refuses_the_newest_and_keeps_the_known():
     assert len(b.known) <= b.limit
 
 
+def test_budget_steady_series_stay_known_and_stale_ones_make_room():
+    now = [0.0]
+    pool = SeriesPool(limit=1000, ttl=60.0, clock=lambda: now[0])
+    b = pool.budget("x", 3)
+    same = [_fam("a", 'a{i="1"} 1', 'a{i="2"} 1')]
+    for t in (0.0, 50.0, 100.0, 150.0):  # unchanged series: marked seen as a whole each time
+        now[0] = t
+        assert len(_names(b.admit(same))) == 2
+    now[0] = 160.0
+    assert len(_names(b.admit([_fam("a", 'a{i="1"} 1', 'a{i="2"} 1', 'a{i="3"} 1')]))) == 3
+    out = b.admit([_fam("a", 'a{i="1"} 1', 'a{i="2"} 1', 'a{i="4"} 1')])
+    assert _names(out) == [b'a{i="1"}', b'a{i="2"}'] and b.refused_total == 1  # i=3 still counts
+    now[0] = 300.0  # everything unseen for over the ttl: the current series are admitted, cap kept
+    out = b.admit([_fam("a", *(f'a{{i="{i}"}} 1' for i in (5, 6, 7, 8)))])
+    assert len(_names(out)) == 3 and len(b.known) == 3
+
+
 def test_budget_overall_cap_and_whole_histograms():
     pool = SeriesPool(limit=5)
     first, second = pool.budget("one", 100), pool.budget("two", 100)
