@@ -13,6 +13,8 @@
   the first scrape) and end, and its peak.
 - **burst** (`--burst N`, repeatable): N scrapes at once, `--rounds` times (5); reports p99
   latency, errors and peak RSS (VmHWM) per N. A fresh kubebridge per N.
+- `--node-agent` runs only what the DaemonSet runs by default (cadvisor, kubelet, probes,
+  healthz, pods, stats_summary): the figures the DaemonSet's memory limit is derived from.
 - `--pods N` scales the replay node to N pods (the capture cloned, as bench.node does): about
   420 pods make a cAdvisor body at the default 32 MiB body cap.
 
@@ -46,6 +48,8 @@ import yaml
 
 from bench.e2e import Processes, child_env, free_port, kubebridge_cmd, proc_status, wait_http
 
+# The demo's collectors that the node agent (DaemonSet) does not run by default.
+CLUSTER_ONLY = ("apiserver", "events", "kube_system", "etcd", "etcd_v2", "autodiscovery", "resource")
 HEADERS = {"Accept-Encoding": "gzip", "X-Prometheus-Scrape-Timeout-Seconds": "10"}
 
 
@@ -137,6 +141,7 @@ class Bench:
         self.tmp = tmp
         self.procs = Processes()
         self.config: dict[str, Any] = {}
+        self.node_agent = False
 
     async def start_cluster(self, churn: float, pods: int) -> None:
         cmd = [sys.executable, "-m", "bench.soak", "--serve-cluster", str(self.tmp), "--churn", str(churn),
@@ -153,7 +158,10 @@ class Bench:
     async def start_exporter(self, tag: str) -> tuple[subprocess.Popen, str]:
         listen = f"127.0.0.1:{free_port()}"
         cfg = self.tmp / f"kubebridge-{tag}.yaml"
-        cfg.write_text(yaml.safe_dump({**self.config, "listen_address": listen}))
+        doc = {**self.config, "listen_address": listen}
+        if self.node_agent:  # what the DaemonSet runs: the node collectors enabled by default
+            doc["collectors"] = {**doc["collectors"], **{n: {"enabled": False} for n in CLUSTER_ONLY}}
+        cfg.write_text(yaml.safe_dump(doc))
         proc = self.procs.start(kubebridge_cmd(cfg), self.tmp / f"kubebridge-{tag}.log", env=child_env())
         base = f"http://{listen}"
         await wait_http(base + "/readyz", proc)
@@ -198,6 +206,7 @@ def _mib(b: int) -> float:
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="kubebridge-soak-") as tmp:
         bench = Bench(Path(tmp))
+        bench.node_agent = args.node_agent
         try:
             await bench.start_cluster(0.0 if args.burst else args.churn, args.pods)
             if args.burst:
@@ -226,6 +235,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--churn", type=float, default=2.0, help="seconds between pod changes (default 2)")
     p.add_argument("--pods", type=int, default=0,
                    help="scale the replay node to N pods (default 0: the demo's capture as it is)")
+    p.add_argument("--node-agent", action="store_true",
+                   help="only the collectors the DaemonSet runs by default (not the demo's cluster ones)")
     p.add_argument("--burst", type=int, action="append", help="N concurrent scrapes instead of a soak")
     p.add_argument("--rounds", type=int, default=5, help="bursts per N (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of a table")

@@ -1,14 +1,16 @@
 """Encoded `/metrics` bodies shared by concurrent scrapes of the same state.
 
 Contract: scrapes that collected the same outcomes of every source (they joined the same
-single-flight runs: `runner.Outcome.seq`) and want the same format get the same bytes object,
-merged and encoded once; gzip is computed once per distinct body, and waiters for it share
-it. Only the `keep` most recent states are held, so memory is bounded by `keep` bodies and
-their gzips, whatever the number of concurrent scrapes.
+single-flight runs: `runner.Outcome.seq`) and want the same format get the same bytes: merged
+and encoded once, and gzipped once. Distinct bodies are built and compressed one at a time
+(the others wait their turn holding no body), and only the `keep` most recent states are held
+(a gzipped state drops its uncompressed body), so memory is bounded by a few bodies whatever
+the number of concurrent scrapes or distinct states.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -34,7 +36,7 @@ class BodyKey:
 
 @dataclass
 class _Entry:
-    body: bytes
+    body: bytes | None  # None once gzipped (rebuilt if asked for again uncompressed)
     gzip: asyncio.Future[bytes] | None = None
 
 
@@ -42,9 +44,10 @@ class SharedBodies:
     """The recent encoded bodies (see the module's contract). `encodes` and `gzips` count the
     work actually done."""
 
-    def __init__(self, keep: int = 4) -> None:
+    def __init__(self, keep: int = 2) -> None:
         self.keep = keep
         self._entries: OrderedDict[BodyKey, _Entry] = OrderedDict()
+        self._turn = asyncio.Lock()
         self.encodes = 0
         self.gzips = 0
 
@@ -53,31 +56,46 @@ class SharedBodies:
         """The key of a state."""
         return BodyKey(tuple(outcome_seqs), openmetrics)
 
-    def body(self, key: BodyKey, build: Callable[[], bytes]) -> bytes:
-        """The body of `key`, built by `build` (synchronously, so never twice) if not held."""
+    async def get(self, key: BodyKey, build: Callable[[], bytes], compress: bool) -> bytes:
+        """The body of `key` (gzipped if `compress`), built by `build` if not held."""
         entry = self._entries.get(key)
-        if entry is None:
-            entry = _Entry(build())
-            self.encodes += 1
-            self._entries[key] = entry
-            while len(self._entries) > self.keep:
-                self._entries.popitem(last=False)
-        else:
+        if entry is not None and (entry.gzip if compress else entry.body) is not None:
             self._entries.move_to_end(key)
+        else:
+            async with self._turn:  # one distinct body built or compressed at a time
+                entry = self._entry(key, build, compress)
+                if not compress:
+                    assert entry.body is not None
+                    return entry.body
+                if entry.gzip is None:
+                    assert entry.body is not None
+                    self.gzips += 1
+                    entry.gzip = asyncio.ensure_future(_gzip(entry.body))
+                    entry.gzip.add_done_callback(functools.partial(_drop_body, entry))
+                # shield: a scrape whose client went away does not cancel the others' gzip.
+                return await asyncio.shield(entry.gzip)
+        if compress:
+            assert entry.gzip is not None
+            return await asyncio.shield(entry.gzip)
+        assert entry.body is not None
         return entry.body
 
-    async def gzipped(self, key: BodyKey, body: bytes) -> bytes:
-        """The gzip of `body` (the body of `key`), computed once while the key is held; large
-        bodies are compressed in a thread (zlib releases the GIL)."""
+    def _entry(self, key: BodyKey, build: Callable[[], bytes], compress: bool) -> _Entry:
         entry = self._entries.get(key)
-        if entry is None or entry.body is not body:  # evicted meanwhile: not shared
-            self.gzips += 1
-            return await _gzip(body)
-        if entry.gzip is None:
-            self.gzips += 1
-            entry.gzip = asyncio.ensure_future(_gzip(body))
-        # shield: a scrape whose client went away does not cancel the others' gzip.
-        return await asyncio.shield(entry.gzip)
+        if entry is None:
+            entry = self._entries[key] = _Entry(build())
+            self.encodes += 1
+            while len(self._entries) > self.keep:
+                self._entries.popitem(last=False)
+        elif entry.body is None and (not compress or entry.gzip is None):
+            entry.body = build()  # (uncompressed again, after its gzip dropped it)
+            self.encodes += 1
+        self._entries.move_to_end(key)
+        return entry
+
+
+def _drop_body(entry: _Entry, _: asyncio.Future[bytes]) -> None:
+    entry.body = None
 
 
 async def _gzip(body: bytes) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from exporter import config as config_mod, logs
+from exporter import config as config_mod, logs, malloc
 from exporter.deps import Deps
 from exporter.expfmt import encode_openmetrics, encode_text
 from exporter.merge import merge
@@ -24,6 +24,7 @@ from exporter.server import build_app, serve, split_address
 
 def run(cfg: config_mod.Config) -> int:
     """Serve until SIGTERM."""
+    malloc.tune()  # before any worker thread exists
     logs.setup(cfg.log_level, cfg.log_format)
     host, port = split_address(cfg.listen_address)
     serve(build_app(cfg), host, port)
@@ -81,6 +82,7 @@ def transform(args: argparse.Namespace) -> int:
 
 def demo(listen: str, duration: float) -> int:
     """Start the replay cluster and kubebridge on loopback; serve until Ctrl-C or `duration`."""
+    malloc.tune()
     logs.setup("info", "text")
     try:
         return asyncio.run(_demo(listen, duration))

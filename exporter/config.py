@@ -73,9 +73,9 @@ class Config:
     collectors: Mapping[str, CollectorConfig] = field(default_factory=dict)
     # Memory and cardinality budget (docs/performance.md derives the defaults from the
     # DaemonSet's memory limit).
-    max_body_size: int = 32 << 20  # bytes per upstream body, decompressed
-    source_series_limit: int = 100_000  # series per source
-    series_limit: int = 200_000  # series over all sources
+    max_body_size: int = 24 << 20  # bytes per upstream body, decompressed
+    source_series_limit: int = 75_000  # series per source
+    series_limit: int = 150_000  # series over all sources
     series_ttl: float = 600.0  # a series unseen this long no longer counts against a budget
 
     def body_limit(self, c: CollectorConfig) -> int:

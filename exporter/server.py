@@ -114,10 +114,10 @@ async def metrics(request: web.Request) -> web.Response:
     outcomes = await collect_all(state.sources, budget(request.headers, state.config.scrape_timeout))
     openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
     key = state.bodies.key([o.seq for o in outcomes], openmetrics)
-    body = state.bodies.body(key, lambda: _encode(state, outcomes, openmetrics))
+    compress = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    body = await state.bodies.get(key, lambda: _encode(state, outcomes, openmetrics), compress)
     headers = {"Content-Type": OPENMETRICS_TYPE if openmetrics else TEXT_TYPE, "Vary": "Accept-Encoding"}
-    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
-        body = await state.bodies.gzipped(key, body)
+    if compress:
         headers["Content-Encoding"] = "gzip"
     return web.Response(body=body, headers=headers)
 

@@ -43,7 +43,7 @@ class BodyTooLarge(UpstreamError):
         self.limit = limit
 
 
-DEFAULT_MAX_BODY = 32 << 20  # bytes; docs/performance.md says how this fits the memory limit
+DEFAULT_MAX_BODY = 24 << 20  # bytes; docs/performance.md says how this fits the memory limit
 JSON_MAX_BODY = 8 << 20  # bytes: the default cap a JSON source declares (register(max_body=))
 # The cap of the source being collected: the runner sets it in each source's task, so a shared
 # upstream (the kubelet serves several sources) applies each source's own cap.

@@ -109,7 +109,7 @@ def test_sizes_and_limits_parse():
     assert cfg.body_limit(cfg.collectors["cadvisor"]) == 64_000_000
     assert cfg.body_limit(cfg.collectors["kubelet"]) == 8 << 20
     default = config_mod.parse({}, env={})
-    assert default.body_limit(default.collectors["kubelet"]) == 32 << 20
+    assert default.body_limit(default.collectors["kubelet"]) == 24 << 20
     assert default.body_limit(default.collectors["stats_summary"]) == 8 << 20  # a JSON source's own
     small = config_mod.parse({"max_body_size": "1Mi"}, env={})
     assert small.body_limit(small.collectors["stats_summary"]) == 1 << 20  # the smaller one
@@ -350,7 +350,7 @@ async def test_large_podlist_is_parsed_while_the_loop_runs():
 def test_limits_fit_the_shipped_manifests():
     """The defaults are the ones docs/performance.md derives the memory limit from."""
     cfg = config_mod.parse({}, env={})
-    assert cfg.max_body_size == 32 << 20
+    assert cfg.max_body_size == 24 << 20
     manifest = Path(__file__).parent.parent / "manifests/daemonset.yaml"
     limits = re.findall(r"memory: (\d+)Mi", manifest.read_text())
     assert limits and max(int(x) for x in limits) * (1 << 20) > 4 * cfg.max_body_size
