@@ -2,10 +2,9 @@
 
 Contract: scrapes that collected the same outcomes of every source (they joined the same
 single-flight runs: `runner.Outcome.seq`) and want the same format get the same bytes: merged
-and encoded once, and gzipped once. Distinct bodies are built and compressed one at a time
-(the others wait their turn holding no body), and only the `keep` most recent states are held
-(a gzipped state drops its uncompressed body), so memory is bounded by a few bodies whatever
-the number of concurrent scrapes or distinct states.
+and encoded once, and gzipped once. Only the `keep` most recent states are held (a gzipped
+state drops its uncompressed body), so what the cache holds is bounded by a few bodies,
+whatever the number of concurrent scrapes.
 """
 from __future__ import annotations
 
@@ -47,7 +46,6 @@ class SharedBodies:
     def __init__(self, keep: int = 2) -> None:
         self.keep = keep
         self._entries: OrderedDict[BodyKey, _Entry] = OrderedDict()
-        self._turn = asyncio.Lock()
         self.encodes = 0
         self.gzips = 0
 
@@ -57,28 +55,19 @@ class SharedBodies:
         return BodyKey(tuple(outcome_seqs), openmetrics)
 
     async def get(self, key: BodyKey, build: Callable[[], bytes], compress: bool) -> bytes:
-        """The body of `key` (gzipped if `compress`), built by `build` if not held."""
-        entry = self._entries.get(key)
-        if entry is not None and (entry.gzip if compress else entry.body) is not None:
-            self._entries.move_to_end(key)
-        else:
-            async with self._turn:  # one distinct body built or compressed at a time
-                entry = self._entry(key, build, compress)
-                if not compress:
-                    assert entry.body is not None
-                    return entry.body
-                if entry.gzip is None:
-                    assert entry.body is not None
-                    self.gzips += 1
-                    entry.gzip = asyncio.ensure_future(_gzip(entry.body))
-                    entry.gzip.add_done_callback(functools.partial(_drop_body, entry))
-                # shield: a scrape whose client went away does not cancel the others' gzip.
-                return await asyncio.shield(entry.gzip)
-        if compress:
-            assert entry.gzip is not None
-            return await asyncio.shield(entry.gzip)
-        assert entry.body is not None
-        return entry.body
+        """The body of `key` (gzipped if `compress`), built by `build` if not held. The build
+        is synchronous, so a state is never built twice at once; its gzip runs once, shared."""
+        entry = self._entry(key, build, compress)
+        if not compress:
+            assert entry.body is not None
+            return entry.body
+        if entry.gzip is None:
+            assert entry.body is not None
+            self.gzips += 1
+            entry.gzip = asyncio.ensure_future(_gzip(entry.body))
+            entry.gzip.add_done_callback(functools.partial(_drop_body, entry))
+        # shield: a scrape whose client went away does not cancel the others' gzip.
+        return await asyncio.shield(entry.gzip)
 
     def _entry(self, key: BodyKey, build: Callable[[], bytes], compress: bool) -> _Entry:
         entry = self._entries.get(key)
