@@ -31,6 +31,7 @@ from exporter.transform import Result
 from exporter.labels import CommonLabels
 from exporter.podindex import PodIndex
 from exporter.registry import register
+from exporter.upstream import JSON_MAX_BODY
 
 PATH = "/stats/summary"
 POD = ("namespace", "pod")
@@ -154,7 +155,7 @@ def fill(b: Builder, doc: Mapping[str, Any]) -> int:
     return bad
 
 
-@register("stats_summary", default_enabled=True)
+@register("stats_summary", default_enabled=True, max_body=JSON_MAX_BODY)
 class StatsSummaryCollector:
     """Ephemeral storage, volumes (with their PVC), PIDs and node filesystems from /stats/summary."""
 

@@ -44,6 +44,12 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-collector.kubelet-url", dest="cluster_kubelet_url",
                    help="each node's kubelet: $NODE_IP, $KUBELET_PORT, $NODE_NAME are filled in "
                    "(default https://$NODE_IP:$KUBELET_PORT)")
+    p.add_argument("--upstream.max-body-size", dest="max_body_size",
+                   help="cap on each upstream body, decompressed (e.g. 32Mi)")
+    p.add_argument("--series.limit", dest="series_limit", type=int,
+                   help="series cap over all sources (past it new series are refused)")
+    p.add_argument("--series.source-limit", dest="source_series_limit", type=int,
+                   help="series cap per source")
     for reg in registrations():
         state = "on" if reg.default_enabled else "off"
         p.add_argument(f"--collector.{reg.name}", dest=f"collector_{reg.name}", default=None,
@@ -84,7 +90,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Flag values that override the file and environment."""
     out: dict[str, Any] = {k: getattr(args, k) for k in (
         "listen_address", "log_level", "log_format", "cluster", "web_config_file", "telemetry_path",
-        "disable_exporter_metrics", "disable_defaults") if getattr(args, k, None)}
+        "disable_exporter_metrics", "disable_defaults", "max_body_size", "series_limit",
+        "source_series_limit") if getattr(args, k, None)}
     flags = {r.name: getattr(args, f"collector_{r.name}") for r in registrations()
              if getattr(args, f"collector_{r.name}", None) is not None}
     if flags:

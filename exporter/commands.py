@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from exporter import __version__, config as config_mod, logs
+from exporter import __version__, config as config_mod, logs, malloc
 from exporter.deps import Deps
 from exporter.expfmt import encode_openmetrics, encode_text
 from exporter.merge import merge
@@ -30,6 +30,7 @@ log = logging.getLogger("kubebridge")
 
 def run(cfg: config_mod.Config) -> int:
     """Serve until SIGTERM."""
+    malloc.tune()  # before any worker thread exists
     logs.setup(cfg.log_level, cfg.log_format)
     source = WebConfigSource(cfg.web_config_file) if cfg.web_config_file else None
     host, port = split_address(cfg.listen_address)
@@ -147,6 +148,7 @@ def transform(args: argparse.Namespace) -> int:
 def demo(listen: str, duration: float, web_config_file: str | None = None, cluster: str = "demo",
          nodes: int = 3) -> int:
     """Start the replay cluster and kubebridge on loopback; serve until Ctrl-C or `duration`."""
+    malloc.tune()
     logs.setup("info", "text")
     source = WebConfigSource(web_config_file) if web_config_file else None
     try:

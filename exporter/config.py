@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -53,6 +53,8 @@ class CollectorConfig:
     enabled: bool
     relabel_configs: tuple[relabel.Rule, ...] = ()
     timeout: float = 0.0  # 0: use the scrape budget
+    max_body_size: int = 0  # bytes; 0: the global max_body_size
+    series_limit: int = 0  # series; 0: the global source_series_limit
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -119,6 +121,22 @@ class Config:
     web_config_file: str = ""
     node_topology: NodeTopologyConfig = NodeTopologyConfig()
     cluster_collector: ClusterCollectorConfig = ClusterCollectorConfig()
+    # Memory and cardinality budget (docs/performance.md derives the defaults from the
+    # DaemonSet's memory limit).
+    max_body_size: int = 24 << 20  # bytes per upstream body, decompressed
+    source_series_limit: int = 75_000  # series per source
+    series_limit: int = 150_000  # series over all sources
+    series_ttl: float = 600.0  # a series unseen this long no longer counts against a budget
+
+    def body_limit(self, c: CollectorConfig) -> int:
+        """A source's body cap: its own, else the smaller of the global one and the default its
+        collector declares (`register(max_body=...)`)."""
+        declared = next((r.max_body for r in registrations() if r.name == c.name), 0)
+        return c.max_body_size or min(self.max_body_size, declared or self.max_body_size)
+
+    def source_limit(self, c: CollectorConfig) -> int:
+        """A source's series cap."""
+        return c.series_limit or self.source_series_limit
 
     @property
     def label_policy(self) -> LabelPolicy:
@@ -196,6 +214,31 @@ def duration(raw: Any, path: str) -> float:
     return value
 
 
+_SIZE = re.compile(r"^([0-9]+)\s*(|k|Ki|KiB|M|Mi|MiB|G|Gi|GiB|kB|MB|GB)$")
+_SIZE_SCALE = {"": 1, "k": 1000, "kB": 1000, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
+               "Ki": 1 << 10, "KiB": 1 << 10, "Mi": 1 << 20, "MiB": 1 << 20, "Gi": 1 << 30, "GiB": 1 << 30}
+
+
+def size(raw: Any, path: str) -> int:
+    """`1048576`, `64Mi`, `32MiB`, `1G` -> bytes (> 0)."""
+    if isinstance(raw, bool):
+        raise ConfigError(path, "must be a size like 32Mi")
+    m = _SIZE.match(str(raw).strip()) if isinstance(raw, (int, str)) else None
+    if not m:
+        raise ConfigError(path, f"not a size: {raw!r} (use e.g. 32Mi, 64MB, 1048576)")
+    value = int(m.group(1)) * _SIZE_SCALE[m.group(2)]
+    if value <= 0:
+        raise ConfigError(path, "must be positive")
+    return value
+
+
+def count(raw: Any, path: str) -> int:
+    """A positive whole number."""
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+        raise ConfigError(path, "must be a positive whole number")
+    return raw
+
+
 def http_url(raw: Any, path: str) -> str:
     """An http(s) URL with a host, and a port in 1..65535 if it names one."""
     if not isinstance(raw, str) or not re.match(r"^https?://[^/\s]+(/\S*)?$", raw):
@@ -263,7 +306,7 @@ def endpoint(raw: Any, path: str, default: Endpoint) -> Endpoint:
 def _collector(reg: Registration, raw: Any, path: str, env: Mapping[str, str],
                default_enabled: bool) -> CollectorConfig:
     section = _map(raw, path)
-    common = ("enabled", "relabel_configs", "timeout")
+    common = ("enabled", "relabel_configs", "timeout", "max_body_size", "series_limit")
     errs = _Errors()
     errs.check(_unknown, section, [*common, *reg.options], path)
     enabled = errs.check(_typed, section.get("enabled", default_enabled), True, _join(path, "enabled"),
@@ -275,8 +318,12 @@ def _collector(reg: Registration, raw: Any, path: str, env: Mapping[str, str],
     options: dict[str, Any] = {}
     for key, opt in reg.options.items():
         options[key] = errs.check(_option, key, opt, section, path, env, default=opt.default)
+    body = errs.check(size, section["max_body_size"], _join(path, "max_body_size"), default=0) \
+        if "max_body_size" in section else 0
+    series = errs.check(count, section["series_limit"], _join(path, "series_limit"), default=0) \
+        if "series_limit" in section else 0
     errs.done()
-    return CollectorConfig(reg.name, enabled, rules, timeout, MappingProxyType(options))
+    return CollectorConfig(reg.name, enabled, rules, timeout, body, series, MappingProxyType(options))
 
 
 def _option(key: str, opt: Option, section: Mapping[str, Any], path: str, env: Mapping[str, str]) -> Any:
@@ -317,7 +364,8 @@ def _endpoint_default(ep: Endpoint, env: Mapping[str, str]) -> Endpoint:
 TOP_KEYS = ("listen_address", "log_level", "log_format", "cluster", "node_name", "pod_namespace",
             "scrape_timeout", "pod_refresh_interval", "label_allowlist", "label_denylist",
             "relabel_configs", "kubelet", "collectors", "telemetry_path",
-            "disable_exporter_metrics", "web_config_file", "node_topology", "cluster_collector")
+            "disable_exporter_metrics", "web_config_file", "node_topology", "cluster_collector",
+            "max_body_size", "source_series_limit", "series_limit", "series_ttl")
 ENV = {  # environment variable -> top-level key
     "KUBEBRIDGE_LISTEN_ADDRESS": "listen_address", "KUBEBRIDGE_LOG_LEVEL": "log_level",
     "KUBEBRIDGE_LOG_FORMAT": "log_format", "KUBEBRIDGE_CLUSTER": "cluster",
@@ -379,6 +427,13 @@ def parse(doc: Any, env: Mapping[str, str] | None = None,
     for key in ("scrape_timeout", "pod_refresh_interval"):
         if key in raw:
             got = errs.check(duration, raw[key], key, default=errs)
+            if got is not errs:
+                values[key] = got
+    budget_keys: dict[str, Callable[[Any, str], Any]] = {
+        "max_body_size": size, "source_series_limit": count, "series_limit": count, "series_ttl": duration}
+    for key, read in budget_keys.items():
+        if key in raw:
+            got = errs.check(read, raw[key], key, default=errs)
             if got is not errs:
                 values[key] = got
     for key in ("label_allowlist", "label_denylist"):

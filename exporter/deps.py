@@ -33,11 +33,14 @@ class Deps:
                 self.config.relabel_configs + cfg.relabel_configs, self.topology)
         return got
 
-    def upstream(self, ep: Endpoint, max_bytes: int = 256 << 20, compressed: bool = True) -> Upstream:
-        """An Upstream for an endpoint (tokens are per endpoint: never shared across hosts)."""
+    def upstream(self, ep: Endpoint, max_bytes: int | None = None, compressed: bool = True) -> Upstream:
+        """An Upstream for an endpoint (tokens are per endpoint: never shared across hosts);
+        its body cap is `max_bytes`, else the configured `max_body_size` (a collecting
+        source's own cap wins: runner.Source)."""
         if self.session is None:
             raise RuntimeError("offline: no upstream access")
         tls = TLS(ep.ca_file, ep.cert_file, ep.key_file, ep.server_name, ep.insecure_skip_verify)
         token = TokenSource(ep.token_file) if ep.token_file else None
-        return Upstream(self.session, ep.url, tls=tls, token=token, max_bytes=max_bytes,
+        return Upstream(self.session, ep.url, tls=tls, token=token,
+                        max_bytes=self.config.max_body_size if max_bytes is None else max_bytes,
                         compressed=compressed, follow_redirects=ep.follow_redirects)

@@ -58,20 +58,24 @@ class Registration:
     scope: str                       # "node" (DaemonSet), "cluster" (Deployment), "pod" (sidecar)
     options: Mapping[str, Option]
     help: str
+    # The source's default body cap if smaller than the global one (bytes; 0: the global one).
+    # JSON sources declare one: their bodies become Python objects several times their size.
+    max_body: int = 0
 
 
 _REGISTRY: dict[str, Registration] = {}
 
 
 def register(name: str, *, default_enabled: bool, scope: str = "node",
-             options: Mapping[str, Option] | None = None,
-             help: str = "") -> Callable[[Callable[..., Collector]], Callable[..., Collector]]:
+             options: Mapping[str, Option] | None = None, help: str = "",
+             max_body: int = 0) -> Callable[[Callable[..., Collector]], Callable[..., Collector]]:
     """Class decorator registering a collector under `name`."""
     def decorate(factory: Callable[..., Collector]) -> Callable[..., Collector]:
         if name in _REGISTRY:
             raise ValueError(f"collector {name!r} registered twice")
         _REGISTRY[name] = Registration(name, factory, default_enabled, scope,
-                                       dict(options or {}), help or (factory.__doc__ or "").strip())
+                                       dict(options or {}), help or (factory.__doc__ or "").strip(),
+                                       max_body)
         return factory
     return decorate
 

@@ -3,21 +3,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import itertools
 import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
 
 from exporter import NAMESPACE
+from exporter.budget import SeriesBudget
 from exporter.errors import describe
 from exporter.expfmt import Family
 from exporter.failures import STATUS as REASON_STATUS, FailureLog, classify
 from exporter.families import Builder, Metric
 from exporter.registry import Collector
 from exporter.labels import CommonLabels
+from exporter.upstream import BODY_LIMIT
 
 log = logging.getLogger("kubebridge.runner")
 STATUSES = ("ok", "down", "not_permitted", "no_data")
 _GRACE = 0.05  # seconds a run's starter waits past the run's own deadline
+_SEQ = itertools.count(1)
 
 
 @dataclass
@@ -31,15 +35,21 @@ class Outcome:
     detail: str = ""  # the error in one line (no reprs, no secrets), for logs and the landing page
     seconds: float = 0.0
     stats: Mapping[str, float] = field(default_factory=dict)
+    # Unique per Outcome: scrapes that got the same outcomes of every source (they joined the
+    # same runs) see the same state and share one encoded body (server.SharedBodies).
+    seq: int = field(default_factory=lambda: next(_SEQ))
 
 
 class Source:
     """A collector plus its single-flight state and error counters."""
 
-    def __init__(self, name: str, collector: Collector, timeout: float = 0.0) -> None:
+    def __init__(self, name: str, collector: Collector, timeout: float = 0.0, *,
+                 max_body: int | None = None, series: SeriesBudget | None = None) -> None:
         self.name = name
         self.collector = collector
         self.timeout = timeout  # the source's own cap (0: the scrape budget alone)
+        self.max_body = max_body  # the source's body cap (None: each upstream's own)
+        self.series = series  # the source's cardinality budget (None: unbounded)
         self.errors: dict[str, int] = {}
         self.last: Outcome | None = None
         self.last_ok = 0.0  # wall clock of the last collection that was not an error (0: never)
@@ -73,9 +83,13 @@ class Source:
     async def _run(self, budget: float) -> Outcome:
         start = time.perf_counter()
         out = Outcome(self.name)
+        if self.max_body is not None:
+            BODY_LIMIT.set(self.max_body)  # (this run's task: every upstream read applies it)
         try:
             async with asyncio.timeout(budget):
                 out.families = list(await self.collector.collect(budget))
+            if self.series is not None:
+                out.families = self.series.admit(out.families)
             self._log.ok()
         except Exception as exc:  # never BaseException: cancellation must propagate
             out.reason = classify(exc)
@@ -119,7 +133,12 @@ STATS = {
     "dropped": _m("series_dropped", "gauge",
                   "Series dropped by classification, relabeling or deduplication."),
 }
-SELF_METRICS = (UP, STATUS, DURATION, ERRORS, *STATS.values())
+SERIES_LIMIT = _m("series_limit", "gauge", "The source's series cap (the cardinality budget).")
+SERIES_KNOWN = _m("series_known", "gauge",
+                  "Series the source exposed within the budget's memory (they count against it).")
+SERIES_REFUSED = _m("series_refused_total", "counter",
+                    "New series refused because the source's or the overall series cap was reached.")
+SELF_METRICS = (UP, STATUS, DURATION, ERRORS, *STATS.values(), SERIES_LIMIT, SERIES_KNOWN, SERIES_REFUSED)
 
 
 def self_metrics(sources: Sequence[Source], outcomes: Sequence[Outcome],
@@ -137,4 +156,8 @@ def self_metrics(sources: Sequence[Source], outcomes: Sequence[Outcome],
         for key, metric in STATS.items():
             if key in o.stats:
                 b.add(metric, o.stats[key], c)
+        if src.series is not None:
+            b.add(SERIES_LIMIT, src.series.limit, c)
+            b.add(SERIES_KNOWN, len(src.series.known), c)
+            b.add(SERIES_REFUSED, src.series.refused_total, c)
     return b.families()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import aiohttp
@@ -12,9 +11,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import NAMESPACE, __version__
+from exporter.bodies import SharedBodies, gzip_body
+from exporter.budget import SeriesPool
 from exporter.config import Config
 from exporter.deps import Deps
-from exporter.jsonshape import loads
 from exporter.expfmt import (OPENMETRICS_TYPE, TEXT_TYPE, Family, encode_openmetrics, encode_text,
                              wants_openmetrics)
 from exporter.families import Builder, Metric
@@ -22,9 +22,9 @@ from exporter.merge import merge
 from exporter.labels import CommonLabels
 from exporter.nodeinfo import NodeInfo, NodeTopology, fetch_gke_cluster, fetch_node
 from exporter.podindex import PodIndex
-from exporter.pods import parse_podlist
+from exporter.podstream import parse_podlist_bytes
 from exporter.registry import Background, get
-from exporter.runner import Source, collect_all, self_metrics
+from exporter.runner import Outcome, Source, collect_all, self_metrics
 from exporter.shard.pool import ShardPool
 from exporter.web.landing import render as render_landing
 from exporter.upstream import UpstreamError
@@ -69,6 +69,8 @@ class State:
         self.sources: list[Source] = []
         self.shard: ShardPool | None = None  # cluster_collector: every (owned) node's kubelet
         self.background: list[tuple[str, Background]] = []
+        self.bodies = SharedBodies()
+        self.series = SeriesPool(config.series_limit, config.series_ttl)
         # kubebridge's own series: no `collector` of their own (theirs names the source they
         # describe), the cluster, and the global relabel rules.
         self.labels = CommonLabels("", config.cluster, "", config.relabel_configs, topology)
@@ -137,44 +139,40 @@ def budget(headers: Mapping[str, str], default: float) -> float:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """One scrape of every enabled source; always 200 with per-source status."""
+    """One scrape of every enabled source; always 200 with per-source status. Concurrent
+    scrapes that joined the same runs share one encoded body and one gzip (SharedBodies)."""
     state: State = request.app[STATE]
     limit = budget(request.headers, state.config.scrape_timeout)
+    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+    compress = accepts_gzip(request.headers.get("Accept-Encoding", ""))
     if state.shard is None:
         outcomes = await collect_all(state.sources, limit)
-        nodes: list[Family] = []
-        about: list[Family] = []
-    else:  # the cluster collector's nodes, concurrently with the other sources
+        key = state.bodies.key([o.seq for o in outcomes], openmetrics)
+        body = await state.bodies.get(key, lambda: _encode(state, outcomes, openmetrics), compress)
+    else:
+        # The cluster collector's nodes, concurrently with the other sources. Their runs carry
+        # no sequence number, so each scrape encodes its own body.
         outcomes, (nodes, about) = await asyncio.gather(collect_all(state.sources, limit),
                                                         state.shard.collect(limit))
-    parts = [(o.name, o.families) for o in outcomes] + [("nodes", nodes)]
-    own = self_metrics(state.sources, outcomes, state.labels) + about
-    families, conflicts = merge(parts)
+        body = _encode(state, outcomes, openmetrics, nodes, about)
+        if compress:
+            body = await asyncio.to_thread(gzip_body, body)
+    headers = {"Content-Type": OPENMETRICS_TYPE if openmetrics else TEXT_TYPE, "Vary": "Accept-Encoding"}
+    if compress:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
+
+
+def _encode(state: State, outcomes: Sequence[Outcome], openmetrics: bool,
+            nodes: Sequence[Family] = (), about: Sequence[Family] = ()) -> bytes:
+    families, conflicts = merge([(o.name, o.families) for o in outcomes] + [("nodes", nodes)])
+    own = self_metrics(state.sources, outcomes, state.labels) + list(about)
     b = Builder([MERGE_CONFLICTS], state.labels)
     for src in state.sources:
         b.add(MERGE_CONFLICTS, conflicts.get(src.name, 0), {"collector": src.name})
     extra = own + b.families() + state.exporter_metrics()
     families, _ = merge([("self", extra), ("sources", families)])
-    if wants_openmetrics(request.headers.get("Accept", "")):
-        body, ctype = encode_openmetrics(families), OPENMETRICS_TYPE
-    else:
-        body, ctype = encode_text(families), TEXT_TYPE
-    headers = {"Content-Type": ctype, "Vary": "Accept-Encoding"}
-    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
-        # Level 1: far cheaper than the default level for somewhat larger bytes (figures in
-        # docs/performance.md); off the event loop (zlib releases the GIL).
-        body = await asyncio.to_thread(gzip_body, body) if len(body) > _GZIP_INLINE else gzip_body(body)
-        headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
-
-
-_GZIP_INLINE = 64 << 10
-
-
-def gzip_body(body: bytes) -> bytes:
-    """A gzip member of the body, at compression level 1."""
-    z = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return z.compress(body) + z.flush()
+    return encode_openmetrics(families) if openmetrics else encode_text(families)
 
 
 def accepts_gzip(header: str) -> bool:
@@ -209,7 +207,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def landing(request: web.Request) -> web.Response:
     """The landing page (exporter/web/landing.py)."""
     state: State = request.app[STATE]
-    return web.Response(text=render_landing(state.config, state.sources, state.index),
+    return web.Response(text=render_landing(state.config, state.sources, state.index, state.series),
                         content_type="text/html")
 
 
@@ -258,7 +256,9 @@ def _lifecycle(injected: aiohttp.ClientSession | None, own_index: bool):
             if sharded and get(c.name).scope == "node":
                 continue
             collector = get(c.name).factory(deps, c)
-            state.sources.append(Source(c.name, collector, c.timeout))
+            state.sources.append(Source(
+                c.name, collector, c.timeout, max_body=state.config.body_limit(c),
+                series=state.series.budget(c.name, state.config.source_limit(c))))
             if isinstance(collector, Background):
                 state.background.append((c.name, collector))
         tasks = [asyncio.create_task(b.run(), name=f"bg:{n}") for n, b in state.background]
@@ -306,7 +306,7 @@ async def _fetch_pods(deps: Deps) -> dict:
     """The kubelet's /pods as a listing; a body that is not a PodList raises ParseError."""
     assert deps.kubelet is not None
     resp = await deps.kubelet.request("/pods", accept="application/json")
-    return parse_podlist(loads(resp.body, "/pods"))
+    return await parse_podlist_bytes(resp.body)
 
 
 def split_address(addr: str) -> tuple[str, int]:
@@ -315,4 +315,4 @@ def split_address(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-__all__: Sequence[str] = ["build_app", "split_address", "State", "STATE"]
+__all__: Sequence[str] = ["build_app", "gzip_body", "split_address", "State", "STATE"]

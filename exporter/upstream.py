@@ -11,6 +11,8 @@ token, at another host, nor downgrade HTTPS to HTTP.
 """
 from __future__ import annotations
 
+import contextvars
+import io
 import logging
 import os
 import ssl
@@ -63,6 +65,23 @@ def redirect_target(url: str, status: int, location: str | None, origin: URL, fo
     if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
         raise RedirectRefused(url, status, f"to another scheme or host: {target.origin()}")
     return target
+
+
+class BodyTooLarge(UpstreamError):
+    """The body is over the source's cap: refused from its Content-Length before reading, or
+    as soon as the (decompressed) bytes read pass the cap."""
+
+    def __init__(self, url: str, limit: int) -> None:
+        super().__init__(url, 413)
+        self.args = (f"{url}: body over the {limit}-byte cap",)
+        self.limit = limit
+
+
+DEFAULT_MAX_BODY = 24 << 20  # bytes; docs/performance.md says how this fits the memory limit
+JSON_MAX_BODY = 8 << 20  # bytes: the default cap a JSON source declares (register(max_body=))
+# The cap of the source being collected: the runner sets it in each source's task, so a shared
+# upstream (the kubelet serves several sources) applies each source's own cap.
+BODY_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("body_limit", default=None)
 
 
 class TokenSource:
@@ -141,7 +160,7 @@ class Upstream:
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, *,
                  tls: TLS | None = None, token: TokenSource | None = None,
-                 max_bytes: int = 256 << 20, compressed: bool = True,
+                 max_bytes: int = DEFAULT_MAX_BODY, compressed: bool = True,
                  follow_redirects: bool = False) -> None:
         self.session = session
         self.follow_redirects = follow_redirects
@@ -220,15 +239,26 @@ class Upstream:
         raise RedirectRefused(url, status, f"more than {MAX_REDIRECTS} redirects")
 
     async def _read(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
-        if resp.content_length is not None and resp.content_length > self.max_bytes:
-            raise UpstreamError(url, 413)
-        chunks, size = [], 0
+        """The body, never more than the cap in memory. aiohttp inflates gzip in bounded steps
+        as it is read, so the count is of decompressed bytes and a gzip bomb stops at the cap.
+        BytesIO grows in place and hands its buffer over without a copy."""
+        limit = self.limit()
+        if resp.content_length is not None and resp.content_length > limit:
+            resp.close()  # refused before reading: the connection is not reused
+            raise BodyTooLarge(url, limit)
+        buf, size = io.BytesIO(), 0
         async for chunk in resp.content.iter_chunked(1 << 16):
             size += len(chunk)
-            if size > self.max_bytes:
-                raise UpstreamError(url, 413)
-            chunks.append(chunk)
-        return b"".join(chunks)
+            if size > limit:
+                resp.close()
+                raise BodyTooLarge(url, limit)
+            buf.write(chunk)
+        return buf.getvalue()
+
+    def limit(self) -> int:
+        """The body cap in force: the collecting source's, else this upstream's."""
+        got = BODY_LIMIT.get()
+        return self.max_bytes if got is None else got
 
 
 def is_openmetrics(content_type: str) -> bool:

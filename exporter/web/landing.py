@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from exporter import __version__
+from exporter.budget import SeriesPool
 from exporter.config import Config
 from exporter.podindex import PodIndex
 from exporter.runner import Source
@@ -100,7 +101,21 @@ def _pod_index(index: PodIndex | None, now: float) -> str:
             f'{index.errors} failed refreshes.</p>{detail}{hint}</section>')
 
 
-def render(config: Config, sources: Sequence[Source], index: PodIndex | None) -> str:
+def _series(pool: SeriesPool | None, sources: Sequence[Source]) -> str:
+    if pool is None:
+        return ""
+    e = html.escape
+    rows = "".join(f'<li data-collector="{e(s.name)}">{e(s.name)}: {len(s.series.known):,} of '
+                   f'{s.series.limit:,} series, {s.series.refused_total:,} refused</li>'
+                   for s in sources if s.series is not None)
+    return (f'<section id="series-budget"><h2>Series budget</h2><p>{pool.known():,} of '
+            f'{pool.limit:,} series over all sources; past a source\'s budget its newest series are '
+            f'refused (kubebridge_series_refused_total), the known ones keep flowing.</p>'
+            f'<ul>{rows}</ul></section>')
+
+
+def render(config: Config, sources: Sequence[Source], index: PodIndex | None,
+           series: SeriesPool | None = None) -> str:
     """The whole page."""
     e = html.escape
     now = time.time()
@@ -128,4 +143,4 @@ def render(config: Config, sources: Sequence[Source], index: PodIndex | None) ->
             f'<th>collector</th><th>status</th><th>reason</th><th>last error</th>'
             f'<th>last success</th><th>series in</th><th>series out</th><th>duration</th></tr>'
             f'</thead><tbody>{rows}</tbody></table></section>{_pod_index(index, now)}'
-            f'</main></body></html>')
+            f'{_series(series, sources)}</main></body></html>')
