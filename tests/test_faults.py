@@ -178,6 +178,7 @@ async def bench_for(tmp_path, aiohttp_client):
         made.extend((elsewhere, kubelet, api))
         cfg = config_mod.parse({
             "cluster": "faults", "node_name": NODE, "pod_refresh_interval": refresh,
+            "max_body_size": CAP,  # small, so that "huge" and the gzip bomb are refused after a few MiB
             "kubelet": {"url": kubelet.url, "token_file": str(ktok), "ca_file": str(CA_FILE)},
             "collectors": {
                 "kubelet": {"enabled": False}, "probes": {"enabled": False}, "healthz": {"enabled": False},
@@ -185,13 +186,6 @@ async def bench_for(tmp_path, aiohttp_client):
                               "endpoint": {"url": api.url, "token_file": str(atok), "ca_file": str(CA_FILE)}},
             }}, env={})
         client = await aiohttp_client(build_app(cfg))
-        state = client.server.app[STATE]
-        by_name = {s.name: s.collector for s in state.sources}
-        # The body cap is a constructor argument (256 MiB by default); small here, so that "huge"
-        # and the gzip bomb are refused after a few MiB.
-        by_name["cadvisor"].deps.kubelet.max_bytes = CAP
-        apiserver = by_name["apiserver"]
-        apiserver._upstream = await apiserver.target.upstream(apiserver.deps, max_bytes=CAP)
         return Bench(kubelet, api, elsewhere, ktok, atok, client)
 
     yield make
