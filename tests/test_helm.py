@@ -667,6 +667,30 @@ def test_prometheus_rule_loads_in_promtool(tmp_path: Path) -> None:
     assert "SiteKubebridgeAbsent" in names and "KubeletDown" not in names and "KubeAPIDown" not in names
 
 
+def _alerts(values: dict[str, Any]) -> dict[str, dict]:
+    (rule,) = by_kind(objects(render({"prometheusRule": {"enabled": True}, **values})), "PrometheusRule")
+    return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+
+
+def test_alerts_of_agents_not_installed_are_left_out() -> None:
+    """An agent the release does not run would page forever as gone."""
+    agents = {"KubebridgeNodeAgentDown", "KubebridgeNodeAgentsMissing", "KubebridgeClusterAgentDown"}
+    assert agents <= _alerts({}).keys()
+    assert agents & _alerts({"nodeAgent": {"enabled": False}}).keys() == {"KubebridgeClusterAgentDown"}
+    assert agents & _alerts({"clusterAgent": {"enabled": False}}).keys() == {
+        "KubebridgeNodeAgentDown", "KubebridgeNodeAgentsMissing"}
+    sharded = {"nodeAgent": {"enabled": False}, "clusterCollector": {"enabled": True}}
+    assert not {"KubebridgeNodeAgentDown", "KubebridgeNodeAgentsMissing"} & _alerts(sharded).keys()
+
+
+def test_runbook_url_base_is_a_value() -> None:
+    base = "https://git.example.com/kubebridge/blob/main/docs/runbooks.md"
+    for name, rule in _alerts({"prometheusRule": {"enabled": True, "runbookUrlBase": base}}).items():
+        assert rule["annotations"]["runbook_url"] == f"{base}#{name.lower()}", name
+    default = _alerts({})["KubeletDown"]["annotations"]["runbook_url"]
+    assert default == "https://kubebridge.invalid/docs/runbooks.md#kubeletdown"
+
+
 def test_bad_combinations_fail_the_render() -> None:
     with pytest.raises(helm.HelmError, match="leaderElection"):
         render({"clusterAgent": {"replicas": 3, "leaderElection": False}})
