@@ -8,6 +8,7 @@ Every test config also sets `networks: [127.0.0.0/8]`: nothing but loopback is e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -434,19 +435,25 @@ async def test_invalid_templates_are_logged_once_and_counted(caplog):
 
 
 def test_a_pod_shaped_like_no_pod_loses_only_its_own_targets(caplog):
-    """A kubelet can hand us anything: containers that are text, ports that are a number. That
-    pod is counted and logged by name; its neighbours' targets stay."""
+    """A kubelet can hand us anything. Containers that are text read as none: that pod's
+    annotation names no container (its error, logged by name). Ports that are a number read as
+    none: its explicit port stands. And a pod whose item cannot be read at all (no parse of
+    /pods makes one; the sync guards against any that would) is counted and logged by name.
+    The neighbours' targets stay."""
     odd = pod("odd", annotations=check(port=1))
     odd["spec"]["containers"] = ["app"]
     portless = pod("portless", annotations=check(port=1))
     portless["spec"]["containers"][0]["ports"] = 5
     c = make([odd, portless, pod("fine", annotations=check(port=1))])
+    broken = dataclasses.replace(c.deps.index.get("shop", "fine"), name="broken", raw=["not", "a", "pod"])
+    c.deps.index.replace({**{m.key: m for m in c.deps.index.pods()}, broken.key: broken})
     with caplog.at_level(logging.WARNING, "kubebridge.autodiscovery"):
         c.sync()
-    assert [k[1] for k in c.engine.targets] == ["fine"]
-    assert c.errors.counts == {"pod": 2}
-    assert "pod shop/odd: unreadable, not scraped (AttributeError" in caplog.text
-    assert "pod shop/portless: unreadable, not scraped (TypeError" in caplog.text
+    assert [k[1] for k in c.engine.targets] == ["fine", "portless"]
+    assert c.errors.counts == {"annotation": 1, "pod": 1}
+    assert "pod shop/odd container 'app': annotation kubebridge.io/app.check rejected: no container" \
+        in caplog.text
+    assert "pod shop/broken: unreadable, not scraped (AttributeError" in caplog.text
 
 
 async def test_an_annotations_regex_is_re2(apps, caplog):
