@@ -141,3 +141,20 @@ async def test_the_kubernetes_client_refuses_redirects_too(aiohttp_server, elsew
         assert far_resp.status == 302
         assert same.status == (200 if follow else 302)
     assert elsewhere.requests == []
+
+
+async def test_an_etcd_member_cannot_redirect_us(aiohttp_server, aiohttp_client, elsewhere):
+    """Through the whole exporter: a member's /metrics redirecting elsewhere reads as that
+    source's http_status failure, and nothing reaches the other host."""
+    from exporter.server import build_app
+    target = str(elsewhere.server.make_url("/metrics"))
+    member = Recorder({"/metrics": redirect(target), "/health": redirect(target)})
+    member.server = await aiohttp_server(member.app)
+    cfg = config_mod.parse({"collectors": {"etcd": {"enabled": True, "members": [
+        {"url": str(member.server.make_url(""))}]}}}, env={}, overrides={"disable_defaults": True})
+    client = await aiohttp_client(build_app(cfg))
+    text = await (await client.get("/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "5"})).text()
+    assert 'kubebridge_up{collector="etcd"} 0' in text
+    assert [ln for ln in text.splitlines() if ln.startswith('kubebridge_scrape_errors_total{collector="etcd"')
+            and 'reason="http_status"' in ln], text
+    assert member.requests and elsewhere.requests == []
