@@ -5,7 +5,7 @@ import asyncio
 import logging
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections.abc import Mapping, Sequence
 
 from exporter import NAMESPACE
@@ -103,7 +103,9 @@ class Source:
             self.last_ok = time.time()
         out.seconds = time.perf_counter() - start
         out.stats = dict(getattr(self.collector, "stats", {}) or {})
-        self.last = out
+        # What the landing page and the self-metrics read; not the families, which would stay
+        # alive until the next run (a 250-pod node's cAdvisor output is about 20 MB).
+        self.last = replace(out, families=())
         return out
 
 
