@@ -593,6 +593,17 @@ def self_() -> Dash:
             "Lines read from each upstream, series exposed, and series dropped by rules or deduplication.",
         ),
         timeseries(
+            "Series budget by source",
+            [
+                (f"max by (collector) ({m('kubebridge_series_known', CLUSTER, src)})", "known {{collector}}"),
+                (f"max by (collector) ({m('kubebridge_series_limit', CLUSTER, src)})", "limit {{collector}}"),
+                (f"sum by (collector) ({rate('kubebridge_series_refused_total', CLUSTER, src)}) or vector(0)",
+                 "refused/s {{collector}}"),
+            ],
+            "Series each source has exposed recently (they count against its cap), the cap, and new "
+            "series refused past it (the known ones keep flowing; KubebridgeSeriesBudgetExceeded).",
+        ),
+        timeseries(
             "Upstream response size",
             [
                 (
