@@ -54,19 +54,28 @@ def prometheus(tmp: Path, targets: list[str], interval: str = "1s",
                jobs: list[dict[str, Any]] | None = None, rule_files: tuple[Path, ...] = ()) -> Iterator[str]:
     """A Prometheus scraping `targets` (job kubebridge), plus any extra scrape configs `jobs`,
     evaluating `rule_files` as often."""
+    config = {
+        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+        "rule_files": [str(f) for f in rule_files],
+        "scrape_configs": [*([{"job_name": "kubebridge", "static_configs": [{"targets": targets}]}]
+                             if targets else []), *(jobs or [])]}
+    with prometheus_process(tmp, "prometheus", config, f"--storage.tsdb.path={tmp / 'data'}") as url:
+        yield url
+
+
+@contextmanager
+def prometheus_process(tmp: Path, name: str, config: dict[str, Any], *flags: str) -> Iterator[str]:
+    """Prometheus with `config` and extra `flags` (storage, agent mode, the remote-write receiver)
+    on a loopback port, its stderr in tmp/<name>.log; yields its URL once ready."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus not installed (CI installs Debian's prometheus)")
     port = free_port()
-    cfg = tmp / "prometheus.yml"
-    cfg.write_text(json.dumps({
-        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
-        "rule_files": [str(f) for f in rule_files],
-        "scrape_configs": [*([{"job_name": "kubebridge", "static_configs": [{"targets": targets}]}]
-                             if targets else []), *(jobs or [])]}))
-    proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfg = tmp / f"{name}.yml"
+    cfg.write_text(json.dumps(config))
+    argv = [binary, f"--config.file={cfg}", f"--web.listen-address=127.0.0.1:{port}", *flags]
+    with (tmp / f"{name}.log").open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/-/ready")

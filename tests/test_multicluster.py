@@ -7,42 +7,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
-import pytest
 
-from tests.realprom import demo, free_port, poll, query, wait_http
+from tests.realprom import demo, free_port, poll, prometheus_process, query
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTERS = ("east", "west")
 # A family every node agent serves, joined to pods: the same pod names in both clusters.
 JOINED = 'container_cpu_usage_seconds_total{collector="cadvisor",cgroup_kind="container"}'
-
-
-@contextmanager
-def prometheus(tmp: Path, name: str, config: dict, *flags: str) -> Iterator[str]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus not installed (CI installs Debian's prometheus)")
-    port = free_port()
-    cfg = tmp / f"{name}.yml"
-    cfg.write_text(json.dumps(config))
-    argv = [binary, f"--config.file={cfg}", f"--web.listen-address=127.0.0.1:{port}", *flags]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=(tmp / f"{name}.log").open("wb"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/-/ready")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def label_values(url: str, label: str, selector: str) -> list[str]:
@@ -95,14 +72,14 @@ def test_two_clusters_through_agents_into_one_store(tmp_path):
     variables = cluster_variables()
     assert variables, "no dashboard has a cluster variable"
     with ExitStack() as stack:
-        central = stack.enter_context(prometheus(
+        central = stack.enter_context(prometheus_process(
             tmp_path, "central", {"global": {"scrape_interval": "1h"}},
             "--web.enable-remote-write-receiver", f"--storage.tsdb.path={tmp_path / 'central'}"))
         ports = {}
         for cluster in CLUSTERS:
             ports[cluster] = port = free_port()
             stack.enter_context(demo(port, cluster))
-            stack.enter_context(prometheus(tmp_path, f"agent-{cluster}", {
+            stack.enter_context(prometheus_process(tmp_path, f"agent-{cluster}", {
                 "global": {"scrape_interval": "2s", "scrape_timeout": "2s",
                            "external_labels": {"prometheus": f"agent-{cluster}"}},
                 "scrape_configs": [{"job_name": "kubebridge",
