@@ -28,7 +28,7 @@ import yaml
 from yarl import URL
 
 from exporter import relabel
-from exporter.config import duration
+from exporter.configvalues import duration
 from exporter.errors import ConfigError
 from exporter.expfmt import LABEL_NAME
 from exporter.jsonshape import obj, objs

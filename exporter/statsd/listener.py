@@ -28,7 +28,8 @@ from exporter.statsd.ingest import Ingest
 
 log = logging.getLogger("kubebridge.statsd")
 _HOUSEKEEPING = 255    # every 256 datagrams (and when idle): pick up a new pod index, expire
-_IDLE = struct.pack("ll", 0, 200_000)  # SO_RCVTIMEO: 200 ms
+_IDLE_SECONDS = 0.2  # a receiver blocked this long with no datagram does its housekeeping
+_IDLE = struct.pack("ll", 0, int(_IDLE_SECONDS * 1_000_000))  # (SO_RCVTIMEO's struct timeval)
 _MAX_DATAGRAM = 65535
 _UCRED = struct.Struct("3i")
 _CRED_SPACE = socket.CMSG_SPACE(_UCRED.size)
