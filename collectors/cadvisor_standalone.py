@@ -20,7 +20,6 @@ carry no runtime labels and are classified `system`, with their `id`.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,7 +90,8 @@ class CadvisorStandaloneCollector(Passthrough):
 
     async def collect(self, budget: float) -> Sequence[Family]:
         resp = await self.upstream().request(self.path)
-        return await self._transform(replace(resp, body=canonical(resp.body)))
+        resp.body = canonical(resp.body)
+        return await self._transform(resp)
 
     def process(self, payload: bytes, openmetrics: bool = False) -> Result:
         res = self.transformer.transform(canonical(payload), openmetrics)

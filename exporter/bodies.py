@@ -1,93 +1,155 @@
-"""Encoded `/metrics` bodies shared by concurrent scrapes of the same state.
+"""Encoded `/metrics` bodies shared by concurrent scrapes.
 
-Contract: scrapes that collected the same outcomes of every source (they joined the same
-single-flight runs: `runner.Outcome.seq`) and want the same format get the same bytes: merged
-and encoded once, and gzipped once. Only the `keep` most recent states are held (a gzipped
-state drops its uncompressed body), so what the cache holds is bounded by a few bodies,
-whatever the number of concurrent scrapes.
+Contract: a scrape is answered with a body built from outcomes at least as recent, source by
+source, as the ones it collected itself (`runner.Outcome.seq` grows with every run). So one
+build can serve every scrape waiting for it. Per lane (format x gzip):
+- at most one body is being built, off the event loop, and at most one more is queued;
+- a scrape whose outcomes the running build already covers waits for it; any other scrape
+  joins the queued build, which starts when the running one ends and takes, per source, the
+  most recent outcome among its scrapes;
+- the last gzipped body is kept for later scrapes that it covers (an uncompressed one is not
+  kept once served: clients that refuse gzip are rare, and its text is the largest thing here).
+
+So the bodies in memory are bounded by the lanes, whatever the number of concurrent scrapes or
+the rate at which sources change; a scrape waits at most for the running build and its own.
+A gzip body is compressed while it is encoded, family by family: its text never exists whole.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import zlib
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-_GZIP_INLINE = 64 << 10  # bytes: smaller bodies are compressed on the event loop
+from exporter.expfmt import Family, openmetrics_chunks, text_chunks
+from exporter.runner import Outcome
+
+Seqs = Mapping[str, int]  # source name -> the seq of its outcome
 
 
-def gzip_body(body: bytes) -> bytes:
-    """A gzip member of the body, at compression level 1 (far cheaper than the default level
-    for somewhat larger bytes: figures in docs/performance.md)."""
+def encode_body(families: Sequence[Family], openmetrics: bool, compress: bool) -> bytes:
+    """The exposition of `families`, gzipped if `compress` (level 1: far cheaper than the
+    default for somewhat larger bytes, figures in docs/performance.md)."""
+    chunks = openmetrics_chunks(families) if openmetrics else text_chunks(families)
+    if not compress:
+        return b"".join(chunks)
     z = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return z.compress(body) + z.flush()
+    out = [z.compress(chunk) for chunk in chunks]
+    out.append(z.flush())
+    return b"".join(out)
 
 
 @dataclass(frozen=True)
-class BodyKey:
-    """One state (the outcome of each source) in one format."""
+class Lane:
+    """What a scrape asked for: the format and whether gzipped."""
 
-    outcomes: tuple[int, ...]
     openmetrics: bool
+    gzip: bool
 
 
 @dataclass
-class _Entry:
-    body: bytes | None  # None once gzipped (rebuilt if asked for again uncompressed)
-    gzip: asyncio.Future[bytes] | None = None
+class _Build:
+    """One body: the outcomes it is built from (until it starts; then only their seqs) and the
+    future its scrapes wait on."""
+
+    body: asyncio.Future[bytes]
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    seqs: dict[str, int] = field(default_factory=dict)
+
+    def absorb(self, outcomes: Sequence[Outcome]) -> None:
+        """Take each source's outcome if it is more recent than the one held."""
+        for o in outcomes:
+            have = self.seqs.get(o.name)
+            if have is None or o.seq > have:
+                self.outcomes[o.name] = o
+                self.seqs[o.name] = o.seq
+
+
+@dataclass
+class _LaneState:
+    running: _Build | None = None
+    queued: _Build | None = None
+    kept: tuple[dict[str, int], bytes] | None = None  # the last gzipped body and its seqs
+
+
+def _covers(built: Seqs, wanted: Seqs) -> bool:
+    return all(built.get(name, -1) >= seq for name, seq in wanted.items())
+
+
+FamiliesOf = Callable[[Sequence[Outcome]], list[Family]]
+Encoder = Callable[[Sequence[Family], bool, bool], bytes]
 
 
 class SharedBodies:
-    """The recent encoded bodies (see the module's contract). `encodes` and `gzips` count the
-    work actually done."""
+    """The bodies being built and the last ones (see the module's contract). `families` merges
+    outcomes into the families of a body, on the event loop; `encode` runs in a worker thread.
+    `encodes` and `gzips` count the builds actually done."""
 
-    def __init__(self, keep: int = 2) -> None:
-        self.keep = keep
-        self._entries: OrderedDict[BodyKey, _Entry] = OrderedDict()
+    def __init__(self, families: FamiliesOf, encode: Encoder = encode_body) -> None:
+        self._families = families
+        self._encode = encode
+        self._lanes: dict[Lane, _LaneState] = {}
         self.encodes = 0
         self.gzips = 0
 
-    @staticmethod
-    def key(outcome_seqs: Sequence[int], openmetrics: bool) -> BodyKey:
-        """The key of a state."""
-        return BodyKey(tuple(outcome_seqs), openmetrics)
+    async def get(self, outcomes: Sequence[Outcome], openmetrics: bool, compress: bool) -> bytes:
+        """A body for a scrape that collected `outcomes`."""
+        lane = Lane(openmetrics, compress)
+        state = self._lanes.setdefault(lane, _LaneState())
+        wanted = {o.name: o.seq for o in outcomes}
+        if state.kept is not None and _covers(state.kept[0], wanted):
+            return state.kept[1]
+        build = state.running
+        if build is None or not _covers(build.seqs, wanted):
+            if state.running is None:
+                build = state.running = _Build(asyncio.get_running_loop().create_future())
+                build.absorb(outcomes)
+                self._start(lane, state)
+            else:
+                build = state.queued = state.queued or _Build(asyncio.get_running_loop().create_future())
+                build.absorb(outcomes)
+        del outcomes  # (a queued build holds the ones it needs)
+        # shield: a scrape whose client went away does not cancel the others' body.
+        return await asyncio.shield(build.body)
 
-    async def get(self, key: BodyKey, build: Callable[[], bytes], compress: bool) -> bytes:
-        """The body of `key` (gzipped if `compress`), built by `build` if not held. The build
-        is synchronous, so a state is never built twice at once; its gzip runs once, shared."""
-        entry = self._entry(key, build, compress)
-        if not compress:
-            assert entry.body is not None
-            return entry.body
-        if entry.gzip is None:
-            assert entry.body is not None
-            self.gzips += 1
-            entry.gzip = asyncio.ensure_future(_gzip(entry.body))
-            entry.gzip.add_done_callback(functools.partial(_drop_body, entry))
-        # shield: a scrape whose client went away does not cancel the others' gzip.
-        return await asyncio.shield(entry.gzip)
+    def _start(self, lane: Lane, state: _LaneState) -> None:
+        build = state.running
+        assert build is not None
+        outcomes, build.outcomes = list(build.outcomes.values()), {}
+        self.encodes += 1
+        self.gzips += lane.gzip
+        try:
+            families = self._families(outcomes)
+        except Exception as exc:  # (a bug: every waiting scrape gets the error, not a hang)
+            self._finished(lane, state, build, None, exc)
+            return
+        del outcomes
+        task = asyncio.ensure_future(asyncio.to_thread(self._encode, families, lane.openmetrics, lane.gzip))
+        task.add_done_callback(functools.partial(self._encoded, lane, state, build))
 
-    def _entry(self, key: BodyKey, build: Callable[[], bytes], compress: bool) -> _Entry:
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._entries[key] = _Entry(build())
-            self.encodes += 1
-            while len(self._entries) > self.keep:
-                self._entries.popitem(last=False)
-        elif entry.body is None and (not compress or entry.gzip is None):
-            entry.body = build()  # (uncompressed again, after its gzip dropped it)
-            self.encodes += 1
-        self._entries.move_to_end(key)
-        return entry
+    def _encoded(self, lane: Lane, state: _LaneState, build: _Build, task: asyncio.Future[bytes]) -> None:
+        if task.cancelled():  # (the loop is shutting down)
+            build.body.cancel()
+            self._finished(lane, state, build, None, None)
+        elif (exc := task.exception()) is not None:
+            self._finished(lane, state, build, None, exc)
+        else:
+            self._finished(lane, state, build, task.result(), None)
+
+    def _finished(self, lane: Lane, state: _LaneState, build: _Build, body: bytes | None,
+                  exc: BaseException | None) -> None:
+        if body is not None:
+            build.body.set_result(body)
+            if lane.gzip:
+                state.kept = (build.seqs, body)
+        elif exc is not None:
+            build.body.set_exception(exc)
+            build.body.add_done_callback(_retrieve)
+        state.running, state.queued = state.queued, None
+        if state.running is not None:
+            self._start(lane, state)
 
 
-def _drop_body(entry: _Entry, _: asyncio.Future[bytes]) -> None:
-    entry.body = None
-
-
-async def _gzip(body: bytes) -> bytes:
-    if len(body) <= _GZIP_INLINE:
-        return gzip_body(body)
-    return await asyncio.to_thread(gzip_body, body)
+def _retrieve(done: asyncio.Future[bytes]) -> None:
+    done.exception()  # (seen: the scrapes that waited reported it; none may be left)

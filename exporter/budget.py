@@ -29,6 +29,7 @@ _VALUE = re.compile(rb" [^ \n]*$", re.M)  # the value at the end of each line (n
 # A bucket or quantile label, removed to name the group a histogram/summary line belongs to.
 _GROUP_LABEL = re.compile(rb'(?:^|,)(?:le|quantile)="(?:[^"\\]|\\.)*"')
 _GROUPED = frozenset({"histogram", "summary"})
+_COLLECTIONS = 64  # collection times held before the ones past the ttl are dropped
 
 
 def _lines(fam: Family) -> list[bytes]:
@@ -110,27 +111,24 @@ class SeriesBudget:
     collector: str
     limit: int
     pool: SeriesPool
-    known: dict[int, float] = field(default_factory=dict)
+    # series key -> the collection that last saw it; a collection's time is kept once, in
+    # `_seen_at`, so a collection that repeats the last one refreshes all its series at once.
+    known: dict[int, int] = field(default_factory=dict)
     refused_total: int = 0
     refused_last: int = 0
-    # The last collection that was admitted whole: its digests and series, and when it was
-    # last seen again unchanged (its series' times in `known` are folded in lazily).
-    _digests: tuple[int, ...] = ()
-    _steady: set[int] = field(default_factory=set)
-    _steady_seen: float = 0.0
+    _seen_at: dict[int, float] = field(default_factory=dict)
+    _collection: int = 0
+    _digests: tuple[int, ...] = ()  # of the last collection admitted whole (one of `_collection`)
 
     def expire(self) -> None:
         """Forget the series unseen for the pool's `ttl`."""
-        self._fold()
         cutoff = self.pool.clock() - self.pool.ttl
-        if self._steady_seen < cutoff:
-            self._digests, self._steady = (), set()
-        if any(seen < cutoff for seen in self.known.values()):
-            self.known = {k: seen for k, seen in self.known.items() if seen >= cutoff}
-
-    def _fold(self) -> None:
-        if self._steady:
-            self.known.update(dict.fromkeys(self._steady, self._steady_seen))
+        old = {c for c, seen in self._seen_at.items() if seen < cutoff}
+        if old:
+            if self._collection in old:
+                self._digests = ()
+            self.known = {k: c for k, c in self.known.items() if c not in old}
+            self._seen_at = {c: seen for c, seen in self._seen_at.items() if c not in old}
 
     def room(self) -> int:
         """How many new series may still be admitted."""
@@ -141,27 +139,30 @@ class SeriesBudget:
         now = self.pool.clock()
         self.refused_last = 0
         digests = tuple(map(digest, families))
-        if digests == self._digests and self._steady:
-            self._steady_seen = now  # the same series as last time: all known, all kept
+        if digests and digests == self._digests:
+            self._seen_at[self._collection] = now  # the same series as last time: all kept
             return list(families)
-        self._fold()
-        self._digests, self._steady = (), set()
+        self._digests = ()
         keys = [series_keys(f) for f in families]
         seen = set(chain.from_iterable(keys))
         new = len(seen.difference(self.known))
         if new and new > self.room():
             self.pool.expire()  # make room from series that stopped appearing, then decide
             new = len(seen.difference(self.known))
+        self._collection += 1
+        self._seen_at[self._collection] = now
+        if len(self._seen_at) > _COLLECTIONS:
+            self.expire()  # (the times of collections kept are bounded by the ttl)
         if not new or new <= self.room():
-            self.known.update(dict.fromkeys(seen, now))
-            self._digests, self._steady, self._steady_seen = digests, seen, now
+            self.known.update(dict.fromkeys(seen, self._collection))
+            self._digests = digests
             return list(families)
-        out = list(self._shed(families, keys, now))
+        out = list(self._shed(families, keys))
         self.refused_total += self.refused_last
         return out
 
-    def _shed(self, families: Sequence[Family], keys: list[list[int]], now: float) -> Iterator[Family]:
-        known, room = self.known, self.room()
+    def _shed(self, families: Sequence[Family], keys: list[list[int]]) -> Iterator[Family]:
+        known, room, collection = self.known, self.room(), self._collection
         for fam, fam_keys in zip(families, keys):
             lines = _lines(fam)
             kept: list[bytes] = []
@@ -179,7 +180,7 @@ class SeriesBudget:
                     ok = room > 0
                     room -= ok
                 if ok:
-                    known[key] = now
+                    known[key] = collection
                     kept.append(line)
                 else:
                     self.refused_last += 1

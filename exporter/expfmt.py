@@ -261,16 +261,19 @@ def _help_to_openmetrics(text: str) -> str:
 
 def encode_text(families: Iterable[Family]) -> bytes:
     """Text format 0.0.4."""
-    out: list[bytes] = []
+    return b"".join(text_chunks(families))
+
+
+def text_chunks(families: Iterable[Family]) -> Iterator[bytes]:
+    """Text format 0.0.4, one chunk per family (each ends with a newline): what a streaming
+    encoder (bodies.encode_body) compresses without holding the whole text."""
     for fam in families:
         if not fam.lines:
             continue
+        head = [f"# TYPE {fam.name} {fam.type}".encode()]
         if fam.help is not None:
-            out.append(f"# HELP {fam.name} {fam.help}".encode())
-        out.append(f"# TYPE {fam.name} {fam.type}".encode())
-        out.extend(fam.lines)
-    out.append(b"")
-    return b"\n".join(out)
+            head.insert(0, f"# HELP {fam.name} {fam.help}".encode())
+        yield b"\n".join([*head, *fam.lines, b""])
 
 
 def _om_taken(families: Sequence[Family]) -> set[str]:
@@ -315,19 +318,23 @@ def _om_line(line: bytes) -> bytes:
 
 
 def encode_openmetrics(families: Iterable[Family]) -> bytes:
-    """OpenMetrics 1.0.0 text, ending with `# EOF`. Only stamped families' lines are rewritten
-    (millisecond timestamps to seconds); the others' blocks are copied as they are."""
+    """OpenMetrics 1.0.0 text, ending with `# EOF`."""
+    return b"".join(openmetrics_chunks(families))
+
+
+def openmetrics_chunks(families: Iterable[Family]) -> Iterator[bytes]:
+    """OpenMetrics 1.0.0, one chunk per family, then `# EOF`. Only stamped families' lines are
+    rewritten (millisecond timestamps to seconds); the others' blocks are copied as they are."""
     fams = [fam for fam in families if fam.lines]
     taken = _om_taken(fams) if any(fam.type == "counter" for fam in fams) else frozenset()
-    out: list[bytes] = []
     for fam in fams:
         name, kind = _om_family(fam, taken)
+        head = [f"# TYPE {name} {kind}".encode()]
         if fam.help is not None:
-            out.append(f"# HELP {name} {_help_to_openmetrics(fam.help)}".encode())
-        out.append(f"# TYPE {name} {kind}".encode())
-        out.extend(map(_om_line, fam.samples()) if fam.stamped else fam.lines)
-    out.append(b"# EOF\n")
-    return b"\n".join(out)
+            head.insert(0, f"# HELP {name} {_help_to_openmetrics(fam.help)}".encode())
+        lines = map(_om_line, fam.samples()) if fam.stamped else fam.lines
+        yield b"\n".join([*head, *lines, b""])
+    yield b"# EOF\n"
 
 
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"

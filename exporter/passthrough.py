@@ -13,7 +13,7 @@ from exporter.errors import ParseError
 from exporter.expfmt import Family
 from exporter.podindex import PodIndex
 from exporter.pods import PodMeta
-from exporter.transform import EVERYTHING, NoHook, Options, Pairs, Result, SeriesHook, Transformer
+from exporter.transform import EVERYTHING, NoHook, Options, Pairs, Payload, Result, SeriesHook, Transformer
 from exporter.transform.hooks import Changes
 from exporter.labels import CommonLabels, NodeLabels
 from exporter.upstream import Response, Upstream, is_openmetrics
@@ -28,27 +28,34 @@ class SerialTransform:
 
     Invariant: a transform that outlives its scrape (the scrape's deadline cancelled the
     wait, not the thread) finishes before the next one starts on the same transformer, and
-    its result is discarded. A waiting scrape waits within its own deadline."""
+    its result is discarded. A waiting scrape waits within its own deadline. A finished
+    transform's result is not kept here (its families would stay alive until the next one)."""
 
     def __init__(self, transformer: Transformer) -> None:
         self.transformer = transformer
         self._turn = asyncio.Lock()  # callers take turns...
         self._running: asyncio.Future[Result] | None = None  # ...and wait for a thread left running
 
-    async def run(self, payload: bytes, openmetrics: bool) -> Result:
-        """Transform one payload."""
+    async def run(self, payload: Payload, openmetrics: bool) -> Result:
+        """Transform one payload (the transform takes the body: see Payload)."""
         async with self._turn:
             running = self._running
             if running is not None and not running.done():
                 with contextlib.suppress(Exception):  # a transform an earlier scrape gave up on
                     await asyncio.shield(running)
-            if len(payload) <= _INLINE_BYTES:
+            if payload.size <= _INLINE_BYTES:
                 return self.transformer.transform(payload, openmetrics)
             loop = asyncio.get_running_loop()
             running = self._running = loop.run_in_executor(None, self.transformer.transform, payload,
                                                            openmetrics)
-            running.add_done_callback(_retrieve)
+            running.add_done_callback(self._done)
             return await asyncio.shield(running)
+
+    def _done(self, done: asyncio.Future[Result]) -> None:
+        if not done.cancelled():
+            done.exception()  # (an abandoned transform's error: its scrape reported its own)
+        if self._running is done:
+            self._running = None
 
 
 @dataclass(frozen=True)
@@ -124,9 +131,12 @@ class Passthrough:
         return await self._transform(await self.upstream().request(self.path))
 
     async def _transform(self, resp: Response) -> Sequence[Family]:
-        res = await self._serial.run(resp.body, is_openmetrics(resp.content_type))
-        self._report(res, len(resp.body))
-        check_payload(resp.body, res, self.may_be_empty)
+        """Transform a response, taking its body (`resp.body` is empty afterwards)."""
+        size, blank = len(resp.body), is_blank(resp.body)
+        payload, resp.body = Payload(resp.body), b""
+        res = await self._serial.run(payload, is_openmetrics(resp.content_type))
+        self._report(res, size)
+        check_payload(blank, res, self.may_be_empty)
         return res.families
 
     def process(self, payload: bytes, openmetrics: bool = False) -> Result:
@@ -141,11 +151,17 @@ class Passthrough:
                       "malformed": res.malformed, "dropped": res.dropped}
 
 
-def check_payload(body: bytes, res: Result, may_be_empty: bool = False) -> None:
-    """Raise ParseError for an answer that is no exposition: an empty body (unless the source
-    may legitimately have no series), or one whose every sample line was rejected (an HTML
-    login page, JSON, binary garbage). A body with some good lines is served, the rest counted."""
-    if not body.strip():
+def is_blank(body: bytes) -> bool:
+    """Whether a body is empty or only whitespace (without the copy `body.strip()` makes)."""
+    return not body or body.isspace()
+
+
+def check_payload(blank: bool, res: Result, may_be_empty: bool = False) -> None:
+    """Raise ParseError for an answer that is no exposition: an empty body (`blank`, unless the
+    source may legitimately have no series), or one whose every sample line was rejected (an
+    HTML login page, JSON, binary garbage). A body with some good lines is served, the rest
+    counted."""
+    if blank:
         if may_be_empty:
             return
         raise ParseError("empty body")
@@ -153,12 +169,6 @@ def check_payload(body: bytes, res: Result, may_be_empty: bool = False) -> None:
         first = res.errors[0] if res.errors else None
         why = f": {first.reason}" if first else ""
         raise ParseError(f"no valid sample among {res.malformed} lines{why}")
-
-
-def _retrieve(done: asyncio.Future[Result]) -> None:
-    """Mark an abandoned transform's exception as seen (its scrape reported its own error)."""
-    if not done.cancelled():
-        done.exception()
 
 
 def options_table(**extra: Any) -> dict[str, Any]:

@@ -137,8 +137,17 @@ def pod_meta(item: Mapping[str, Any]) -> PodMeta:
         namespace=text(meta.get("namespace"), "default"), name=text(meta.get("name")),
         uid=text(meta.get("uid")), node=node,
         labels=labels, workload=workload, workload_kind=kind,
-        host_network=spec.get("hostNetwork") is True, raw=item,
+        host_network=spec.get("hostNetwork") is True, raw=_kept(item),
     )
+
+
+def _kept(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The item as `PodMeta.raw` keeps it: without `metadata.managedFields` (server-side
+    apply's bookkeeping, which nothing reads: about a third of a kubelet's /pods)."""
+    meta = item.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        return {**item, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return item
 
 
 def parse_podlist(doc: Any) -> dict[tuple[str, str], PodMeta]:

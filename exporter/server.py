@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
@@ -11,12 +12,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import NAMESPACE, __version__
-from exporter.bodies import SharedBodies, gzip_body
+from exporter.bodies import SharedBodies, encode_body
 from exporter.budget import SeriesPool
 from exporter.config import Config
 from exporter.deps import Deps
-from exporter.expfmt import (OPENMETRICS_TYPE, TEXT_TYPE, Family, encode_openmetrics, encode_text,
-                             wants_openmetrics)
+from exporter.expfmt import OPENMETRICS_TYPE, TEXT_TYPE, Family, wants_openmetrics
 from exporter.families import Builder, Metric
 from exporter.merge import merge
 from exporter.labels import CommonLabels
@@ -69,7 +69,7 @@ class State:
         self.sources: list[Source] = []
         self.shard: ShardPool | None = None  # cluster_collector: every (owned) node's kubelet
         self.background: list[tuple[str, Background]] = []
-        self.bodies = SharedBodies()
+        self.bodies = SharedBodies(functools.partial(families_of, self))
         self.series = SeriesPool(config.series_limit, config.series_ttl)
         # kubebridge's own series: no `collector` of their own (theirs names the source they
         # describe), the cluster, and the global relabel rules.
@@ -140,39 +140,38 @@ def budget(headers: Mapping[str, str], default: float) -> float:
 
 async def metrics(request: web.Request) -> web.Response:
     """One scrape of every enabled source; always 200 with per-source status. Concurrent
-    scrapes that joined the same runs share one encoded body and one gzip (SharedBodies)."""
+    scrapes share the bodies built from their sources' runs (SharedBodies)."""
     state: State = request.app[STATE]
     limit = budget(request.headers, state.config.scrape_timeout)
     openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
     compress = accepts_gzip(request.headers.get("Accept-Encoding", ""))
     if state.shard is None:
-        outcomes = await collect_all(state.sources, limit)
-        key = state.bodies.key([o.seq for o in outcomes], openmetrics)
-        body = await state.bodies.get(key, lambda: _encode(state, outcomes, openmetrics), compress)
+        # (no local holds the outcomes while the body is built: the build holds what it needs)
+        body = await state.bodies.get(await collect_all(state.sources, limit), openmetrics, compress)
     else:
         # The cluster collector's nodes, concurrently with the other sources. Their runs carry
         # no sequence number, so each scrape encodes its own body.
         outcomes, (nodes, about) = await asyncio.gather(collect_all(state.sources, limit),
                                                         state.shard.collect(limit))
-        body = _encode(state, outcomes, openmetrics, nodes, about)
-        if compress:
-            body = await asyncio.to_thread(gzip_body, body)
+        families = families_of(state, outcomes, nodes, about)
+        del outcomes, nodes, about
+        body = await asyncio.to_thread(encode_body, families, openmetrics, compress)
     headers = {"Content-Type": OPENMETRICS_TYPE if openmetrics else TEXT_TYPE, "Vary": "Accept-Encoding"}
     if compress:
         headers["Content-Encoding"] = "gzip"
     return web.Response(body=body, headers=headers)
 
 
-def _encode(state: State, outcomes: Sequence[Outcome], openmetrics: bool,
-            nodes: Sequence[Family] = (), about: Sequence[Family] = ()) -> bytes:
+def families_of(state: State, outcomes: Sequence[Outcome], nodes: Sequence[Family] = (),
+                about: Sequence[Family] = ()) -> list[Family]:
+    """Every family of one body: the sources' (one HELP/TYPE per name) and kubebridge's own."""
     families, conflicts = merge([(o.name, o.families) for o in outcomes] + [("nodes", nodes)])
     own = self_metrics(state.sources, outcomes, state.labels) + list(about)
     b = Builder([MERGE_CONFLICTS], state.labels)
     for src in state.sources:
         b.add(MERGE_CONFLICTS, conflicts.get(src.name, 0), {"collector": src.name})
     extra = own + b.families() + state.exporter_metrics()
-    families, _ = merge([("self", extra), ("sources", families)])
-    return encode_openmetrics(families) if openmetrics else encode_text(families)
+    return merge([("self", extra), ("sources", families)])[0]
 
 
 def accepts_gzip(header: str) -> bool:
@@ -315,4 +314,4 @@ def split_address(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-__all__: Sequence[str] = ["build_app", "gzip_body", "split_address", "State", "STATE"]
+__all__: Sequence[str] = ["build_app", "split_address", "State", "STATE"]

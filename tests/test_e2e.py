@@ -178,7 +178,13 @@ async def test_scrape_timeout_header_bounds_a_hung_upstream(aiohttp_server, aioh
 def test_gzip_is_negotiated_as_http_says(header: str, ok: bool):
     import gzip
 
-    from exporter.server import accepts_gzip, gzip_body
+    from exporter.bodies import encode_body
+    from exporter.expfmt import Family
+    from exporter.server import accepts_gzip
     assert accepts_gzip(header) is ok
-    body = b"x 1\n" * 10000
-    assert gzip.decompress(gzip_body(body)) == body
+    fams = [Family("x", "gauge", "An x.", [b'x{i="%d"} 1' % i for i in range(10000)]),
+            Family("y", lines=[b"y 2"])]
+    text = encode_body(fams, False, False)
+    assert text.startswith(b"# HELP x An x.\n# TYPE x gauge\nx{i=\"0\"} 1\n") and text.endswith(b"\ny 2\n")
+    assert gzip.decompress(encode_body(fams, False, True)) == text
+    assert gzip.decompress(encode_body(fams, True, True)) == encode_body(fams, True, False)

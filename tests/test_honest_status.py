@@ -13,7 +13,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from exporter.errors import NoDataError, NotPermittedError, ParseError
 from exporter.failures import REASONS, FailureLog, classify
-from exporter.passthrough import check_payload
+from exporter.passthrough import check_payload, is_blank
 from exporter.podindex import PodIndex
 from exporter.pods import parse_podlist
 from exporter.runner import Source, collect_all
@@ -104,22 +104,23 @@ async def test_status_follows_the_reason():
 
 
 @pytest.mark.parametrize("body, malformed, series_in, ok", [
-    (b"", 0, 0, False), (b" \n\n", 0, 0, False), (b"<html>", 1, 1, False),
+    (b"", 0, 0, False), (b" \n\n", 0, 0, False), (b"\t\r\x0b\x0c", 0, 0, False), (b"<html>", 1, 1, False),
     (b"x 1\n", 0, 1, True), (b"# HELP x y\n", 0, 0, True), (b"x 1\ny{ 2\n", 1, 2, True)])
 def test_an_empty_or_unparsable_body_is_a_parse_error(body, malformed, series_in, ok):
     res = Result([], series_in=series_in, malformed=malformed)
     if ok:
-        check_payload(body, res)
+        check_payload(is_blank(body), res)
     else:
         with pytest.raises(ParseError):
-            check_payload(body, res)
-    check_payload(b"", Result([]), may_be_empty=True)  # (a kubelet with no probes)
+            check_payload(is_blank(body), res)
+    assert is_blank(body) == (not body.strip())
+    check_payload(True, Result([]), may_be_empty=True)  # (a kubelet with no probes)
 
 
 def test_garbage_cadvisor_is_parse_not_up():
     c = offline("cadvisor")
     with pytest.raises(ParseError, match="no valid sample"):
-        check_payload(b"\x00\x01 garbage\n<html>\n", c.process(b"\x00\x01 garbage\n<html>\n"))
+        check_payload(False, c.process(b"\x00\x01 garbage\n<html>\n"))
 
 
 @pytest.mark.parametrize("doc", [{"items": "x"}, {"items": [1, {"metadata": {"name": "a"}}]},

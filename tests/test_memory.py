@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from exporter import config as config_mod
+from exporter.bodies import SharedBodies
 from exporter.budget import SeriesPool
 from exporter.cli import overrides, parser
 from exporter.errors import ConfigError
@@ -22,6 +24,7 @@ from exporter.pods import parse_podlist
 from exporter.podstream import INLINE_BYTES, parse_podlist_bytes, parse_podlist_stream
 from exporter.replay import paths
 from exporter.replay.kubelet import ReplayKubelet
+from exporter.runner import Outcome
 from exporter.server import STATE, build_app
 from exporter.upstream import BodyTooLarge, Upstream
 
@@ -210,6 +213,54 @@ async def test_concurrent_scrapes_share_one_encode_and_one_gzip(held_kubelet, ai
     assert state.bodies.encodes == 3
 
 
+async def test_scrapes_that_find_a_build_running_share_the_next_one():
+    """Whatever the number of distinct states scrapes bring, a lane builds one body at a time and
+    queues at most one more, which takes each source's most recent outcome; every scrape gets a
+    body at least as recent as its own outcomes."""
+    release = threading.Event()
+    built: list[str] = []
+
+    def families(outcomes):
+        return [Family(o.name, lines=[str(o.seq).encode()]) for o in outcomes]
+
+    def encode(fams, openmetrics, compress):
+        release.wait(WAIT)
+        body = ",".join(f"{f.name}={f.lines[0].decode()}" for f in fams) + (" gz" if compress else "")
+        built.append(body)
+        return body.encode()
+
+    def outcomes(a: int, b: int) -> list[Outcome]:
+        return [Outcome("a", seq=a), Outcome("b", seq=b)]
+    bodies = SharedBodies(families, encode)
+    first = asyncio.ensure_future(bodies.get(outcomes(1, 1), False, True))
+    await asyncio.sleep(0.05)  # the first build runs (blocked)
+    later = [asyncio.ensure_future(bodies.get(o, False, True))
+             for o in (outcomes(2, 1), outcomes(1, 3), outcomes(2, 2), outcomes(1, 1))]
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await first == b"a=1,b=1 gz"
+    assert await asyncio.gather(*later) == [b"a=2,b=3 gz"] * 3 + [b"a=1,b=1 gz"]
+    assert built == ["a=1,b=1 gz", "a=2,b=3 gz"] and bodies.encodes == 2
+    # The last gzipped body serves a scrape it covers with no build; a plain one is not kept.
+    assert await bodies.get(outcomes(2, 2), False, True) == b"a=2,b=3 gz" and bodies.encodes == 2
+    assert await bodies.get(outcomes(2, 2), False, False) == b"a=2,b=2"
+    assert await bodies.get(outcomes(2, 2), False, False) == b"a=2,b=2" and bodies.encodes == 4
+
+
+async def test_a_failed_build_fails_its_scrapes_and_not_the_next():
+    calls = []
+
+    def encode(fams, openmetrics, compress):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return b"ok"
+    bodies = SharedBodies(lambda outcomes: [], encode)
+    with pytest.raises(RuntimeError, match="boom"):
+        await bodies.get([Outcome("a", seq=1)], False, True)
+    assert await bodies.get([Outcome("a", seq=1)], False, True) == b"ok"
+
+
 # ---- the cardinality budget -----------------------------------------------------------------
 
 def _fam(name: str, *lines: str, kind: str = "gauge") -> Family:
@@ -251,6 +302,17 @@ def test_budget_steady_series_stay_known_and_stale_ones_make_room():
     now[0] = 300.0  # everything unseen for over the ttl: the current series are admitted, cap kept
     out = b.admit([_fam("a", *(f'a{{i="{i}"}} 1' for i in (5, 6, 7, 8)))])
     assert len(_names(out)) == 3 and len(b.known) == 3
+
+
+def test_budget_memory_of_collections_is_bounded_by_the_ttl():
+    now = [0.0]
+    pool = SeriesPool(limit=1000, ttl=60.0, clock=lambda: now[0])
+    b = pool.budget("x", 500)
+    for t in range(1000):  # a series that changes every collection, one collection a second
+        now[0] = float(t)
+        assert len(_names(b.admit([_fam("a", 'a{i="1"} 1', f'a{{j="{t % 300}"}} 1')]))) == 2
+        assert len(b._seen_at) <= 64 + 1 and len(b.known) <= 1 + 64 + 1
+    assert b.refused_total == 0
 
 
 def test_budget_overall_cap_and_whole_histograms():

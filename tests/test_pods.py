@@ -50,6 +50,16 @@ def test_golden(podlist, golden):
     golden(f"pods-{podlist}.txt", exposition(res))
 
 
+def test_the_index_keeps_pods_without_managed_fields():
+    doc = json.loads((PODS / "nri-k8s-1.35-kubelet-pods.json").read_bytes())
+    with_fields = sum("managedFields" in item["metadata"] for item in doc["items"])
+    assert with_fields > 10
+    pods = parse_podlist(doc)
+    assert pods and all("managedFields" not in m.raw["metadata"] for m in pods.values())
+    assert all(m.raw["spec"] and m.raw["status"] for m in pods.values())
+    assert sum("managedFields" in item["metadata"] for item in doc["items"]) == with_fields  # (input kept)
+
+
 def test_cli_transform_source_pods():
     out = subprocess.run([sys.executable, "-m", "exporter", "transform", "--source", "pods",
                           str(PODS / "nri-k8s-1.35-kubelet-pods.json")], capture_output=True, timeout=60)

@@ -262,7 +262,8 @@ def snapshot(res: Result) -> tuple:
     )
 
 
-BAD_VALUES = ["1e309", "0x1p3", "abc", "1_000", "--1", "+NaN", "", "1.2.3"]
+BAD_VALUES = ["1e309", "1" + "0" * 250 + "e99", "1" + "0" * 250 + "e+99", "0x1p3", "abc", "1_000", "--1",
+              "+NaN", "", "1.2.3"]
 GARBAGE = [
     b"bad line",
     b'x{a="1"} 1e309',
@@ -487,14 +488,24 @@ def test_warm_transform_equals_fresh_when_pods_change(data, warmups, before, aft
 # 4. Regressions.
 
 
+def test_a_replay_reports_the_bad_comment_lines_its_scan_found():
+    payload = b'# TYPE g gauge\ng{a="1"} 1\n# TYPE q nonsense\ng{a="2"} 2\n'
+    t = Transformer(Options(collector="t"))
+    first = t.transform(payload)
+    again = t.transform(payload.replace(b"} 2", b"} 3"))  # (a replay: only a value changed)
+    assert t.plan is not None and first.malformed == again.malformed == 1
+    assert again.errors == first.errors and again.errors[0].line == b"# TYPE q nonsense"
+
+
 @pytest.mark.parametrize("typed", [True, False], ids=["typed", "untyped"])
 def test_out_of_range_values_are_dropped_and_counted(typed):
     payload = (b"# TYPE m gauge\n" if typed else b"") + (
-        b'm{v="a"} 1e309\nm{v="b"} -1e309\nm{v="c"} 1' + b"0" * 400 + b'\nm{v="ok"} 5\n'
+        b'm{v="a"} 1e309\nm{v="b"} -1e309\nm{v="c"} 1' + b"0" * 400
+        + b'\nm{v="d"} 1' + b"0" * 250 + b'e99\nm{v="e"} 9' + b"0" * 250 + b'e+99\nm{v="ok"} 5\n'
     )
     res, text, om = served(payload)
     assert samples_of(text) == [("m", added(v="ok"), 5.0, None)], text
-    assert res.malformed == 3
+    assert res.malformed == 5
     assert_prometheus_accepts(text, om)
 
 

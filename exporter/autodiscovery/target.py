@@ -30,7 +30,7 @@ from exporter.deps import Deps
 from exporter.expfmt import Family
 from exporter.passthrough import SerialTransform
 from exporter.podindex import PodIndex
-from exporter.transform import EVERYTHING, NOTHING, Changes, Options, Pairs, Result, Transformer
+from exporter.transform import EVERYTHING, NOTHING, Changes, Options, Pairs, Payload, Result, Transformer
 from exporter.pods import PodMeta
 from exporter.upstream import METRICS_ACCEPT, is_openmetrics
 
@@ -148,7 +148,8 @@ class Target:
         try:
             async with asyncio.timeout(max(0.05, min(ep.timeout, budget))):
                 body, ctype = await self._fetch(session)
-            self.accept(await self.serial.run(body, is_openmetrics(ctype)), len(body))
+            size = len(body)
+            self.accept(await self.serial.run(Payload(body), is_openmetrics(ctype)), size)
             self.last_ok = time.monotonic()
         except Cut as exc:
             self.fail(exc.reason, str(exc))

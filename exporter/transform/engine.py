@@ -44,6 +44,21 @@ class Options:
         return CommonLabels(self.collector, self.cluster, self.node, self.rules)
 
 
+class Payload:
+    """An upstream body handed to one transform, which takes it: from then on the transform
+    holds the only reference and drops it once the body is split into lines (a large body
+    would otherwise be in memory twice, as bytes and as lines)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.size = len(body)
+
+    def take(self) -> bytes:
+        """The body, once."""
+        body, self._body = self._body, b""
+        return body
+
+
 class Transformer:
     """Turns one upstream's payloads into families, keeping its caches between scrapes."""
 
@@ -58,7 +73,7 @@ class Transformer:
         self._generation = self.index.generation if self.index is not None else 0
         self._busy = threading.Lock()
 
-    def transform(self, payload: bytes, openmetrics: bool = False) -> Result:
+    def transform(self, payload: bytes | Payload, openmetrics: bool = False) -> Result:
         """Parse and rewrite one payload. Raises ParseError for an OpenMetrics payload that
         does not end with `# EOF`."""
         if not self._busy.acquire(blocking=False):
@@ -68,13 +83,16 @@ class Transformer:
         finally:
             self._busy.release()
 
-    def _transform(self, payload: bytes, openmetrics: bool) -> Result:
-        self._evict(payload)
-        lines = payload.split(b"\n")
+    def _transform(self, payload: bytes | Payload, openmetrics: bool) -> Result:
+        body = payload.take() if isinstance(payload, Payload) else payload
+        del payload
+        self._evict(body)
+        lines, size = body.split(b"\n"), len(body)
+        del body
         res = Result(families=[], series_in=len(lines))
         if openmetrics:
             self.scanner.openmetrics(lines, res)
-        elif not self._replay(payload, lines, res):
+        elif not self._replay(size, lines, res):
             self.plan = self.scanner.text(lines, res)
         if res.join_misses and self.index is not None:
             self.index.request_refresh()
@@ -102,15 +120,16 @@ class Transformer:
         self.scanner.forget()
         self.plan = None
 
-    def _replay(self, payload: bytes, lines: list[bytes], res: Result) -> bool:
+    def _replay(self, size: int, lines: list[bytes], res: Result) -> bool:
         """The fast path: True if the payload had the last clean scan's shape."""
         if self.plan is None:
             return False
-        families = replay.replay(self.plan, payload, lines)
+        families = replay.replay(self.plan, size, lines)
         if families is None:
             return False
         res.families = families
         counts = self.plan.counts
         res.series_in, res.series_out, res.dropped = counts.series_in, counts.series_out, counts.dropped
         res.join_misses, res.label_conflicts = counts.join_misses, counts.label_conflicts
+        res.malformed, res.errors = counts.malformed, list(counts.errors)
         return True

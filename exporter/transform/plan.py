@@ -21,18 +21,22 @@ from typing import NamedTuple
 
 from exporter.expfmt import Family
 from exporter.transform import values
+from exporter.transform.result import BadLine
 
 _FIRST = itemgetter(0)
 
 
 class Counts(NamedTuple):
-    """The counts of the scan a plan was made from: a replay has the same."""
+    """The counts of the scan a plan was made from: a replay has the same (its bad lines can
+    only be comment lines, which a replay repeats byte for byte)."""
 
     series_in: int
     series_out: int
     dropped: int
     join_misses: int
     label_conflicts: int
+    malformed: int
+    errors: tuple[BadLine, ...]
 
 
 @dataclass(frozen=True)
@@ -61,20 +65,23 @@ class Plan:
     counts: Counts
 
 
-def replay(plan: Plan, payload: bytes, lines: list[bytes]) -> list[Family] | None:
-    """The families for `lines` (the payload split on newlines) by the plan, or None when the
-    lines do not have the plan's shape or a changed value is invalid."""
+def replay(plan: Plan, size: int, lines: list[bytes]) -> list[Family] | None:
+    """The families for `lines` (a payload of `size` bytes split on newlines) by the plan, or
+    None when the lines do not have the plan's shape or a changed value is invalid. On success
+    the lines are consumed (the list is emptied: only their values are needed by then)."""
     heads, out = plan.heads, plan.template
     if len(lines) != len(heads):
         return None
     rests = list(map(bytes.removeprefix, lines, heads))
-    if (sum(map(len, rests)) != len(payload) - len(lines) + 1 - plan.head_bytes
+    if (sum(map(len, rests)) != size - len(lines) + 1 - plan.head_bytes
             or any(compress(rests, plan.comment))):
         return None
     kept = compress(rests, plan.emitted)
     vals = list(kept) if plan.stamped else list(map(_FIRST, map(bytes.partition, kept, repeat(b" "))))
     if not values.all_valid(list(compress(vals, map(ne, vals, plan.values))), plan.stamped):
         return None
+    lines.clear()
+    del rests
     plan.values = out[2::4] = vals
     blocks = [b"".join(out[a:b]) for a, b in plan.cuts]
     return [Family(f.name, f.type, f.help, [blocks[i] for i in f.blocks], plan.stamped)

@@ -95,6 +95,7 @@ class Scanner:
         lane: dict[bytes, Rewrite] = {}
         key = Lane(None)
         owned: dict[bytes, bool] = {}
+        seen: dict[bytes, bytes] = {}  # one object per sample name (positions hold names)
         by_name = rw.by_name
         head: bytes | None
         for pos, line in enumerate(lines):
@@ -120,6 +121,7 @@ class Scanner:
                     k = line.find(b" ") + 1
                     split = i < 0 and k > 1
                     nm, text = line[:k - 1], b""
+                nm = seen.setdefault(nm, nm)
                 ok = owned.get(nm)
                 if ok is None and cur is not None:
                     ok = owned[nm] = METRIC_NAME.match(nm.decode("latin-1")) is not None and cur.owns(
@@ -216,6 +218,8 @@ class Scanner:
         """Repair, fill the families; the plan if the scan was clean."""
         now = st.now
         at, vals = self._repair(lines, st, res)
+        count = len(lines)
+        lines.clear()  # consumed (see Transformer): the heads, rests and values are all needed now
         family: list[Family] = [st.fams[p] for p in at]  # type: ignore[misc]  # (emitted: has one)
         spans: list[tuple[Family, int]] = []  # (family, its block's first emitted series)
         for k, fam in enumerate(family):
@@ -236,14 +240,15 @@ class Scanner:
         self.last = now
         if st.irregular or None in now.heads:
             return None
-        emitted = [False] * len(lines)
+        emitted = [False] * count
         for p in at:
             emitted[p] = True
         heads: list[bytes] = now.heads  # type: ignore[assignment]  # (no None: checked above)
         return Plan(heads, sum(map(len, heads)), list(map(is_, now.names, repeat(None))), emitted,
                     template, cuts, [PlannedFamily(f.name, f.type, f.help, blocks[f.name])
                                      for f in res.families], vals, self.stamped,
-                    Counts(res.series_in, res.series_out, res.dropped, res.join_misses, res.label_conflicts))
+                    Counts(res.series_in, res.series_out, res.dropped, res.join_misses, res.label_conflicts,
+                           res.malformed, tuple(res.errors)))
 
     def _repair(self, lines: list[bytes], st: Scan, res: Result) -> tuple[list[int], list[bytes]]:
         """The emitted positions and their output values, after the three repairs (each one

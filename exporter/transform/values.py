@@ -4,8 +4,7 @@ A value is Go's strconv.ParseFloat syntax (no hex, no underscores), in float64 r
 timestamp a non-negative int64 of milliseconds (a real scrape refuses a negative one). With
 every digit made 0, a batch's texts come in a few
 distinct shapes (`0.00000e+00 0000000000000`): each shape is matched once, at C speed. Only
-shapes that can overflow (long exponents, hundreds of digits, 19-digit timestamps) are then
-checked text by text.
+shapes that can overflow (`_risky`) are then checked text by text.
 """
 from __future__ import annotations
 
@@ -18,9 +17,13 @@ _INT64 = 1 << 63
 
 
 def _risky(shape: bytes) -> bool:
+    """Whether texts of this shape may overflow: a timestamp of 19 digits or more, an exponent
+    of 3 digits or more, or over 200 digits (with an exponent of at most 99, a value needs
+    more than 209 digits to pass float64's 1.8e308)."""
     value, _, ts = shape.partition(b" ")
     exp = max(value.rfind(b"e"), value.rfind(b"E"))
-    return len(ts.lstrip(b"-")) >= 19 or (exp >= 0 and len(value) - exp > 3) or value.count(b"0") > 300
+    return (len(ts.lstrip(b"-")) >= 19 or (exp >= 0 and len(value[exp + 1:].lstrip(b"+-")) > 2)
+            or value.count(b"0") > 200)
 
 
 def in_range(text: bytes) -> bool:
