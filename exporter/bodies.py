@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from exporter import malloc
 from exporter.expfmt import Family, openmetrics_chunks, text_chunks
 from exporter.runner import Outcome
 
@@ -149,6 +150,8 @@ class SharedBodies:
         state.running, state.queued = state.queued, None
         if state.running is not None:
             self._start(lane, state)
+        else:  # (the families of the scrape just served are gone: their memory back to the system)
+            asyncio.get_running_loop().run_in_executor(None, malloc.trim)
 
 
 def _retrieve(done: asyncio.Future[bytes]) -> None:

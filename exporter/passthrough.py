@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Hashable, Sequence
 
+from exporter import malloc
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import ParseError
@@ -46,8 +47,8 @@ class SerialTransform:
             if payload.size <= _INLINE_BYTES:
                 return self.transformer.transform(payload, openmetrics)
             loop = asyncio.get_running_loop()
-            running = self._running = loop.run_in_executor(None, self.transformer.transform, payload,
-                                                           openmetrics)
+            running = self._running = loop.run_in_executor(None, _transform_and_trim, self.transformer,
+                                                           payload, openmetrics)
             running.add_done_callback(self._done)
             return await asyncio.shield(running)
 
@@ -56,6 +57,14 @@ class SerialTransform:
             done.exception()  # (an abandoned transform's error: its scrape reported its own)
         if self._running is done:
             self._running = None
+
+
+def _transform_and_trim(transformer: Transformer, payload: Payload, openmetrics: bool) -> Result:
+    """A large transform, then its freed memory back to the system (malloc.trim)."""
+    try:
+        return transformer.transform(payload, openmetrics)
+    finally:
+        malloc.trim()
 
 
 @dataclass(frozen=True)
