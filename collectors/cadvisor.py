@@ -24,6 +24,8 @@ cAdvisor's `container_label_*`/`container_env_*` pass through (no pod labels: `s
 """
 from __future__ import annotations
 
+from itertools import compress
+from operator import methodcaller
 from typing import Any
 from collections.abc import Sequence
 
@@ -56,13 +58,13 @@ class CadvisorHook:
         self._stale_pods: dict[str, PodKey] = {}  # ...and the pod each names
         self._block = b""
 
-    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+    def prepare(self, lines: list[bytes], index: PodIndex | None) -> Changes:
         """A restart changes which container ids are stale: the pods whose stale set changed
         must be rewritten. Start times never change, so an unchanged block (the usual case,
         byte for byte) changes nothing."""
         if "id" not in self.drop:
             return NOTHING
-        block = start_times(payload)
+        block = start_times(lines)
         if block == self._block:
             return NOTHING
         self._block = block
@@ -119,20 +121,9 @@ def classify(labels: dict[str, str]) -> str:
     return "pause" if labels.get("name") or labels.get("image") else "pod"
 
 
-def start_times(payload: bytes) -> bytes:
-    """The `container_start_time_seconds` sample lines of a payload (b"" if none)."""
-    # Searched from the end: the kubelet serves families sorted by name, so this one comes
-    # late, after the large container_fs/memory/network ones, which a forward find would read.
-    last = payload.rfind(b"\n" + _START) + 1  # where the block's last line starts
-    if not last and not payload.startswith(_START):
-        return b""
-    header = payload.rfind(b"\n#", 0, last)  # the block's first line follows its header
-    if header < 0 and payload.startswith(_START):
-        start = 0
-    else:
-        start = payload.find(b"\n" + _START, max(header, 0)) + 1
-    end = payload.find(b"\n#", last)
-    return payload[start:end if end >= 0 else len(payload)]
+def start_times(lines: list[bytes]) -> bytes:
+    """The `container_start_time_seconds` sample lines of a payload, joined (b"" if none)."""
+    return b"\n".join(compress(lines, map(methodcaller("startswith", _START), lines)))
 
 
 def _label_dict(text: bytes) -> dict[str, str] | None:

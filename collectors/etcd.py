@@ -103,7 +103,7 @@ class MemberHook:
     def __init__(self, member: str) -> None:
         self.member = member
 
-    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+    def prepare(self, lines: list[bytes], index: PodIndex | None) -> Changes:
         return NOTHING
 
     def variant(self, family: str) -> Any:

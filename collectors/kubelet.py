@@ -47,7 +47,7 @@ class VolumeStatsHook:
         self.index: PodIndex | None = None
         self._generation = -1
 
-    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+    def prepare(self, lines: list[bytes], index: PodIndex | None) -> Changes:
         """The claims map follows the pod index; volume series name no pod, so a changed map
         makes every cached rewrite stale."""
         self.index = index

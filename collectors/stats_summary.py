@@ -17,10 +17,11 @@ simply absent: nothing is invented. Pod-scoped series get the same join as passt
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from exporter import NAMESPACE
+from exporter import NAMESPACE, malloc
 from exporter.config import CollectorConfig
 from exporter.deps import Deps
 from exporter.errors import ParseError
@@ -170,7 +171,8 @@ class StatsSummaryCollector:
             raise RuntimeError("no kubelet upstream configured")
         resp = await self.deps.kubelet.request(PATH, accept="application/json")
         if len(resp.body) > 256 << 10:
-            return (await asyncio.to_thread(self._convert, resp.body, self.deps.index)).families
+            convert = functools.partial(self._convert, resp.body, self.deps.index)
+            return (await asyncio.to_thread(malloc.large, convert)).families
         return self._convert(resp.body, self.deps.index).families
 
     def process(self, payload: bytes) -> Result:

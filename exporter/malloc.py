@@ -9,9 +9,9 @@ and does nothing where they do not exist (another libc):
   block (up to 32 MiB), after which such bodies come from the heap and its high-water mark
   stays resident.
 `trim()` gives the free pages of every arena back to the system (glibc's malloc_trim: about
-2 ms at 250 pods). It runs after each large transform and each body build: what a scrape
-freed otherwise stays resident in fragmented heaps, and the next scrape's peak comes on top
-(bench.e2e at 250 pods: peak 179 -> 163 MB).
+2 ms at 250 pods). It runs after each large transform or parse and each body build: what a
+scrape freed otherwise stays resident in fragmented heaps, and the next scrape's peak comes on
+top. `large()` runs the large transforms and parses one at a time.
 Measured in docs/performance.md ("Memory budget").
 """
 from __future__ import annotations
@@ -19,6 +19,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 log = logging.getLogger("kubebridge.malloc")
 _M_MMAP_THRESHOLD = -3
@@ -44,6 +47,21 @@ def trim() -> None:
     """Return free heap pages to the system (nothing where malloc_trim does not exist)."""
     if _TRIM is not None:
         _TRIM(0)
+
+
+_LARGE = threading.Lock()
+T = TypeVar("T")
+
+
+def large(work: Callable[[], T]) -> T:
+    """Run a large transform or parse (from a worker thread): one at a time in the process, so
+    that their transient memory does not add up (they hold the GIL for most of their time, so
+    running them side by side saved little time), then trim what it freed."""
+    with _LARGE:
+        try:
+            return work()
+        finally:
+            trim()
 
 
 def tune() -> bool:

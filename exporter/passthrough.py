@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any
 from collections.abc import Hashable, Sequence
@@ -60,11 +61,8 @@ class SerialTransform:
 
 
 def _transform_and_trim(transformer: Transformer, payload: Payload, openmetrics: bool) -> Result:
-    """A large transform, then its freed memory back to the system (malloc.trim)."""
-    try:
-        return transformer.transform(payload, openmetrics)
-    finally:
-        malloc.trim()
+    """A large transform, one at a time in the process (malloc.large)."""
+    return malloc.large(functools.partial(transformer.transform, payload, openmetrics))
 
 
 @dataclass(frozen=True)
@@ -94,8 +92,8 @@ class TopologyEviction:
     def rewrite(self, variant: Hashable, pairs: Pairs, pod: PodMeta | None) -> Pairs | None:
         return self.inner.rewrite(variant, pairs, pod)
 
-    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
-        changes = self.inner.prepare(payload, index)
+    def prepare(self, lines: list[bytes], index: PodIndex | None) -> Changes:
+        changes = self.inner.prepare(lines, index)
         if self.topology.generation != self._generation:
             self._generation = self.topology.generation
             return EVERYTHING
@@ -136,13 +134,17 @@ class Passthrough:
         return self.deps.kubelet
 
     async def collect(self, budget: float) -> Sequence[Family]:
-        """Fetch and transform."""
-        return await self._transform(await self.upstream().request(self.path))
+        """Fetch (split into lines as it streams in) and transform."""
+        return await self._transform(await self.upstream().request(self.path, split=True))
 
     async def _transform(self, resp: Response) -> Sequence[Family]:
-        """Transform a response, taking its body (`resp.body` is empty afterwards)."""
-        size, blank = len(resp.body), is_blank(resp.body)
-        payload, resp.body = Payload(resp.body), b""
+        """Transform a response, taking its body or lines (the response keeps neither)."""
+        if resp.lines is not None:
+            size, blank = resp.size, resp.blank
+            payload, resp.lines = Payload(lines=resp.lines, size=size), None
+        else:
+            size, blank = len(resp.body), is_blank(resp.body)
+            payload, resp.body = Payload(resp.body), b""
         res = await self._serial.run(payload, is_openmetrics(resp.content_type))
         self._report(res, size)
         check_payload(blank, res, self.may_be_empty)

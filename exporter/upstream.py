@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 from yarl import URL
@@ -153,6 +154,20 @@ class Response:
     content_type: str
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)  # X-Etcd-Index, X-Consul-Index, ...
+    # request(split=True): the body as its lines (`body.split(b"\n")`), split while it streams
+    # in so the whole bytes never exist; `body` is then b"". `size` and `blank` describe it.
+    lines: list[bytes] | None = None
+    size: int = 0
+    blank: bool = False
+
+
+class SplitBody(NamedTuple):
+    """A body read as its lines (`body.split(b"\n")`), its size, and whether it was empty or
+    only whitespace."""
+
+    lines: list[bytes]
+    size: int
+    blank: bool
 
 
 class Upstream:
@@ -183,12 +198,14 @@ class Upstream:
         return self.base_url + path
 
     async def request(self, path: str, *, method: str = "GET", accept: str = METRICS_ACCEPT,
-                      json: object = None, ok_statuses: tuple[int, ...] = ()) -> Response:
+                      json: object = None, ok_statuses: tuple[int, ...] = (),
+                      split: bool = False) -> Response:
         """Fetch `path`. 404 -> NoDataError, 401/403 -> NotPermittedError, other non-2xx ->
-        UpstreamError, unless listed in `ok_statuses` (then returned as is)."""
+        UpstreamError, unless listed in `ok_statuses` (then returned as is). `split`: the body
+        comes as its lines (Response.lines)."""
         sent = self.token.token() if self.token is not None else ""
         try:
-            return await self._request(path, method, accept, json, ok_statuses, sent)
+            return await self._request(path, method, accept, json, ok_statuses, sent, split)
         except NotPermittedError:
             if self.token is None:
                 raise
@@ -200,10 +217,10 @@ class Upstream:
             fresh = self.token.token()
             if fresh == sent:
                 raise
-            return await self._request(path, method, accept, json, ok_statuses, fresh)
+            return await self._request(path, method, accept, json, ok_statuses, fresh, split)
 
     async def _request(self, path: str, method: str, accept: str, json: object,
-                       ok_statuses: tuple[int, ...], token: str) -> Response:
+                       ok_statuses: tuple[int, ...], token: str, split: bool = False) -> Response:
         url = self.url(path)
         headers = {"Accept": accept, **({"Authorization": f"Bearer {token}"} if token else {})}
         if not self.compressed:
@@ -227,10 +244,15 @@ class Upstream:
                         kwargs.pop("json", None)
                     url = str(target)
                     continue
+                ok = resp.status in ok_statuses or 200 <= resp.status < 300
+                if ok and split:
+                    read = await self._read_lines(resp, url)
+                    return Response(b"", resp.headers.get("Content-Type", ""), resp.status,
+                                    resp.headers.copy(), read.lines, read.size, read.blank)
                 body = await self._read(resp, url)
-                if resp.status in ok_statuses or 200 <= resp.status < 300:
+                if ok:
                     return Response(body, resp.headers.get("Content-Type", ""), resp.status,
-                                    resp.headers.copy())
+                                    resp.headers.copy(), size=len(body))
                 if resp.status == 404:
                     raise NoDataError(f"{url}: 404")
                 if resp.status in (401, 403):
@@ -254,6 +276,27 @@ class Upstream:
                 raise BodyTooLarge(url, limit)
             buf.write(chunk)
         return buf.getvalue()
+
+    async def _read_lines(self, resp: aiohttp.ClientResponse, url: str) -> SplitBody:
+        """The body as `_read` reads it, split on newlines chunk by chunk: what is held at once
+        is the lines so far and one chunk, never the body and its lines together."""
+        limit = self.limit()
+        if resp.content_length is not None and resp.content_length > limit:
+            resp.close()
+            raise BodyTooLarge(url, limit)
+        lines: list[bytes] = []
+        carry, size, blank = b"", 0, True
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                resp.close()
+                raise BodyTooLarge(url, limit)
+            blank = blank and chunk.isspace()
+            parts = (carry + chunk).split(b"\n")
+            carry = parts.pop()
+            lines.extend(parts)
+        lines.append(carry)
+        return SplitBody(lines, size, blank)
 
     def limit(self) -> int:
         """The body cap in force: the collecting source's, else this upstream's."""

@@ -263,7 +263,7 @@ _S = b'container_start_time_seconds{container="a",id="/x",namespace="n",pod="p"}
     (b"# TYPE other gauge\nxcontainer_start_time_seconds{a=\"1\"} 1", b""),  # another name's suffix
 ])
 def test_start_times_finds_the_family_block(payload, block):
-    assert start_times(payload) == block
+    assert start_times(payload.split(b"\n")) == block.rstrip(b"\n")
 
 
 def test_stale_reads_label_sets_as_the_parser_does():

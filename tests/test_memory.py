@@ -3,6 +3,7 @@ event loop) and the cardinality budget that sheds. Real HTTP servers on 127.0.0.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 import subprocess
@@ -44,7 +45,8 @@ async def _serve(aiohttp_server, handler) -> str:
     return str(server.make_url("")).rstrip("/")
 
 
-async def test_content_length_over_cap_is_refused_before_reading(aiohttp_server):
+@pytest.mark.parametrize("split", [False, True], ids=["bytes", "lines"])
+async def test_content_length_over_cap_is_refused_before_reading(aiohttp_server, split):
     never = asyncio.Event()
 
     async def huge(request):
@@ -58,11 +60,12 @@ async def test_content_length_over_cap_is_refused_before_reading(aiohttp_server)
         up = Upstream(session, base, max_bytes=1 << 20)
         with pytest.raises(BodyTooLarge):
             async with asyncio.timeout(WAIT):
-                await up.request("/metrics")
+                await up.request("/metrics", split=split)
     never.set()
 
 
-async def test_gzip_bomb_stops_at_the_cap(aiohttp_server):
+@pytest.mark.parametrize("split", [False, True], ids=["bytes", "lines"])
+async def test_gzip_bomb_stops_at_the_cap(aiohttp_server, split):
     z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     member = z.compress(b"\0" * (16 << 20)) + z.flush()  # 16 KiB of gzip, 16 MiB inflated
     bomb = member * 1024  # gzip members in a row: 16 MiB sent, 16 GiB inflated
@@ -86,12 +89,37 @@ async def test_gzip_bomb_stops_at_the_cap(aiohttp_server):
             up = Upstream(session, base, max_bytes=cap)
             with pytest.raises(BodyTooLarge):
                 async with asyncio.timeout(WAIT):
-                    await up.request("/metrics")
+                    await up.request("/metrics", split=split)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 3 * cap  # never more than the cap (and a chunk) held
     assert sum(sent) < len(bomb) // 2  # refused on the inflated count, long before the end
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["identity", "gzip"])
+async def test_a_body_read_as_lines_is_its_split(aiohttp_server, gzipped):
+    """Split while it streams in, a body gives exactly `body.split(b"\\n")`, its size and its
+    blankness, whatever the chunks (newlines at chunk edges, CRLF, no final newline)."""
+    bodies = [b"", b"\n", b" \t\r\n\n", b"a 1", b"a 1\n", b"a 1\r\nb 2\r\n", b"\n\nx 1\n\n",
+              CADVISOR.read_bytes(), CADVISOR.read_bytes()[:-1] + b" 7", b"y 1\n" * 70000]
+
+    async def serve(request):
+        body = bodies[int(request.path.strip("/"))]
+        if gzipped:
+            return web.Response(body=gzip.compress(body), headers={"Content-Encoding": "gzip"})
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for i in range(0, len(body), 1000):  # odd chunk edges
+            await resp.write(body[i:i + 1000])
+        return resp
+    base = await _serve(aiohttp_server, serve)
+    async with aiohttp.ClientSession() as session:
+        up = Upstream(session, base)
+        for i, body in enumerate(bodies):
+            resp = await up.request(f"/{i}", split=True)
+            assert resp.lines == body.split(b"\n") and resp.body == b"", i
+            assert resp.size == len(body) and resp.blank == (not body.strip()), i
 
 
 async def test_body_under_cap_is_read_whole(aiohttp_server):

@@ -25,7 +25,7 @@ class SlowHook(NoHook):
         self.seconds, self.active, self.peak, self.calls = seconds, 0, 0, 0
         self.lock = threading.Lock()
 
-    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+    def prepare(self, lines: list[bytes], index: PodIndex | None) -> Changes:
         with self.lock:
             self.active += 1
             self.peak, self.calls = max(self.peak, self.active), self.calls + 1
@@ -74,7 +74,7 @@ async def test_the_transform_takes_the_body_and_nothing_keeps_the_result():
     for _ in range(2):  # a scan, then a replay
         payload = Payload(PAYLOAD)
         res = await serial.run(payload, False)
-        assert res.series_out == 30000 and payload.take() == b"" and payload.size == len(PAYLOAD)
+        assert res.series_out == 30000 and payload.take() == [b""] and payload.size == len(PAYLOAD)
         ref = weakref.ref(res)
         del res
         for _ in range(3):

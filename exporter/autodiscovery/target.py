@@ -80,7 +80,7 @@ class TargetHook:
         self.limits = limits
         self.violation = ""
 
-    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+    def prepare(self, lines: list[bytes], index: PodIndex | None) -> Changes:
         """After a violation, the offending label sets were cached as dropped: forget them."""
         if not self.violation:
             return NOTHING

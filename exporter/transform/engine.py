@@ -46,17 +46,19 @@ class Options:
 
 class Payload:
     """An upstream body handed to one transform, which takes it: from then on the transform
-    holds the only reference and drops it once the body is split into lines (a large body
-    would otherwise be in memory twice, as bytes and as lines)."""
+    holds the only reference. Given as bytes, or as the lines an upstream split it into while
+    it streamed in (upstream.Response.lines), so that the bytes and their lines, each about the
+    body's size, are never held together."""
 
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.size = len(body)
+    def __init__(self, body: bytes = b"", lines: list[bytes] | None = None, size: int | None = None) -> None:
+        self._body, self._lines = body, lines
+        self.size = len(body) if size is None else size
 
-    def take(self) -> bytes:
-        """The body, once."""
-        body, self._body = self._body, b""
-        return body
+    def take(self) -> list[bytes]:
+        """The body's lines (`body.split(b"\n")`), once."""
+        body, lines = self._body, self._lines
+        self._body, self._lines = b"", None
+        return lines if lines is not None else body.split(b"\n")
 
 
 class Transformer:
@@ -84,11 +86,11 @@ class Transformer:
             self._busy.release()
 
     def _transform(self, payload: bytes | Payload, openmetrics: bool) -> Result:
-        body = payload.take() if isinstance(payload, Payload) else payload
-        del payload
-        self._evict(body)
-        lines, size = body.split(b"\n"), len(body)
-        del body
+        if isinstance(payload, Payload):
+            lines, size = payload.take(), payload.size
+        else:
+            lines, size = payload.split(b"\n"), len(payload)
+        self._evict(lines)
         res = Result(families=[], series_in=len(lines))
         if openmetrics:
             self.scanner.openmetrics(lines, res)
@@ -101,9 +103,9 @@ class Transformer:
             self.scanner.forget()
         return res
 
-    def _evict(self, payload: bytes) -> None:
+    def _evict(self, lines: list[bytes]) -> None:
         """Forget what the hook or the pod index says changed since the last transform."""
-        changes = self.hook.prepare(payload, self.index)
+        changes = self.hook.prepare(lines, self.index)
         pods = set(changes.pods)
         everything = changes.everything
         if self.index is not None and self.index.generation != self._generation:

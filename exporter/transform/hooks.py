@@ -29,14 +29,14 @@ class SeriesHook(Protocol):
 
     Contract: `rewrite` depends only on the variant, the pairs, the pod, and the state `prepare`
     last saw, so that the engine may cache its result per label text. `prepare` runs before
-    every transform, with the payload and the pod index, and reports what its new state makes
-    stale; the engine evicts exactly that."""
+    every transform, with the payload's lines and the pod index, and reports what its new state
+    makes stale; the engine evicts exactly that."""
 
     def variant(self, family: str) -> Hashable: ...
 
     def rewrite(self, variant: Hashable, pairs: Pairs, pod: PodMeta | None) -> Pairs | None: ...
 
-    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes: ...
+    def prepare(self, lines: list[bytes], index: PodIndex | None) -> Changes: ...
 
 
 class NoHook:
@@ -48,5 +48,5 @@ class NoHook:
     def rewrite(self, variant: Hashable, pairs: Pairs, pod: PodMeta | None) -> Pairs | None:
         return pairs
 
-    def prepare(self, payload: bytes, index: PodIndex | None) -> Changes:
+    def prepare(self, lines: list[bytes], index: PodIndex | None) -> Changes:
         return NOTHING
