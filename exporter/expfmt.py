@@ -260,20 +260,30 @@ def _help_to_openmetrics(text: str) -> str:
 
 
 def encode_text(families: Iterable[Family]) -> bytes:
-    """Text format 0.0.4."""
-    return b"".join(text_chunks(families))
+    """Text format 0.0.4 (one join: the blocks are copied once)."""
+    out: list[bytes] = []
+    for fam in families:
+        out.extend(_text_parts(fam))
+    out.append(b"")
+    return b"\n".join(out)
 
 
 def text_chunks(families: Iterable[Family]) -> Iterator[bytes]:
     """Text format 0.0.4, one chunk per family (each ends with a newline): what a streaming
     encoder (bodies.encode_body) compresses without holding the whole text."""
     for fam in families:
-        if not fam.lines:
-            continue
-        head = [f"# TYPE {fam.name} {fam.type}".encode()]
-        if fam.help is not None:
-            head.insert(0, f"# HELP {fam.name} {fam.help}".encode())
-        yield b"\n".join([*head, *fam.lines, b""])
+        if fam.lines:
+            yield b"\n".join([*_text_parts(fam), b""])
+
+
+def _text_parts(fam: Family) -> list[bytes]:
+    """A family's HELP, TYPE and sample lines (nothing for a family without samples)."""
+    if not fam.lines:
+        return []
+    head = [f"# TYPE {fam.name} {fam.type}".encode()]
+    if fam.help is not None:
+        head.insert(0, f"# HELP {fam.name} {fam.help}".encode())
+    return head + fam.lines
 
 
 def _om_taken(families: Sequence[Family]) -> set[str]:
@@ -318,13 +328,22 @@ def _om_line(line: bytes) -> bytes:
 
 
 def encode_openmetrics(families: Iterable[Family]) -> bytes:
-    """OpenMetrics 1.0.0 text, ending with `# EOF`."""
-    return b"".join(openmetrics_chunks(families))
+    """OpenMetrics 1.0.0 text, ending with `# EOF` (one join)."""
+    out = [line for part in _om_parts(families) for line in part]
+    out.append(b"# EOF\n")
+    return b"\n".join(out)
 
 
 def openmetrics_chunks(families: Iterable[Family]) -> Iterator[bytes]:
-    """OpenMetrics 1.0.0, one chunk per family, then `# EOF`. Only stamped families' lines are
-    rewritten (millisecond timestamps to seconds); the others' blocks are copied as they are."""
+    """OpenMetrics 1.0.0, one chunk per family, then `# EOF`."""
+    for part in _om_parts(families):
+        yield b"\n".join([*part, b""])
+    yield b"# EOF\n"
+
+
+def _om_parts(families: Iterable[Family]) -> Iterator[list[bytes]]:
+    """Each family's HELP, TYPE and sample lines in OpenMetrics. Only stamped families' lines
+    are rewritten (millisecond timestamps to seconds); the others' blocks are copied as they are."""
     fams = [fam for fam in families if fam.lines]
     taken = _om_taken(fams) if any(fam.type == "counter" for fam in fams) else frozenset()
     for fam in fams:
@@ -332,9 +351,7 @@ def openmetrics_chunks(families: Iterable[Family]) -> Iterator[bytes]:
         head = [f"# TYPE {name} {kind}".encode()]
         if fam.help is not None:
             head.insert(0, f"# HELP {name} {_help_to_openmetrics(fam.help)}".encode())
-        lines = map(_om_line, fam.samples()) if fam.stamped else fam.lines
-        yield b"\n".join([*head, *lines, b""])
-    yield b"# EOF\n"
+        yield head + (list(map(_om_line, fam.samples())) if fam.stamped else fam.lines)
 
 
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
