@@ -39,9 +39,9 @@ from exporter.errors import NoDataError
 from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.merge import merge
-from exporter.passthrough import SerialTransform, check_payload, is_blank, options_table
+from exporter.passthrough import SerialTransform, check_payload, options_table, take_body
 from exporter.podindex import PodIndex
-from exporter.transform import NOTHING, Changes, Pairs, Payload, Result, Transformer
+from exporter.transform import NOTHING, Changes, Pairs, Result, Transformer
 from exporter.pods import PodMeta
 from exporter.registry import register
 from exporter.upstream import Upstream, is_openmetrics
@@ -176,11 +176,10 @@ class EtcdCollector:
             healthy = tg.create_task(_etcd.health(up))
             status = tg.create_task(self._status(up))
         resp = metrics.result()
-        size, blank = len(resp.body), is_blank(resp.body)
-        payload, resp.body = Payload(resp.body), b""
-        res = await self.transformers[name].run(payload, is_openmetrics(resp.content_type))
-        check_payload(blank, res)  # an empty or garbage /metrics: the member is down (parse)
-        return Member(res, size, healthy.result(), status.result())
+        body = take_body(resp)
+        res = await self.transformers[name].run(body.payload, is_openmetrics(resp.content_type))
+        check_payload(body.blank, res)  # an empty or garbage /metrics: the member is down (parse)
+        return Member(res, body.size, healthy.result(), status.result())
 
     @staticmethod
     async def _status(up: Upstream) -> Status | None:

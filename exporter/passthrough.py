@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from collections.abc import Hashable, Sequence
 
 from exporter import malloc
@@ -48,8 +48,8 @@ class SerialTransform:
             if payload.size <= _INLINE_BYTES:
                 return self.transformer.transform(payload, openmetrics)
             loop = asyncio.get_running_loop()
-            running = self._running = loop.run_in_executor(None, _transform_and_trim, self.transformer,
-                                                           payload, openmetrics)
+            transform = functools.partial(self.transformer.transform, payload, openmetrics)
+            running = self._running = loop.run_in_executor(None, malloc.large, transform)
             running.add_done_callback(self._done)
             return await asyncio.shield(running)
 
@@ -58,11 +58,6 @@ class SerialTransform:
             done.exception()  # (an abandoned transform's error: its scrape reported its own)
         if self._running is done:
             self._running = None
-
-
-def _transform_and_trim(transformer: Transformer, payload: Payload, openmetrics: bool) -> Result:
-    """A large transform, one at a time in the process (malloc.large)."""
-    return malloc.large(functools.partial(transformer.transform, payload, openmetrics))
 
 
 @dataclass(frozen=True)
@@ -139,15 +134,10 @@ class Passthrough:
 
     async def _transform(self, resp: Response) -> Sequence[Family]:
         """Transform a response, taking its body or lines (the response keeps neither)."""
-        if resp.lines is not None:
-            size, blank = resp.size, resp.blank
-            payload, resp.lines = Payload(lines=resp.lines, size=size), None
-        else:
-            size, blank = len(resp.body), is_blank(resp.body)
-            payload, resp.body = Payload(resp.body), b""
-        res = await self._serial.run(payload, is_openmetrics(resp.content_type))
-        self._report(res, size)
-        check_payload(blank, res, self.may_be_empty)
+        body = take_body(resp)
+        res = await self._serial.run(body.payload, is_openmetrics(resp.content_type))
+        self._report(res, body.size)
+        check_payload(body.blank, res, self.may_be_empty)
         return res.families
 
     def process(self, payload: bytes, openmetrics: bool = False) -> Result:
@@ -160,6 +150,25 @@ class Passthrough:
         self.stats = {"response_bytes": size, "series_in": res.series_in,
                       "series_out": res.series_out, "join_misses": res.join_misses,
                       "malformed": res.malformed, "dropped": res.dropped}
+
+
+class TakenBody(NamedTuple):
+    """A response's body handed to a transform, with what the caller still needs of it."""
+
+    payload: Payload
+    size: int
+    blank: bool
+
+
+def take_body(resp: Response) -> TakenBody:
+    """The response's body (or lines) as a Payload; the response keeps neither."""
+    if resp.lines is not None:
+        taken = TakenBody(Payload(lines=resp.lines, size=resp.size), resp.size, resp.blank)
+        resp.lines = None
+    else:
+        taken = TakenBody(Payload(resp.body), len(resp.body), is_blank(resp.body))
+        resp.body = b""
+    return taken
 
 
 def is_blank(body: bytes) -> bool:

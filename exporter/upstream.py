@@ -17,7 +17,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -260,37 +260,37 @@ class Upstream:
                 raise UpstreamError(url, resp.status)
         raise RedirectRefused(url, status, f"more than {MAX_REDIRECTS} redirects")
 
-    async def _read(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
-        """The body, never more than the cap in memory. aiohttp inflates gzip in bounded steps
-        as it is read, so the count is of decompressed bytes and a gzip bomb stops at the cap.
-        BytesIO grows in place and hands its buffer over without a copy."""
-        limit = self.limit()
-        if resp.content_length is not None and resp.content_length > limit:
-            resp.close()  # refused before reading: the connection is not reused
-            raise BodyTooLarge(url, limit)
-        buf, size = io.BytesIO(), 0
-        async for chunk in resp.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > limit:
-                resp.close()
-                raise BodyTooLarge(url, limit)
-            buf.write(chunk)
-        return buf.getvalue()
-
-    async def _read_lines(self, resp: aiohttp.ClientResponse, url: str) -> SplitBody:
-        """The body as `_read` reads it, split on newlines chunk by chunk: what is held at once
-        is the lines so far and one chunk, never the body and its lines together."""
+    async def _chunks(self, resp: aiohttp.ClientResponse, url: str) -> AsyncIterator[bytes]:
+        """The body's chunks, never more than the cap in all. A Content-Length over the cap is
+        refused before reading (the connection is not reused). aiohttp inflates gzip in bounded
+        steps as it is read, so the count is of decompressed bytes and a gzip bomb stops at the
+        cap."""
         limit = self.limit()
         if resp.content_length is not None and resp.content_length > limit:
             resp.close()
             raise BodyTooLarge(url, limit)
-        lines: list[bytes] = []
-        carry, size, blank = b"", 0, True
+        size = 0
         async for chunk in resp.content.iter_chunked(1 << 16):
             size += len(chunk)
             if size > limit:
                 resp.close()
                 raise BodyTooLarge(url, limit)
+            yield chunk
+
+    async def _read(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
+        """The body (BytesIO grows in place and hands its buffer over without a copy)."""
+        buf = io.BytesIO()
+        async for chunk in self._chunks(resp, url):
+            buf.write(chunk)
+        return buf.getvalue()
+
+    async def _read_lines(self, resp: aiohttp.ClientResponse, url: str) -> SplitBody:
+        """The body split on newlines chunk by chunk: what is held at once is the lines so far
+        and one chunk, never the body and its lines together."""
+        lines: list[bytes] = []
+        carry, size, blank = b"", 0, True
+        async for chunk in self._chunks(resp, url):
+            size += len(chunk)
             blank = blank and chunk.isspace()
             parts = (carry + chunk).split(b"\n")
             carry = parts.pop()
