@@ -13,7 +13,7 @@ serialises transforms (see exporter.passthrough).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from exporter import relabel
 from exporter.podindex import PodIndex
@@ -91,11 +91,13 @@ class Transformer:
         else:
             lines, size = payload.split(b"\n"), len(payload)
         self._evict(lines)
-        res = Result(families=[], series_in=len(lines))
-        if openmetrics:
-            self.scanner.openmetrics(lines, res)
-        elif not self._replay(size, lines, res):
-            self.plan = self.scanner.text(lines, res)
+        res = None if openmetrics else self._replay(size, lines)
+        if res is None:
+            res = Result(families=[], series_in=len(lines))
+            if openmetrics:
+                self.scanner.openmetrics(lines, res)
+            else:
+                self.plan = self.scanner.text(lines, res)
         if res.join_misses and self.index is not None:
             self.index.request_refresh()
         if self.rewriter.size() > 2 * res.series_in + _CACHE_SLACK:
@@ -122,16 +124,11 @@ class Transformer:
         self.scanner.forget()
         self.plan = None
 
-    def _replay(self, size: int, lines: list[bytes], res: Result) -> bool:
-        """The fast path: True if the payload had the last clean scan's shape."""
+    def _replay(self, size: int, lines: list[bytes]) -> Result | None:
+        """The fast path: the result, if the payload had the last clean scan's shape."""
         if self.plan is None:
-            return False
+            return None
         families = replay.replay(self.plan, size, lines)
         if families is None:
-            return False
-        res.families = families
-        counts = self.plan.counts
-        res.series_in, res.series_out, res.dropped = counts.series_in, counts.series_out, counts.dropped
-        res.join_misses, res.label_conflicts = counts.join_misses, counts.label_conflicts
-        res.malformed, res.errors = counts.malformed, list(counts.errors)
-        return True
+            return None
+        return replace(self.plan.counts, families=families, errors=list(self.plan.counts.errors))

@@ -14,7 +14,7 @@ counted if it still fails), and duplicate output series keep the last.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import compress, repeat
 from operator import is_, itemgetter
 from typing import NamedTuple
@@ -23,7 +23,7 @@ from exporter.errors import ParseError
 from exporter.expfmt import METRIC_NAME, Family, escape_help, parse_comment, parse_line
 from exporter.transform import values
 from exporter.transform.hooks import SeriesHook
-from exporter.transform.plan import Counts, Plan, PlannedFamily
+from exporter.transform.plan import Plan, PlannedFamily
 from exporter.transform.result import Result
 from exporter.transform.rewrite import LabelRewriter, Lane, Rewrite
 
@@ -240,15 +240,14 @@ class Scanner:
         self.last = now
         if st.irregular or None in now.heads:
             return None
-        emitted = [False] * count
+        emitted = bytearray(count)
         for p in at:
-            emitted[p] = True
+            emitted[p] = 1
         heads: list[bytes] = now.heads  # type: ignore[assignment]  # (no None: checked above)
-        return Plan(heads, sum(map(len, heads)), list(map(is_, now.names, repeat(None))), emitted,
+        return Plan(heads, sum(map(len, heads)), bytes(map(is_, now.names, repeat(None))), bytes(emitted),
                     template, cuts, [PlannedFamily(f.name, f.type, f.help, blocks[f.name])
-                                     for f in res.families], vals, self.stamped,
-                    Counts(res.series_in, res.series_out, res.dropped, res.join_misses, res.label_conflicts,
-                           res.malformed, tuple(res.errors)))
+                                     for f in res.families], self.stamped,
+                    replace(res, families=[], errors=list(res.errors)))
 
     def _repair(self, lines: list[bytes], st: Scan, res: Result) -> tuple[list[int], list[bytes]]:
         """The emitted positions and their output values, after the three repairs (each one
