@@ -99,6 +99,7 @@ class Scanner:
         by_name = rw.by_name
         head: bytes | None
         for pos, line in enumerate(lines):
+            lines[pos] = b""  # consumed: its head and rest replace it (line == head + rest)
             if line[:1] in _BLANKS[:2] and line.lstrip(b" \t")[:1] in b"#":
                 line = line.lstrip(b" \t")  # an indented comment, or a line of blanks
             if not line or line[0] == 35:  # blank, or a comment ('#')
@@ -267,7 +268,8 @@ class Scanner:
             st.irregular = True
             for p, val in zip(at, vals):
                 if not values.valid(val, self.stamped):
-                    got = self._parse(lines[p], st.fams[p], st.families, res, False)
+                    line = (now.heads[p] or b"") + st.rests[p]  # (a split or predicted line)
+                    got = self._parse(line, st.fams[p], st.families, res, False)
                     now.heads[p] = None
                     now.rewrites[p] = got.rewrite if got is not None else None
                     if got is not None:
