@@ -26,11 +26,9 @@ from exporter.expfmt import Family
 from exporter.families import Builder, Metric
 from exporter.registry import Option, register
 from exporter.transform.result import BadLine, Result
-from exporter.statsd.ingest import Ingest, Policy
-from exporter.statsd.listener import Listener, Sockets
-from exporter.statsd.mapping import DEFAULT_BUCKETS, Mapper, MappingError, check_buckets
-from exporter.statsd.origin import Resolver
-from exporter.statsd.store import Limits, Store
+
+# The StatsD engine (exporter.statsd) is imported when this collector is built or its options
+# are checked, not when the collector registers: a node agent without StatsD does not hold it.
 
 log = logging.getLogger("kubebridge.statsd")
 _SYNC_WAIT = 30.0  # seconds the listener waits for the pod index before reading anyway
@@ -73,6 +71,7 @@ def _not_negative(value: Any) -> str | None:
 
 
 def _mapping(value: Any) -> str | None:
+    from exporter.statsd.mapping import Mapper, MappingError
     try:
         Mapper(value)
     except MappingError as exc:
@@ -81,6 +80,7 @@ def _mapping(value: Any) -> str | None:
 
 
 def _mapping_file(value: Any) -> str | None:
+    from exporter.statsd.mapping import Mapper, MappingError
     try:
         Mapper.load(value)
     except MappingError as exc:
@@ -89,6 +89,7 @@ def _mapping_file(value: Any) -> str | None:
 
 
 def _buckets(value: Any) -> str | None:
+    from exporter.statsd.mapping import MappingError, check_buckets
     if not isinstance(value, dict):
         return "must map a metric name (or `*`, the default) to a list of bucket bounds"
     try:
@@ -128,6 +129,11 @@ class StatsdCollector:
     """StatsD / DogStatsD metrics pushed by the node's pods, joined to the sending pod."""
 
     def __init__(self, deps: Deps, cfg: CollectorConfig) -> None:
+        from exporter.statsd.ingest import Ingest, Policy
+        from exporter.statsd.listener import Listener, Sockets
+        from exporter.statsd.mapping import DEFAULT_BUCKETS, Mapper
+        from exporter.statsd.origin import Resolver
+        from exporter.statsd.store import Limits, Store
         o = cfg.options
         self.deps, self.cfg = deps, cfg
         self.store = Store(Limits(o["max_series"], o["max_series_per_pod"], o["max_set_members"],

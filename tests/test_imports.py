@@ -1,6 +1,7 @@
 """The import graph: the framework never imports its plug-ins, and the big optional clients
-(kubernetes-asyncio: about 37 MiB resident; aiodocker) load only with a collector that uses
-them. Each check runs in a fresh interpreter, since this test process has imported everything.
+(kubernetes-asyncio: about 37 MiB resident; aiodocker) and the StatsD engine (about 0.8 MiB)
+load only with a collector that uses them. Each check runs in a fresh interpreter, since this
+test process has imported everything.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from exporter.registry import registrations
 
 ROOT = Path(__file__).parent.parent
-OPTIONAL = ("kubernetes_asyncio", "aiodocker")
+OPTIONAL = ("kubernetes_asyncio", "aiodocker", "exporter.statsd")
 
 # Starts the app as `kubebridge run` builds it (argv[1]: the collectors section, null for the
 # defaults), scrapes /metrics twice and prints which optional clients were imported.
@@ -67,6 +68,7 @@ def test_node_agent_imports_no_optional_client():
     ("docker", {"socket": "unix:///dev/null"}, ["aiodocker"]),  # exists, refuses: the client is built
     ("events", {"endpoint": {"url": "http://127.0.0.1:9"}}, ["kubernetes_asyncio"]),
     ("kube_system", {"endpoint": {"url": "http://127.0.0.1:9"}}, ["kubernetes_asyncio"]),
+    ("statsd", {"udp_address": "127.0.0.1:0"}, ["exporter.statsd"]),
 ])
 def test_a_collector_imports_its_client(name, section, expected):
     collectors = {**every(False), name: {"enabled": True, **section}}
