@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from itertools import compress, repeat
-from operator import is_, itemgetter
+from operator import attrgetter, is_, itemgetter
 from typing import NamedTuple
 
 from exporter.errors import ParseError
@@ -28,7 +28,9 @@ from exporter.transform.result import Result
 from exporter.transform.rewrite import LabelRewriter, Lane, Rewrite
 
 _FIRST = itemgetter(0)
+_PIECE, _MISSED, _CONFLICTS = attrgetter("piece"), attrgetter("missed"), attrgetter("conflicts")
 _BLANKS = (b" ", b"\t", b"")
+_INDENTS = _BLANKS[:2]
 
 
 @dataclass
@@ -100,7 +102,7 @@ class Scanner:
         head: bytes | None
         for pos, line in enumerate(lines):
             lines[pos] = b""  # consumed: its head and rest replace it (line == head + rest)
-            if line[:1] in _BLANKS[:2] and line.lstrip(b" \t")[:1] in b"#":
+            if line[:1] in _INDENTS and line.lstrip(b" \t")[:1] in b"#":
                 line = line.lstrip(b" \t")  # an indented comment, or a line of blanks
             if not line or line[0] == 35:  # blank, or a comment ('#')
                 res.series_in -= 1
@@ -277,13 +279,13 @@ class Scanner:
             at = st.emitted()
             vals = self._values(st, at)
         rws = [r for r in now.rewrites if r is not None]
-        res.join_misses += sum(1 for r in rws if r.missed)
-        res.label_conflicts += sum(r.conflicts for r in rws)
-        res.dropped += sum(1 for r in rws if r.piece is None)
+        res.join_misses += sum(map(_MISSED, rws))
+        res.label_conflicts += sum(map(_CONFLICTS, rws))
+        res.dropped += list(map(_PIECE, rws)).count(None)
         # Two lines, one output series (upstream duplicates, or a hook or rule that removed the
         # labels that told them apart): keep the last, as Prometheus keeps one anyway.
-        keys = [(now.names[p], now.rewrites[p].piece) for p in at]  # type: ignore[union-attr]
-        last = {key: k for k, key in enumerate(keys)}
+        keys = list(zip(map(now.names.__getitem__, at), map(_PIECE, map(now.rewrites.__getitem__, at))))
+        last = dict(zip(keys, range(len(keys))))
         if len(last) != len(keys):
             st.irregular = True
             res.dropped += len(keys) - len(last)
