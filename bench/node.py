@@ -67,7 +67,7 @@ class Node:
 
 
 def load_capture() -> tuple[bytes, dict[str, Any]]:
-    """The real 1.35 pair (package data; identical to tests/fixtures/{cadvisor,kubelet}/)."""
+    """The real 1.35 pair (package data in exporter/replay/data/, the one copy of each capture)."""
     from exporter.replay.paths import CADVISOR, PODS, data_file
     cadvisor = data_file(CADVISOR.format(version="1.35")).read_bytes()
     pods = json.loads(data_file(PODS.format(version="1.35")).read_text())
