@@ -220,7 +220,7 @@ class Scanner:
     def _finish(self, lines: list[bytes], st: Scan, res: Result) -> Plan | None:
         """Repair, fill the families; the plan if the scan was clean."""
         now = st.now
-        at, vals = self._repair(lines, st, res)
+        at, vals = self._repair(st, res)
         count = len(lines)
         lines.clear()  # consumed (see Transformer): the heads, rests and values are all needed now
         family: list[Family] = [st.fams[p] for p in at]  # type: ignore[misc]  # (emitted: has one)
@@ -252,7 +252,7 @@ class Scanner:
                                      for f in res.families], self.stamped,
                     replace(res, families=[], errors=list(res.errors)))
 
-    def _repair(self, lines: list[bytes], st: Scan, res: Result) -> tuple[list[int], list[bytes]]:
+    def _repair(self, st: Scan, res: Result) -> tuple[list[int], list[bytes]]:
         """The emitted positions and their output values, after the three repairs (each one
         makes the scan irregular: no plan). Counts drops, join misses and label conflicts."""
         now = st.now
