@@ -509,6 +509,46 @@ def test_out_of_range_values_are_dropped_and_counted(typed):
     assert_prometheus_accepts(text, om)
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'metric{quantile="bla"} 3.14\n# TYPE metric summary\nmetric{quantile="bla"} 3.14\n',
+        b'# TYPE m counter\nm 1\n# TYPE m summary\nm{quantile="x"} 2\n',
+        b'# HELP m h\nm 1\n# TYPE m summary\nm{quantile="x"} 2\n',
+    ],
+    ids=["samples-then-type", "second-type", "help-samples-type"],
+)
+def test_a_type_that_comes_too_late_is_dropped_and_counted(payload):
+    """The text format allows one TYPE, before the family's samples; a later one that would
+    change the type (and make earlier samples a summary's, unchecked) is a bad line."""
+    res, text, om = served(payload)
+    assert res.malformed == 1 and "TYPE summary" in res.errors[0].reason, res.errors
+    assert b"summary" not in text, text
+    assert_prometheus_accepts(text, om)
+
+
+def test_a_stray_bucket_joins_its_histogram_only_with_a_float_le():
+    res, text, om = served(
+        b'x_bucket{le="bla"} 1\nx_bucket{le="0.5"} 1\n# TYPE x histogram\n'
+        b'x_bucket{le="+Inf"} 1\nx_sum 1\nx_count 1\n'
+    )
+    assert res.malformed == 1 and "le is not a float" in res.errors[0].reason, res.errors
+    assert [s[1].get("le") for s in samples_of(text)] == ["0.5", "+Inf", None, None], text
+    assert_prometheus_accepts(text, om)
+
+
+def test_the_value_of_a_dropped_series_is_not_read():
+    """Found by the warm-equals-fresh property (seed 404): a dropped series whose value went
+    missing was counted bad by a fresh scan, not by a warm one that predicted its head."""
+    payload = b'# TYPE m gauge\nm{kind="skip"} %s\nm{kind="keep"} 1\n'
+    warm = Transformer(Options(collector="t"), hook=TagHook())
+    warm.transform(payload % b"2")
+    for value in (b"", b" ", b"x y"):
+        got, fresh = warm.transform(payload % value), Transformer(Options(collector="t"), hook=TagHook())
+        assert snapshot(got) == snapshot(fresh.transform(payload % value)), value
+        assert got.malformed == 0 and got.dropped == 1, value
+
+
 def test_invalid_utf8_label_value_is_dropped_and_counted():
     res, text, om = served(b'# TYPE m gauge\nm{v="\xff\xfe"} 1\nm{v="ok"} 2\n')
     assert samples_of(text) == [("m", added(v="ok"), 2.0, None)], text

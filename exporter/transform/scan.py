@@ -8,9 +8,11 @@ Each sample line is, in order of cost:
    rewriter's cache (or made once: rewrite.LabelRewriter);
 3. precise: anything else (other whitespace, escapes that fool the split, samples outside
    their family, renamed series) goes through the precise parser, uncached.
-Then one repair step: stray histogram and summary series join their family, values are
-validated in bulk (a line whose value fails is parsed precisely once more, then dropped and
-counted if it still fails), and duplicate output series keep the last.
+Then one repair step: stray histogram and summary series join their family (read again as
+its series: `le` and `quantile` must be floats), values are validated in bulk (a line whose
+value fails is parsed precisely once more, then dropped and counted if it still fails), and
+duplicate output series keep the last. The value of a series that the hook or a rule drops is
+not read (a replay does not read it either).
 """
 from __future__ import annotations
 
@@ -53,6 +55,9 @@ class Scan:
     rests: list[bytes] = field(default_factory=list)
     fams: list[Family | None] = field(default_factory=list)
     families: dict[str, Family] = field(default_factory=dict)
+    settled: set[str] = field(default_factory=set)  # families with a TYPE or samples: no TYPE now
+    precise: dict[int, bytes] = field(default_factory=dict)  # the lines read precisely, by position
+    openmetrics: bool = False
     irregular: bool = False
 
     def emitted(self) -> list[int]:
@@ -98,6 +103,7 @@ class Scanner:
         key = Lane(None)
         owned: dict[bytes, bool] = {}
         seen: dict[bytes, bytes] = {}  # one object per sample name (positions hold names)
+        sampled = False  # cur has had a sample line since its header
         by_name = rw.by_name
         head: bytes | None
         for pos, line in enumerate(lines):
@@ -107,13 +113,17 @@ class Scanner:
             if not line or line[0] == 35:  # blank, or a comment ('#')
                 res.series_in -= 1
                 if line:
-                    fam = header(line[1:], cur, st.families, False, res)
+                    if sampled:
+                        st.settled.add(cur.name)  # type: ignore[union-attr]  # (sampled: cur is set)
+                        sampled = False
+                    fam = header(line[1:], cur, st.families, st.settled, False, res)
                     if fam is not None:  # (a TYPE may change what the family owns)
                         cur, owned, key = fam, {}, self.lane_of(fam)
                         lane = rw.lane(key)
                 head, nm, r, rest = line, None, None, b""
             elif predict and (head := last.heads[pos]) is not None and line.startswith(head):
                 nm, r, rest = last.names[pos], last.rewrites[pos], line[len(head):]
+                sampled = True
             else:
                 i = line.find(b"{")
                 if i > 0:  # `name{text} rest`
@@ -130,17 +140,20 @@ class Scanner:
                     ok = owned[nm] = METRIC_NAME.match(nm.decode("latin-1")) is not None and cur.owns(
                         nm.decode())
                 r = None
-                if split and ok and line[k:k + 1] not in _BLANKS:
+                if split and ok:
                     r = lane.get(nm + b"{" + text if by_name else text)
                     if r is None:
                         try:
                             r = rw.text(key, nm, text)
                         except ParseError:
                             r = None
+                    if r is not None and r.piece is not None and line[k:k + 1] in _BLANKS:
+                        r = None  # more blanks, or none, before the value: read precisely
                 if r is None or r.renamed is not None:
                     self._precise(line, cur, st, res)
                     continue
                 head, rest = line[:k], line[k:]
+                sampled = True
             heads.append(head)
             names.append(nm)
             rewrites.append(r)
@@ -155,12 +168,12 @@ class Scanner:
             end -= 1
         if not end or lines[end - 1].rstrip(b"\r") != b"# EOF":
             raise ParseError("OpenMetrics payload does not end with '# EOF' (truncated?)")
-        st = Scan(irregular=True)
+        st = Scan(openmetrics=True, irregular=True)
         cur: Family | None = None
         for line in lines[:end - 1]:
             if line.startswith(b"#"):
                 res.series_in -= 1
-                cur = header(line[1:], cur, st.families, True, res)
+                cur = header(line[1:], cur, st.families, st.settled, True, res)
                 self._record(st, line, None, None, b"", cur)
             else:
                 self._precise(line, cur, st, res, openmetrics=True)
@@ -184,6 +197,8 @@ class Scanner:
         if got is None:
             self._record(st, None, None, None, b"", cur)
         else:
+            st.settled.add(got.family.name)
+            st.precise[len(st.now.heads)] = line
             self._record(st, None, got.name, got.rewrite, got.rest, got.family)
 
     def _parse(self, line: bytes, cur: Family | None, fams: dict[str, Family], res: Result,
@@ -263,19 +278,18 @@ class Scanner:
         if owners:
             st.irregular = True
             st.families.update(owners)
+            moved = [p for p, f in enumerate(st.fams)
+                     if f is not None and f.name in owners and now.rewrites[p] is not None]
             st.fams[:] = [f if f is None else owners.get(f.name, f) for f in st.fams]
+            for p in moved:  # read again as its owner's series (a histogram's `le` must be a float)
+                self._reread(st, p, res)
         at = st.emitted()
         vals = self._values(st, at)
         if not values.all_valid(vals, self.stamped):  # other whitespace fools the split
             st.irregular = True
             for p, val in zip(at, vals):
                 if not values.valid(val, self.stamped):
-                    line = (now.heads[p] or b"") + st.rests[p]  # (a split or predicted line)
-                    got = self._parse(line, st.fams[p], st.families, res, False)
-                    now.heads[p] = None
-                    now.rewrites[p] = got.rewrite if got is not None else None
-                    if got is not None:
-                        now.names[p], st.rests[p], st.fams[p] = got.name, got.rest, got.family
+                    self._reread(st, p, res)
             at = st.emitted()
             vals = self._values(st, at)
         rws = [r for r in now.rewrites if r is not None]
@@ -296,6 +310,17 @@ class Scanner:
             at, vals = [at[k] for k in kept], [vals[k] for k in kept]
         return at, vals
 
+    def _reread(self, st: Scan, p: int, res: Result) -> None:
+        """Read the line at position p again, precisely, as a series of its family (or count it
+        bad and drop it). A split or predicted line is its head and its rest."""
+        now = st.now
+        line = st.precise[p] if p in st.precise else (now.heads[p] or b"") + st.rests[p]
+        got = self._parse(line, st.fams[p], st.families, res, st.openmetrics)
+        now.heads[p] = None
+        now.rewrites[p] = got.rewrite if got is not None else None
+        if got is not None:
+            now.names[p], st.rests[p], st.fams[p] = got.name, got.rest, got.family
+
     def _values(self, st: Scan, at: list[int]) -> list[bytes]:
         """The emitted series' output values: what followed the head, without the timestamp
         unless timestamps are kept (a dropped timestamp is not validated)."""
@@ -309,9 +334,12 @@ def _same_comments(lines: list[bytes], last: Positions) -> bool:
     return list(compress(lines, where)) == list(compress(last.heads, where))
 
 
-def header(head: bytes, fam: Family | None, fams: dict[str, Family], openmetrics: bool,
-           res: Result) -> Family | None:
-    """A comment line (without its '#'): HELP and TYPE name the family that follows."""
+def header(head: bytes, fam: Family | None, fams: dict[str, Family], settled: set[str],
+           openmetrics: bool, res: Result) -> Family | None:
+    """A comment line (without its '#'): HELP and TYPE name the family that follows. A TYPE
+    that would change the type of a family in `settled` (it had a TYPE, or samples) is a bad
+    line: the family keeps its type, and what follows stays where it was. (The text format
+    allows one TYPE, before the samples; a family in two blocks repeats it unchanged.)"""
     try:
         comment = parse_comment(head, openmetrics)
     except ParseError as exc:
@@ -330,6 +358,10 @@ def header(head: bytes, fam: Family | None, fams: dict[str, Family], openmetrics
             return fam
         cur = fams[name] = Family(name)
     if comment.keyword == "TYPE":
+        if name in settled and comment.text != cur.type:
+            res.bad(b"#" + head, f"TYPE {comment.text} for {cur.type} {name}, after its samples or TYPE")
+            return fam
+        settled.add(name)
         cur.type = comment.text
     elif cur.help is None:
         cur.help = escape_help(comment.text)
