@@ -2,7 +2,7 @@
 
 The node is the Kubernetes 1.35 cAdvisor + /pods capture cloned to N pods with fresh names and
 UIDs (`exporter.replay.synth.clone_pods`: every label shape is a captured one). Per size it
-measures, as the median of repeated runs, interleaved (time.perf_counter):
+measures, as the median of repeated runs, all four interleaved (time.perf_counter):
 
 - baseline: prometheus_client's `text_string_to_metric_families` -> pod join from a dict ->
   `generate_latest` of a registry holding a custom collector (what a competent engineer writes
@@ -241,8 +241,8 @@ def sample_lines(text: bytes) -> int:
 
 def measure(node: Node, repeat: int, cold_repeat: int, baseline_repeat: int,
             profile: bool = False, profile_out: Any = None) -> dict[str, Any]:
-    """Every pipeline over `node`; kubebridge before the baseline so the RSS marks in between
-    are kubebridge's (ru_maxrss only grows)."""
+    """Every pipeline over `node`. kubebridge's RSS mark is taken before the baseline first
+    runs (ru_maxrss only grows), then all four pipelines are timed interleaved."""
     import collectors  # noqa: F401  (importing every collector is setup, not scraping)
     payloads, nv = node.payloads, len(node.payloads)
     rss_setup = peak_rss()
@@ -253,17 +253,23 @@ def measure(node: Node, repeat: int, cold_repeat: int, baseline_repeat: int,
     steady = build_collector(node.podlist)
     for i in range(nv + 1):  # fill the caches, then one unrecorded pass over every variant
         kubebridge_scrape(steady, payloads[i % nv])
-    # Cold, warm and floor runs are interleaved, so that a burst of load from other processes
-    # on the machine, or a slower phase of the machine itself, hits all three and their ratios
-    # stay meaningful. After each cold run one untimed warm scrape brings the steady
-    # collector's data back into the CPU caches the cold run went through.
+    series_out = sample_lines(cold_out[0])
+    out_bytes = len(cold_out[0])
+    rss_kubebridge = peak_rss()  # (a cold and a steady collector have run: the loop adds nothing)
+    registry, base = build_baseline(node.podlist)
+    # All four pipelines are interleaved, so that a burst of load from other processes on the
+    # machine, or a slower phase of the machine itself, hits them all and their ratios stay
+    # meaningful. After each cold or baseline run one untimed warm scrape brings the steady
+    # collector's data back into the CPU caches the other run went through.
     timed(floor_scrape, payloads[0])
     cold: list[tuple[float, float]] = []
     warm: list[tuple[float, float]] = []
     floor: list[tuple[float, float]] = []
+    baseline: list[tuple[float, float]] = []
+    baseline_series = 0
     matches = True
-    every = max(1, repeat // cold_repeat)
-    for i in range(max(repeat, cold_repeat * every)):
+    every = max(1, repeat // max(cold_repeat, baseline_repeat))
+    for i in range(max(repeat, max(cold_repeat, baseline_repeat) * every)):
         if i % every == 0 and len(cold) < cold_repeat:
             gc.collect()  # the previous fresh collector's garbage is not this one's cost
             fresh = build_collector(node.podlist)
@@ -273,6 +279,13 @@ def measure(node: Node, repeat: int, cold_repeat: int, baseline_repeat: int,
             del fresh, out
             gc.collect()
             kubebridge_scrape(steady, payloads[(i - 1) % nv])
+        if i % every == 0 and len(baseline) < baseline_repeat:
+            t, out = timed(baseline_scrape, registry, base, payloads[len(baseline) % nv])
+            baseline.append(t)
+            baseline_series = baseline_series or sample_lines(out)
+            del out
+            gc.collect()
+            kubebridge_scrape(steady, payloads[(i - 1) % nv])
         if i >= repeat:
             continue
         t, out = timed(kubebridge_scrape, steady, payloads[i % nv])
@@ -280,10 +293,7 @@ def measure(node: Node, repeat: int, cold_repeat: int, baseline_repeat: int,
         matches = matches and out == cold_out[i % nv]
         del out
         floor.append(timed(floor_scrape, payloads[i % nv])[0])
-    series_out = sample_lines(cold_out[0])
-    out_bytes = len(cold_out[0])
     del cold_out
-    rss_kubebridge = peak_rss()
 
     if profile:
         prof = cProfile.Profile()
@@ -297,16 +307,6 @@ def measure(node: Node, repeat: int, cold_repeat: int, baseline_repeat: int,
               file=profile_out or sys.stdout)
         print(buf.getvalue(), file=profile_out or sys.stdout)
     del steady
-    gc.collect()
-
-    registry, base = build_baseline(node.podlist)
-    baseline: list[tuple[float, float]] = []
-    baseline_series = 0
-    for i in range(baseline_repeat):
-        t, out = timed(baseline_scrape, registry, base, payloads[i % nv])
-        baseline.append(t)
-        baseline_series = baseline_series or sample_lines(out)
-        del out
 
     runs = {"baseline": baseline, "cold": cold, "warm": warm, "floor": floor}
     med = {name: statistics.median(r[0] for r in rs) for name, rs in runs.items()}
