@@ -549,6 +549,19 @@ def test_the_value_of_a_dropped_series_is_not_read():
         assert got.malformed == 0 and got.dropped == 1, value
 
 
+def test_a_refused_type_ends_the_prediction():
+    """Found by the warm-equals-fresh property (seed 2011): the same comments at the same
+    positions, but a TYPE taken last time is refused now (a sample of that name came first), so
+    the lines after it belong to other families than last time and must not be predicted."""
+    before = b'x 1\n# TYPE m1 counter\nm1{a="1"} 5\n'
+    after = b'm1 1\n# TYPE m1 counter\nm1{a="1"} 5\n'
+    warm = Transformer(Options(collector="t"))
+    warm.transform(before)
+    got, fresh = warm.transform(after), Transformer(Options(collector="t")).transform(after)
+    assert snapshot(got) == snapshot(fresh)
+    assert [(f.name, f.type) for f in got.families] == [("m1", "untyped")] and got.malformed == 1
+
+
 def test_invalid_utf8_label_value_is_dropped_and_counted():
     res, text, om = served(b'# TYPE m gauge\nm{v="\xff\xfe"} 1\nm{v="ok"} 2\n')
     assert samples_of(text) == [("m", added(v="ok"), 2.0, None)], text

@@ -39,11 +39,14 @@ _INDENTS = _BLANKS[:2]
 class Positions:
     """What a scan saw at each line position, for the next one to predict with: the head a
     sample line started with (the whole line for comments and blanks; None: look again), its
-    output name and its rewrite (None for comments, blank and bad lines)."""
+    output name and its rewrite (None for comments, blank and bad lines); and after each
+    comment or blank line, the family the lines that follow belong to. A prediction holds
+    while those families are the same as last time."""
 
     heads: list[bytes | None] = field(default_factory=list)
     names: list[bytes | None] = field(default_factory=list)
     rewrites: list[Rewrite | None] = field(default_factory=list)
+    sections: dict[int, tuple[str, str] | None] = field(default_factory=dict)  # by position
 
 
 @dataclass
@@ -120,6 +123,9 @@ class Scanner:
                     if fam is not None:  # (a TYPE may change what the family owns)
                         cur, owned, key = fam, {}, self.lane_of(fam)
                         lane = rw.lane(key)
+                section = st.now.sections[pos] = (cur.name, cur.type) if cur is not None else None
+                if predict and last.sections.get(pos, ()) != section:
+                    predict = False  # (a TYPE taken last time, refused now): other families follow
                 head, nm, r, rest = line, None, None, b""
             elif predict and (head := last.heads[pos]) is not None and line.startswith(head):
                 nm, r, rest = last.names[pos], last.rewrites[pos], line[len(head):]
