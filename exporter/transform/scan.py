@@ -119,7 +119,7 @@ class Scanner:
                     if sampled:
                         st.settled.add(cur.name)  # type: ignore[union-attr]  # (sampled: cur is set)
                         sampled = False
-                    fam = header(line[1:], cur, st.families, st.settled, False, res)
+                    fam = header(line[1:], cur, st, res)
                     if fam is not None:  # (a TYPE may change what the family owns)
                         cur, owned, key = fam, {}, self.lane_of(fam)
                         lane = rw.lane(key)
@@ -179,10 +179,10 @@ class Scanner:
         for line in lines[:end - 1]:
             if line.startswith(b"#"):
                 res.series_in -= 1
-                cur = header(line[1:], cur, st.families, st.settled, True, res)
+                cur = header(line[1:], cur, st, res)
                 self._record(st, line, None, None, b"", cur)
             else:
-                self._precise(line, cur, st, res, openmetrics=True)
+                self._precise(line, cur, st, res)
         res.series_in -= len(lines) - end + 1
         self._finish(lines, st, res)
 
@@ -195,11 +195,10 @@ class Scanner:
         st.rests.append(rest)
         st.fams.append(fam)
 
-    def _precise(self, line: bytes, cur: Family | None, st: Scan, res: Result,
-                 openmetrics: bool = False) -> None:
+    def _precise(self, line: bytes, cur: Family | None, st: Scan, res: Result) -> None:
         """Record a line read by the precise parser at the next position (or count it bad)."""
         st.irregular = True
-        got = self._parse(line, cur, st.families, res, openmetrics)
+        got = self._parse(line, cur, st, res)
         if got is None:
             self._record(st, None, None, None, b"", cur)
         else:
@@ -207,8 +206,8 @@ class Scanner:
             st.precise[len(st.now.heads)] = line
             self._record(st, None, got.name, got.rewrite, got.rest, got.family)
 
-    def _parse(self, line: bytes, cur: Family | None, fams: dict[str, Family], res: Result,
-               openmetrics: bool) -> Precise | None:
+    def _parse(self, line: bytes, cur: Family | None, st: Scan, res: Result) -> Precise | None:
+        fams, openmetrics = st.families, st.openmetrics
         stripped = line.lstrip(b" \t")
         if not stripped.rstrip(b" \t") or stripped.startswith(b"#"):
             res.series_in -= 1  # a line of blanks, or an indented comment
@@ -321,7 +320,7 @@ class Scanner:
         bad and drop it). A split or predicted line is its head and its rest."""
         now = st.now
         line = st.precise[p] if p in st.precise else (now.heads[p] or b"") + st.rests[p]
-        got = self._parse(line, st.fams[p], st.families, res, st.openmetrics)
+        got = self._parse(line, st.fams[p], st, res)
         now.heads[p] = None
         now.rewrites[p] = got.rewrite if got is not None else None
         if got is not None:
@@ -340,12 +339,12 @@ def _same_comments(lines: list[bytes], last: Positions) -> bool:
     return list(compress(lines, where)) == list(compress(last.heads, where))
 
 
-def header(head: bytes, fam: Family | None, fams: dict[str, Family], settled: set[str],
-           openmetrics: bool, res: Result) -> Family | None:
+def header(head: bytes, fam: Family | None, st: Scan, res: Result) -> Family | None:
     """A comment line (without its '#'): HELP and TYPE name the family that follows. A TYPE
-    that would change the type of a family in `settled` (it had a TYPE, or samples) is a bad
+    that would change the type of a family in `st.settled` (it had a TYPE, or samples) is a bad
     line: the family keeps its type, and what follows stays where it was. (The text format
     allows one TYPE, before the samples; a family in two blocks repeats it unchanged.)"""
+    fams, settled, openmetrics = st.families, st.settled, st.openmetrics
     try:
         comment = parse_comment(head, openmetrics)
     except ParseError as exc:
